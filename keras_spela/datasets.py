@@ -1,0 +1,342 @@
+"""Datasets for SPELA examples, tests and benchmarks.
+
+Two kinds of data are offered:
+
+* `load_digits()`: the small UCI "Optical Recognition of Handwritten Digits"
+  set (1,797 images of 8x8 pixels) that ships inside the package
+  (`keras_spela/data/digits.npz`, see `keras_spela/data/DIGITS_LICENSE.txt`).
+  It needs no download and no extra dependency, and comes with the
+  project's fixed train/test split.
+* `load_tfds()`: image-classification sets from TensorFlow Datasets
+  (`mnist`, `kmnist`, `fashion_mnist`, `cifar10`, `cifar100`,
+  `svhn_cropped`) as a batched `tf.data.Dataset` of `(x, y)` pairs, scaled
+  to `[0, 1]`. `tensorflow_datasets` is imported only when these are used.
+"""
+
+import dataclasses
+import functools
+import importlib.resources
+
+import numpy as np
+
+DIGITS_NUM_CLASSES = 10
+"""Number of classes of the digits data (the digits 0..9)."""
+
+DIGITS_IMAGE_SHAPE = (8, 8, 1)
+"""Shape of one digits image when `flatten=False` (height, width, channels)."""
+
+DIGITS_NUM_EXAMPLES = 1797
+"""Number of examples in the shipped digits data (train plus test)."""
+
+DIGITS_NUM_TRAIN = 1437
+"""Size of the project's standard digits training split (the rest, 360,
+is the test split)."""
+
+_DIGITS_MAX_VALUE = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _read_digits_npz():
+    """Reads the shipped digits arrays once (uint8 images and labels)."""
+    resource = importlib.resources.files("keras_spela") / "data" / "digits.npz"
+    with importlib.resources.as_file(resource) as path:
+        with np.load(path) as data:
+            images = data["images"]
+            labels = data["labels"]
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def load_digits(split_seed=0, num_train=DIGITS_NUM_TRAIN, flatten=True, normalize=True):
+    """Loads the UCI handwritten digits data with the project's fixed split.
+
+    The data is the copy of the UCI "Optical Recognition of Handwritten
+    Digits" set that scikit-learn redistributes (E. Alpaydin and
+    C. Kaynak, 1998, CC BY 4.0): 1,797 grey images of 8x8 pixels whose
+    values are integers in `[0, 16]`, labelled with the digit they show.
+    It is shipped inside this package, so no download (and no
+    scikit-learn) is needed.
+
+    The split is fixed and reproducible:
+
+    ```python
+    perm = numpy.random.default_rng(split_seed).permutation(1797)
+    train_indices, test_indices = perm[:num_train], perm[num_train:]
+    ```
+
+    With the defaults this gives 1,437 training and 360 test examples.
+
+    Args:
+        split_seed: Integer seed of the permutation that defines the split.
+            Keep the default `0` to use the project's standard split.
+        num_train: Number of examples, taken from the front of the
+            permutation, that form the training split; the others form the
+            test split. Must be in `[0, 1797]`.
+        flatten: If `True`, images have shape `(N, 64)`; otherwise
+            `(N, 8, 8, 1)`.
+        normalize: If `True`, pixels are divided by 16 and returned as
+            `float32` values in `[0, 1]`; otherwise the raw integer values
+            `0..16` are returned as `float32`.
+
+    Returns:
+        A tuple `((x_train, y_train), (x_test, y_test))` of numpy arrays:
+        `x_*` are `float32` images as described above and `y_*` are `int32`
+        labels in `[0, 9]` (`DIGITS_NUM_CLASSES` classes).
+
+    Example:
+
+    >>> (x_train, y_train), (x_test, y_test) = load_digits()
+    >>> x_train.shape, y_train.shape, x_test.shape, y_test.shape
+    ((1437, 64), (1437,), (360, 64), (360,))
+    >>> float(x_train.max()) <= 1.0
+    True
+    """
+    num_train = int(num_train)
+    if not 0 <= num_train <= DIGITS_NUM_EXAMPLES:
+        raise ValueError(
+            f"`num_train` must be in [0, {DIGITS_NUM_EXAMPLES}]; got {num_train}."
+        )
+    images, labels = _read_digits_npz()
+    perm = np.random.default_rng(split_seed).permutation(DIGITS_NUM_EXAMPLES)
+    x = images.astype(np.float32)
+    if normalize:
+        x /= np.float32(_DIGITS_MAX_VALUE)
+    if flatten:
+        x = x.reshape((DIGITS_NUM_EXAMPLES, -1))
+    else:
+        x = x.reshape((DIGITS_NUM_EXAMPLES,) + DIGITS_IMAGE_SHAPE)
+    y = labels.astype(np.int32)
+    train_idx, test_idx = perm[:num_train], perm[num_train:]
+    return (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What a model needs to know about a supported TFDS dataset.
+
+    The values are those of the dataset's `tfds` `DatasetInfo` (checked by
+    the tests), kept in a table so that no download or `tfds` import is
+    needed to read them.
+
+    Attributes:
+        name: The TFDS name, e.g. `"mnist"`.
+        num_classes: Number of label classes.
+        image_shape: Shape of one image, `(height, width, channels)`.
+        image_key: Feature name of the image in the TFDS example dict.
+        label_key: Feature name of the label used as target.
+        max_value: Largest raw pixel value; images are divided by it.
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple
+    image_key: str = "image"
+    label_key: str = "label"
+    max_value: float = 255.0
+
+    @property
+    def flat_dim(self):
+        """Number of features of one flattened image."""
+        return int(np.prod(self.image_shape))
+
+    def input_shape(self, flatten):
+        """The per-example input shape, `(flat_dim,)` or `image_shape`."""
+        return (self.flat_dim,) if flatten else tuple(self.image_shape)
+
+
+_TFDS_SPECS = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec("mnist", 10, (28, 28, 1)),
+        DatasetSpec("kmnist", 10, (28, 28, 1)),
+        DatasetSpec("fashion_mnist", 10, (28, 28, 1)),
+        DatasetSpec("cifar10", 10, (32, 32, 3)),
+        # CIFAR-100's "label" is the fine label (100 classes); the
+        # "coarse_label" (20 superclasses) is not used.
+        DatasetSpec("cifar100", 100, (32, 32, 3), label_key="label"),
+        DatasetSpec("svhn_cropped", 10, (32, 32, 3)),
+    )
+}
+
+SUPPORTED_TFDS_DATASETS = tuple(_TFDS_SPECS)
+"""Names accepted by `load_tfds()` and `dataset_spec()`."""
+
+
+def dataset_spec(name):
+    """Returns the number of classes and image shape of a TFDS dataset.
+
+    Args:
+        name: One of `SUPPORTED_TFDS_DATASETS`: `"mnist"`, `"kmnist"`,
+            `"fashion_mnist"`, `"cifar10"`, `"cifar100"`, `"svhn_cropped"`.
+
+    Returns:
+        A `DatasetSpec` with `num_classes`, `image_shape` (height, width,
+        channels), `flat_dim` and `input_shape(flatten)`.
+
+    Raises:
+        ValueError: If `name` is not supported.
+
+    Example:
+
+    >>> spec = dataset_spec("cifar100")
+    >>> spec.num_classes, spec.image_shape, spec.flat_dim
+    (100, (32, 32, 3), 3072)
+    """
+    try:
+        return _TFDS_SPECS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unsupported dataset name {name!r}. Supported names: "
+            f"{', '.join(SUPPORTED_TFDS_DATASETS)}."
+        ) from None
+
+
+def load_tfds(
+    name,
+    split="train",
+    batch_size=128,
+    data_dir=None,
+    flatten=True,
+    shuffle=False,
+    seed=0,
+    download=True,
+    shuffle_buffer_size=10_000,
+):
+    """Loads a TFDS image-classification set as a `tf.data.Dataset`.
+
+    Each element is a pair `(x, y)`: `x` holds `float32` images divided by
+    255 (values in `[0, 1]`), flattened if `flatten=True`, and `y` holds
+    `int32` labels in `[0, num_classes)`. For `cifar100` the fine labels
+    (100 classes, feature `"label"`) are used.
+
+    Args:
+        name: One of `SUPPORTED_TFDS_DATASETS`: `"mnist"`, `"kmnist"`,
+            `"fashion_mnist"` (28x28x1), `"cifar10"`, `"cifar100"`,
+            `"svhn_cropped"` (32x32x3).
+        split: TFDS split string, e.g. `"train"`, `"test"` or
+            `"train[:90%]"`.
+        batch_size: Number of examples per batch, or `None` for an
+            unbatched dataset. The last batch may be smaller.
+        data_dir: Directory where TFDS reads (and, if `download=True`,
+            writes) the data. `None` uses the TFDS default
+            (`~/tensorflow_datasets` or `$TFDS_DATA_DIR`).
+        flatten: If `True`, each image is reshaped to a vector of
+            `height * width * channels` features; otherwise it keeps its
+            `(height, width, channels)` shape.
+        shuffle: If `True`, the input files and the examples (with a buffer
+            of `shuffle_buffer_size`) are shuffled, deterministically for a
+            given `seed`, and reshuffled at each iteration (epoch) in a
+            sequence that is also fixed by `seed`.
+        seed: Integer seed for the shuffling.
+        download: If `True`, download and prepare the data if it is not in
+            `data_dir` yet; if `False`, fail when it is missing.
+        shuffle_buffer_size: Size of the example shuffle buffer.
+
+    Returns:
+        A `tf.data.Dataset` of `(x, y)` pairs, batched if `batch_size` is
+        not `None`, with prefetching.
+
+    Raises:
+        ValueError: If `name` is not supported.
+
+    Example:
+
+    >>> train = load_tfds("mnist", split="train", batch_size=256,
+    ...                   shuffle=True, seed=0)  # doctest: +SKIP
+    >>> x, y = next(iter(train))  # doctest: +SKIP
+    >>> x.shape, y.shape  # doctest: +SKIP
+    (TensorShape([256, 784]), TensorShape([256]))
+    """
+    spec = dataset_spec(name)
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    read_config = tfds.ReadConfig(shuffle_seed=seed if shuffle else None)
+    ds = tfds.load(
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=download,
+        shuffle_files=bool(shuffle),
+        read_config=read_config,
+    )
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
+
+    out_shape = spec.input_shape(flatten)
+    scale = 1.0 / spec.max_value
+
+    def _preprocess(example):
+        x = tf.cast(example[spec.image_key], tf.float32) * scale
+        x = tf.reshape(x, out_shape)
+        y = tf.cast(example[spec.label_key], tf.int32)
+        return x, y
+
+    ds = ds.map(_preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batch_size is not None:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def to_numpy(dataset):
+    """Materialises a dataset of `(x, y)` pairs as two numpy arrays.
+
+    Works with batched and unbatched datasets. The whole dataset is read
+    into memory, so use it for small sets or splits (examples, tests).
+
+    Args:
+        dataset: A finite `tf.data.Dataset` (or any iterable) of `(x, y)`
+            pairs, e.g. the result of `load_tfds()`.
+
+    Returns:
+        A tuple `(x, y)` of numpy arrays whose first axis runs over all
+        examples.
+
+    Raises:
+        ValueError: If the dataset is empty.
+
+    Example:
+
+    >>> ds = load_tfds("mnist", split="test[:1000]")  # doctest: +SKIP
+    >>> x, y = to_numpy(ds)  # doctest: +SKIP
+    >>> x.shape, y.shape  # doctest: +SKIP
+    ((1000, 784), (1000,))
+    """
+    iterator = dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset
+    xs, ys = [], []
+    for x, y in iterator:
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    if not ys:
+        raise ValueError("Cannot convert an empty dataset to numpy arrays.")
+    if ys[0].ndim == 0:  # Unbatched: one example per element.
+        return np.stack(xs), np.stack(ys)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def load_tfds_numpy(name, split="train", **kwargs):
+    """Loads a TFDS split fully into numpy arrays.
+
+    Shorthand for `to_numpy(load_tfds(name, split, **kwargs))`; see
+    `load_tfds()` for the preprocessing and the keyword arguments.
+
+    Args:
+        name: One of `SUPPORTED_TFDS_DATASETS`.
+        split: TFDS split string, e.g. `"test"` or `"train[:5000]"`.
+        **kwargs: Further arguments of `load_tfds()` (`data_dir`,
+            `flatten`, `shuffle`, `seed`, `download`, ...).
+
+    Returns:
+        A tuple `(x, y)` of numpy arrays: `float32` images in `[0, 1]` and
+        `int32` labels.
+
+    Example:
+
+    >>> x_test, y_test = load_tfds_numpy("fashion_mnist",
+    ...                                  split="test")  # doctest: +SKIP
+    >>> x_test.shape  # doctest: +SKIP
+    (10000, 784)
+    """
+    kwargs.setdefault("batch_size", 1024)
+    return to_numpy(load_tfds(name, split, **kwargs))
