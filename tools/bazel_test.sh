@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run this project's Python tests with Bazel, fully offline:
+#     bash tools/bazel_test.sh [extra bazel test flags...]
+# Runs `bazel test //...` (override the targets with BAZEL_TEST_TARGETS="//tests:foo_test").
+# Needs bazel (tools/install_bazel.sh) and a Python with the project's dependencies: an
+# activated virtualenv, else $KERAS_SPELA_VENV, else <repo root>/.venv, else python3 on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+
+if ! command -v bazel >/dev/null 2>&1; then
+  echo "bazel_test.sh: bazel not found; run: bash tools/install_bazel.sh" >&2
+  exit 1
+fi
+
+# py_test runs the `python3` found on PATH (passed through by --test_env=PATH in .bazelrc).
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  venv="${KERAS_SPELA_VENV:-$ROOT/.venv}"
+  if [ -x "$venv/bin/python3" ]; then
+    export VIRTUAL_ENV="$(cd "$venv" && pwd -P)"
+    export PATH="$VIRTUAL_ENV/bin:$PATH"
+  fi
+fi
+if ! python3 -c "import pytest" >/dev/null 2>&1; then
+  echo "bazel_test.sh: $(command -v python3) cannot import pytest; activate the project's" \
+       "virtualenv (or set KERAS_SPELA_VENV)" >&2
+  exit 1
+fi
+echo "bazel_test.sh: repo root $ROOT; python3 = $(command -v python3)"
+
+# Offline stubs for the repositories Bazel 4.2.3 would otherwise download. WORKSPACE already
+# declares them with relative paths; the absolute overrides make that independent of how
+# Bazel resolves the checkout.
+stubs="$ROOT/third_party/bazel_stubs"
+overrides=()
+for repo in rules_cc rules_java remote_coverage_tools; do
+  overrides+=("--override_repository=$repo=$stubs/$repo")
+done
+
+# Each checkout path gets its own output base (~/.cache/bazel/_bazel_$USER/<md5 of path>)
+# and its own server, so two checkouts do not conflict. Pure-Python builds only create
+# symlink trees there; `bazel clean --expunge` removes one.
+# shellcheck disable=SC2086
+set -x
+exec bazel test "${overrides[@]}" "$@" -- ${BAZEL_TEST_TARGETS:-//...}
