@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run this project's Python tests with Bazel, fully offline:
 #     bash tools/bazel_test.sh [extra bazel test flags...]
-# Runs `bazel test //...` (override the targets with BAZEL_TEST_TARGETS="//tests:foo_test").
+# Runs `bazel test //...` (override the targets with BAZEL_TEST_TARGETS="//:datasets_test").
 # Needs bazel (tools/install_bazel.sh) and a Python with the project's dependencies: an
 # activated virtualenv, else $KERAS_SPELA_VENV, else <repo root>/.venv, else python3 on PATH.
 set -euo pipefail
@@ -18,13 +18,16 @@ fi
 if [ -z "${VIRTUAL_ENV:-}" ]; then
   venv="${KERAS_SPELA_VENV:-$ROOT/.venv}"
   if [ -x "$venv/bin/python3" ]; then
-    export VIRTUAL_ENV="$(cd "$venv" && pwd -P)"
-    export PATH="$VIRTUAL_ENV/bin:$PATH"
+    VIRTUAL_ENV="$(cd "$venv" && pwd -P)"
+    export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH"
   fi
 fi
-if ! python3 -c "import pytest" >/dev/null 2>&1; then
-  echo "bazel_test.sh: $(command -v python3) cannot import pytest; activate the project's" \
-       "virtualenv (or set KERAS_SPELA_VENV)" >&2
+check='import importlib.util as u, sys
+missing = [m for m in ("pytest", "numpy", "tensorflow", "keras") if u.find_spec(m) is None]
+sys.exit("missing: " + ", ".join(missing) if missing else 0)'
+if ! python3 -c "$check"; then
+  echo "bazel_test.sh: $(command -v python3) lacks the modules above; activate the" \
+       "project's virtualenv (or set KERAS_SPELA_VENV=/path/to/venv)" >&2
   exit 1
 fi
 echo "bazel_test.sh: repo root $ROOT; python3 = $(command -v python3)"
@@ -41,6 +44,6 @@ done
 # Each checkout path gets its own output base (~/.cache/bazel/_bazel_$USER/<md5 of path>)
 # and its own server, so two checkouts do not conflict. Pure-Python builds only create
 # symlink trees there; `bazel clean --expunge` removes one.
-# shellcheck disable=SC2086
 set -x
+# shellcheck disable=SC2086  # BAZEL_TEST_TARGETS is a space-separated list of targets.
 exec bazel test "${overrides[@]}" "$@" -- ${BAZEL_TEST_TARGETS:-//...}
