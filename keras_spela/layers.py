@@ -1,0 +1,225 @@
+"""SPELA layers: Keras layers that carry their own local learning rule."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_spela import class_vectors as class_vectors_lib
+from keras_spela import rules
+
+
+@keras.saving.register_keras_serializable(package="keras_spela")
+class SpelaDense(keras.layers.Layer):
+    """A densely-connected layer trained by its own SPELA local loss.
+
+    The forward pass is `outputs = activation(inputs @ kernel + bias)` (with the
+    inputs scaled to unit norm first when `normalize_inputs=True`). The layer
+    owns one fixed unit vector per class, `class_vectors`, in the space of its
+    outputs; its prediction for a row is the class whose vector has the
+    largest cosine with the output, so every `SpelaDense` layer is an exit of
+    the network. It learns from its local loss between the outputs and the
+    vector of the true class, with its input held constant, in closed form
+    (`keras_spela.rules`): no gradient ever flows to earlier layers.
+
+    Args:
+        units: positive integer, the output dimension.
+        num_classes: number of classes; `SpelaModel` fills it in when None.
+        activation: `"leaky_relu"` (default), `"relu"`, `"tanh"`,
+            `"sigmoid"` or `"linear"`.
+        negative_slope: slope of `"leaky_relu"` for negative inputs.
+        local_loss: `"softmax_cosine"` (default: cross-entropy over the
+            cosines to every class vector), `"cosine"` (the paper's
+            `1 - cos`), `"log_cosine"` (the authors' code, `log(2 - cos)`) or
+            `"euclidean"` (the paper's ablation, squared distance).
+        temperature: softmax temperature of `"softmax_cosine"`, > 0.
+        class_vectors: `"axis_simplex"` (default: regular simplex aligned with
+            the axes, reachable by non-negative outputs), `"simplex"`
+            (regular simplex under a random rotation), `"coulomb"` (minimum
+            Coulomb energy: the simplex when `num_classes <= units + 1`,
+            else an energy relaxation), `"random"` (Gaussian ablation), or
+            an array of shape `(num_classes, units)` with unit rows.
+        normalize_inputs: scale each input row to unit norm (paper's
+            Algorithm 1). The authors' MLP code does not.
+        binary_weights: use `sign(kernel)` (+-1) in the forward pass while
+            the float kernel receives the updates (the paper's ablation).
+        use_bias: whether the layer has a bias.
+        kernel_initializer: initializer of the kernel.
+        bias_initializer: initializer of the bias.
+        seed: integer seed of the class vectors and of a string-named kernel
+            initializer. None draws one from numpy's global generator, which
+            `keras.utils.set_random_seed` seeds.
+
+    Input shape:
+        `(batch_size, input_dim)`.
+
+    Output shape:
+        `(batch_size, units)`.
+
+    Example:
+
+    ```python
+    layer = keras_spela.SpelaDense(34, num_classes=10)
+    step = layer.local_gradients(x, y)   # outputs, gradients, loss, scores
+    scores = layer.class_scores(layer(x))
+    ```
+    """
+
+    def __init__(
+        self,
+        units,
+        num_classes=None,
+        activation="leaky_relu",
+        negative_slope=0.01,
+        local_loss="softmax_cosine",
+        temperature=0.1,
+        class_vectors="axis_simplex",
+        normalize_inputs=False,
+        binary_weights=False,
+        use_bias=True,
+        kernel_initializer="he_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(
+                f"units must be a positive integer, received units={units!r}."
+            )
+        if num_classes is not None and (
+            not isinstance(num_classes, (int, np.integer)) or num_classes < 2
+        ):
+            raise ValueError(
+                "num_classes must be an integer >= 2, received "
+                f"num_classes={num_classes!r}."
+            )
+        self.units = int(units)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.rule = rules.DenseRule(
+            activation=activation,
+            negative_slope=float(negative_slope),
+            local_loss=local_loss,
+            temperature=temperature,
+            normalize_inputs=bool(normalize_inputs),
+            binary_weights=bool(binary_weights),
+        )
+        if isinstance(class_vectors, str):
+            if class_vectors not in class_vectors_lib.KINDS:
+                raise ValueError(
+                    f"Unknown class_vectors={class_vectors!r}. Expected one of "
+                    f"{class_vectors_lib.KINDS} or an array."
+                )
+            self.class_vectors_kind = class_vectors
+        else:
+            self.class_vectors_kind = np.asarray(class_vectors, np.float32)
+        self.use_bias = bool(use_bias)
+        self.seed = seed
+        if isinstance(kernel_initializer, str) and seed is not None:
+            kernel_initializer = keras.initializers.get(
+                {"class_name": kernel_initializer, "config": {"seed": seed}}
+            )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    def build(self, input_shape):
+        if self.num_classes is None:
+            raise ValueError(
+                f"Layer {self.name!r} needs num_classes before it is built: "
+                "pass num_classes= to SpelaDense or to SpelaModel."
+            )
+        if len(input_shape) != 2:
+            raise ValueError(
+                f"SpelaDense expects inputs of shape (batch, features), received "
+                f"{tuple(input_shape)}. Put a keras.layers.Flatten() before it."
+            )
+        seed = self.seed
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        vectors = class_vectors_lib.make_class_vectors(
+            self.class_vectors_kind, self.num_classes, self.units, seed
+        )
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.units,), initializer=self.bias_initializer
+            )
+        self.class_vectors = self.add_weight(
+            name="class_vectors",
+            shape=vectors.shape,
+            initializer=keras.initializers.Constant(vectors),
+            trainable=False,
+        )
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_shape[-1]})
+
+    def call(self, inputs):
+        return rules.dense_forward(inputs, self.kernel, self._bias(), self.rule)[2]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def class_scores(self, outputs):
+        """Cosine of `outputs` (this layer's outputs) to every class vector.
+
+        Returns:
+            `(batch_size, num_classes)` float32 scores in [-1, 1].
+        """
+        return rules.cosine_scores(outputs, self.class_vectors)
+
+    def local_gradients(self, inputs, targets, sample_weight=None):
+        """Runs the closed-form local rule on one batch; changes nothing.
+
+        Args:
+            inputs: `(batch, input_dim)` inputs of this layer (a constant).
+            targets: one-hot labels `(batch, num_classes)` (`rules.one_hot`).
+            sample_weight: optional `(batch,)` example weights.
+
+        Returns:
+            A `rules.LocalStep` whose `gradients` line up with
+            `self.trainable_variables` (`kernel`, then `bias`).
+        """
+        return rules.dense_local_step(
+            inputs,
+            targets,
+            self.kernel,
+            self._bias(),
+            self.class_vectors,
+            self.rule,
+            sample_weight,
+        )
+
+    def _bias(self):
+        return self.bias if self.use_bias else None
+
+    def get_config(self):
+        config = super().get_config()
+        class_vectors = self.class_vectors_kind
+        if not isinstance(class_vectors, str):
+            class_vectors = class_vectors.tolist()
+        config.update(
+            {
+                "units": self.units,
+                "num_classes": self.num_classes,
+                "activation": self.rule.activation,
+                "negative_slope": self.rule.negative_slope,
+                "local_loss": self.rule.local_loss,
+                "temperature": self.rule.temperature,
+                "class_vectors": class_vectors,
+                "normalize_inputs": self.rule.normalize_inputs,
+                "binary_weights": self.rule.binary_weights,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,471 @@
+"""SpelaModel: a Keras model trained by its layers' local rules."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_spela import rules
+from keras_spela.layers import SpelaDense
+
+DEFAULT_LEARNING_RATE = 1e-2
+
+
+def is_spela_layer(layer):
+    """Whether `layer` carries a SPELA local rule (and so is an exit)."""
+    return isinstance(layer, SpelaDense)
+
+
+@keras.saving.register_keras_serializable(package="keras_spela")
+class SpelaModel(keras.Model):
+    """A stack of layers in which every SPELA layer learns from a local loss.
+
+    `train_step` runs the layers in order, once. Each SPELA layer computes its
+    local loss and closed-form update from its own input (held constant),
+    and passes its pre-update output on; other Keras layers (Rescaling,
+    Flatten, Dropout, a frozen pretrained block) run forward only and are
+    never updated. All updates of a batch are applied by ONE call of the
+    compiled optimizer, which keeps per-variable (so per-layer) state.
+
+    Every SPELA layer is an exit: `evaluate` reports the accuracy at every
+    exit, `predict(x, exit=k)` gives the class scores at exit k (the last by
+    default), `truncated(k)` makes a cheaper model ending at exit k, and
+    `evaluate_early_exit` stops each example at the first confident exit.
+
+    Args:
+        layers: a list of layers, optionally starting with `keras.Input(...)`;
+            or a Sequential/functional Keras model whose layers form a chain.
+        num_classes: number of classes (integer labels in
+            `[0, num_classes)`). Given to every SPELA layer that lacks it.
+        train_layers: `"all"` (SPELA(O): every SPELA layer learns in the same
+            sweep, the default) or a list of SPELA layer names that learn;
+            the others run forward only.
+        name: name of the model.
+
+    Example:
+
+    ```python
+    model = keras_spela.SpelaModel(
+        [keras.Input((64,)), SpelaDense(256), SpelaDense(34)], num_classes=10
+    )
+    model.compile()          # Adam(1e-2); no loss: each layer has its own
+    model.fit(x, y, epochs=5, batch_size=50)
+    model.evaluate(x_test, y_test)  # accuracy at every exit
+    ```
+    """
+
+    def __init__(self, layers, num_classes, train_layers="all", name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        layers, input_shape = _unpack_layers(layers)
+        if not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+            raise ValueError(
+                "num_classes must be an integer >= 2, received "
+                f"num_classes={num_classes!r}."
+            )
+        self.num_classes = int(num_classes)
+        self.stack = layers
+        self.exit_layers = [layer for layer in layers if is_spela_layer(layer)]
+        if not self.exit_layers:
+            raise ValueError(
+                "SpelaModel needs at least one SPELA layer (e.g. SpelaDense), "
+                f"received layers {[layer.name for layer in layers]}."
+            )
+        for layer in self.exit_layers:
+            if layer.num_classes is None:
+                layer.num_classes = self.num_classes
+            elif layer.num_classes != self.num_classes:
+                raise ValueError(
+                    f"Layer {layer.name!r} has num_classes={layer.num_classes} "
+                    f"but the model has num_classes={self.num_classes}."
+                )
+        self.train_layers = self._resolve_train_layers(train_layers)
+        self._predict_exit = len(self.exit_layers) - 1
+        self._input_shape_arg = input_shape
+        self._trackers = self._make_trackers()
+        if input_shape is not None:
+            self.build((None,) + tuple(input_shape))
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.stack:
+            if not layer.built:
+                layer.build(shape)
+            shape = tuple(layer.compute_output_shape(shape))
+        self.built = True
+
+    def _make_trackers(self):
+        trackers = {
+            "loss": keras.metrics.Mean(name="loss"),
+            "accuracy": keras.metrics.Mean(name="accuracy"),
+        }
+        for layer in self.exit_layers:
+            trackers[f"{layer.name}_loss"] = keras.metrics.Mean(
+                name=f"{layer.name}_loss"
+            )
+            trackers[f"{layer.name}_accuracy"] = keras.metrics.Mean(
+                name=f"{layer.name}_accuracy"
+            )
+        return trackers
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _resolve_train_layers(self, train_layers):
+        names = [layer.name for layer in self.exit_layers]
+        if isinstance(train_layers, str) and train_layers == "all":
+            return list(names)
+        if isinstance(train_layers, str) or not all(
+            isinstance(n, str) for n in train_layers
+        ):
+            raise ValueError(
+                "train_layers must be 'all' or a list of SPELA layer names, "
+                f"received {train_layers!r}."
+            )
+        unknown = [n for n in train_layers if n not in names]
+        if unknown:
+            raise ValueError(
+                f"train_layers names unknown SPELA layers {unknown}; the model's "
+                f"SPELA layers are {names}."
+            )
+        return list(train_layers)
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
+        """Configures the model for training; no loss is needed.
+
+        Args:
+            optimizer: a Keras optimizer or its name. None gives the library's
+                default, `keras.optimizers.Adam(learning_rate=1e-2)`. The
+                paper's exact recipe is `keras.optimizers.SGD(2.5)` with
+                `local_loss="log_cosine"` layers.
+            loss: must be None: every SPELA layer has its own local loss.
+            metrics: None or `["accuracy"]`; per-exit accuracy and per-layer
+                loss are always reported.
+            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
+                `steps_per_execution`).
+        """
+        if loss is not None:
+            raise ValueError(
+                "SpelaModel trains each SPELA layer with its own local loss "
+                "(set local_loss= on the layer); compile() takes no loss, "
+                f"received loss={loss!r}."
+            )
+        if metrics not in (None, [], ["accuracy"], ("accuracy",)):
+            raise ValueError(
+                "SpelaModel always reports loss and accuracy per exit; "
+                f"compile() takes no other metrics, received metrics={metrics!r}."
+            )
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    # ------------------------------------------------------------- local rule
+    def compute_local_gradients(self, x, y, sample_weight=None, training=True):
+        """Runs one forward sweep and every learning layer's local rule.
+
+        Changes no variable. Layer k's input is a constant
+        (`stop_gradient`): nothing flows from layer k+1's loss into layer k.
+
+        Args:
+            x: a batch of inputs.
+            y: integer labels `(batch,)`.
+            sample_weight: optional `(batch,)` example weights.
+            training: passed to the non-SPELA layers (Dropout, BatchNorm).
+
+        Returns:
+            `(gradients, variables, losses, scores)`: lists of gradients and
+            the variables they belong to (learning layers only), and dicts
+            `{layer name: batch-mean local loss}` (learning layers) and
+            `{layer name: (batch, num_classes) cosine scores}` (every exit).
+        """
+        targets = rules.one_hot(y, self.num_classes)
+        gradients, variables, losses, scores = [], [], {}, {}
+        h = x
+        for layer in self.stack:
+            if is_spela_layer(layer) and layer.name in self.train_layers:
+                step = layer.local_gradients(h, targets, sample_weight)
+                gradients.extend(step.gradients)
+                variables.extend(layer.trainable_variables)
+                losses[layer.name] = step.loss
+                scores[layer.name] = step.scores
+                h = step.outputs
+            else:
+                h = layer(h, training=training)
+                if is_spela_layer(layer):
+                    scores[layer.name] = layer.class_scores(h)
+            h = tf.stop_gradient(h)
+        return gradients, variables, losses, scores
+
+    def exit_scores(self, x, training=False):
+        """Class scores at every exit: `{layer name: (batch, num_classes)}`."""
+        scores = {}
+        h = x
+        for layer in self.stack:
+            h = layer(h, training=training)
+            if is_spela_layer(layer):
+                scores[layer.name] = layer.class_scores(h)
+        return scores
+
+    def call(self, inputs, training=False):
+        return self.exit_scores(inputs, training=training)[self.exit_layers[-1].name]
+
+    # ------------------------------------------------------------ keras steps
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y = self._checked_batch(x, y)
+        gradients, variables, losses, scores = self.compute_local_gradients(
+            x, y, sample_weight, training=True
+        )
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._update_metrics(y, sample_weight, scores, losses)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y = self._checked_batch(x, y)
+        targets = rules.one_hot(y, self.num_classes)
+        losses, scores = {}, {}
+        h = x
+        for layer in self.stack:
+            if is_spela_layer(layer):
+                step = layer.local_gradients(h, targets, sample_weight)
+                losses[layer.name], scores[layer.name] = step.loss, step.scores
+                h = step.outputs
+            else:
+                h = layer(h, training=False)
+        return self._update_metrics(y, sample_weight, scores, losses)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        scores = self.exit_scores(x, training=False)
+        if self._predict_exit == "all":
+            return scores
+        return scores[self.exit_layers[self._predict_exit].name]
+
+    def _update_metrics(self, y, sample_weight, scores, losses):
+        for name, loss in losses.items():
+            self._trackers[f"{name}_loss"].update_state(loss)
+        if losses:
+            self._trackers["loss"].update_state(tf.add_n(list(losses.values())))
+        for name, layer_scores in scores.items():
+            predicted = tf.argmax(layer_scores, axis=-1, output_type=y.dtype)
+            correct = tf.cast(tf.equal(predicted, y), tf.float32)
+            self._trackers[f"{name}_accuracy"].update_state(correct, sample_weight)
+            if name == self.exit_layers[-1].name:
+                self._trackers["accuracy"].update_state(correct, sample_weight)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def _checked_batch(self, x, y):
+        """Asserts a batch is usable; the step stops before any update if not."""
+        if y is None:
+            raise ValueError("SpelaModel needs labels: call fit/evaluate with y.")
+        if not y.dtype.is_integer:
+            raise ValueError(
+                "Labels must be integer class ids in [0, num_classes), "
+                f"received dtype {y.dtype.name}. Cast them, e.g. y.astype('int32')."
+            )
+        if y.shape.rank is not None and y.shape.rank != 1:
+            if y.shape.rank == 2 and y.shape[-1] == 1:
+                y = tf.reshape(y, [-1])
+            else:
+                raise ValueError(
+                    "Labels must be integer class ids of shape (batch,), received "
+                    f"shape {tuple(y.shape)}. One-hot labels are not accepted."
+                )
+        y = tf.cast(y, tf.int32)
+        checks = [
+            tf.debugging.assert_greater_equal(
+                y, 0, message="labels must be in [0, num_classes): found a negative label"
+            ),
+            tf.debugging.assert_less(
+                y,
+                self.num_classes,
+                message=f"labels must be in [0, num_classes={self.num_classes}): "
+                "found a label >= num_classes",
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(x)[0],
+                tf.shape(y)[0],
+                message="x and y must have the same number of rows",
+            ),
+        ]
+        if x.dtype.is_floating:
+            checks.append(
+                tf.debugging.assert_all_finite(
+                    x, message="inputs contain NaN or infinite values"
+                )
+            )
+        with tf.control_dependencies(checks):
+            return tf.identity(x), tf.identity(y)
+
+    # ------------------------------------------------------------ early exit
+    def exit_index(self, exit):
+        """The position in `exit_layers` of an exit given by index or name."""
+        names = [layer.name for layer in self.exit_layers]
+        if isinstance(exit, str):
+            if exit not in names:
+                raise ValueError(f"Unknown exit {exit!r}; the exits are {names}.")
+            return names.index(exit)
+        if isinstance(exit, (int, np.integer)) and -len(names) <= exit < len(names):
+            return int(exit) % len(names)
+        raise ValueError(
+            f"exit must be an index in [-{len(names)}, {len(names)}) or one of "
+            f"{names}, received exit={exit!r}."
+        )
+
+    def predict(self, x, exit=None, **kwargs):
+        """Class scores (cosine to every class vector) at one exit or all.
+
+        Args:
+            x: inputs, as for `keras.Model.predict`.
+            exit: None (the last exit), an exit index or layer name, or
+                `"all"` for a dict `{layer name: scores}`.
+            **kwargs: passed to `keras.Model.predict` (`batch_size`, ...).
+
+        Returns:
+            `(num_examples, num_classes)` numpy scores, or a dict of them.
+        """
+        chosen = "all" if exit == "all" else self.exit_index(-1 if exit is None else exit)
+        previous, self._predict_exit = self._predict_exit, chosen
+        self.predict_function = None
+        try:
+            return super().predict(x, **kwargs)
+        finally:
+            self._predict_exit = previous
+            self.predict_function = None
+
+    def truncated(self, exit):
+        """A model made of this model's layers up to and including `exit`.
+
+        The new model shares the layers (and so the weights) of this one; it
+        is cheaper to run and predicts from `exit`.
+
+        Args:
+            exit: exit index or SPELA layer name.
+
+        Returns:
+            A `SpelaModel`.
+        """
+        last = self.exit_layers[self.exit_index(exit)]
+        layers = self.stack[: self.stack.index(last) + 1]
+        model = SpelaModel(layers, self.num_classes, name=f"{self.name}_to_{last.name}")
+        if self._input_shape_arg is not None:
+            model._input_shape_arg = self._input_shape_arg
+        return model
+
+    def predict_early_exit(self, x, threshold, batch_size=None):
+        """Stops each example at the first exit whose cosine margin passes.
+
+        The margin of an exit is its best class score minus its second best.
+        An example that never passes `threshold` uses the last exit.
+
+        Args:
+            x: inputs.
+            threshold: margin needed to stop, e.g. 0.2.
+            batch_size: passed to `predict`.
+
+        Returns:
+            `(predictions, exits)`: integer arrays of the predicted class and
+            of the exit index used, per example.
+        """
+        scores = self.predict(x, exit="all", batch_size=batch_size, verbose=0)
+        scores = np.stack([scores[layer.name] for layer in self.exit_layers])
+        top2 = np.sort(scores, axis=-1)[..., -2:]
+        confident = (top2[..., 1] - top2[..., 0]) >= threshold
+        confident[-1] = True
+        exits = np.argmax(confident, axis=0)
+        predictions = np.argmax(scores, axis=-1)[exits, np.arange(scores.shape[1])]
+        return predictions, exits
+
+    def evaluate_early_exit(self, x, y, threshold, batch_size=None):
+        """Accuracy and average depth of confidence-gated early exit.
+
+        Returns:
+            A dict with `accuracy`, `mean_exit` (average exit index, from 0),
+            `mean_depth` (average number of SPELA layers run, from 1), and
+            `exit_fractions` (share of examples leaving at each exit).
+        """
+        predictions, exits = self.predict_early_exit(x, threshold, batch_size)
+        counts = np.bincount(exits, minlength=len(self.exit_layers))
+        return {
+            "accuracy": float(np.mean(predictions == np.asarray(y).reshape(-1))),
+            "mean_exit": float(np.mean(exits)),
+            "mean_depth": float(np.mean(exits) + 1.0),
+            "exit_fractions": (counts / len(exits)).tolist(),
+        }
+
+    # ------------------------------------------------------ layer-wise SPELA
+    def fit_layerwise(self, x=None, y=None, epochs=1, **kwargs):
+        """The paper's slower schedule: train exit 1 fully, then exit 2, ...
+
+        While exit k trains, the earlier exits are frozen and run forward
+        only, and the later ones are not updated.
+
+        Args:
+            x, y: training data, as for `fit`.
+            epochs: epochs per SPELA layer.
+            **kwargs: passed to every `fit` call.
+
+        Returns:
+            A list of `History` objects, one per SPELA layer.
+        """
+        histories = []
+        saved = self.train_layers
+        try:
+            for layer in self.exit_layers:
+                self.train_layers = [layer.name]
+                self.train_function = None
+                histories.append(self.fit(x, y, epochs=epochs, **kwargs))
+        finally:
+            self.train_layers = saved
+            self.train_function = None
+        return histories
+
+    # --------------------------------------------------------- serialization
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "layers": [keras.saving.serialize_keras_object(l) for l in self.stack],
+            "num_classes": self.num_classes,
+            "train_layers": self.train_layers,
+            "input_shape": (
+                None if self._input_shape_arg is None else list(self._input_shape_arg)
+            ),
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layers = [
+            keras.saving.deserialize_keras_object(l, custom_objects=custom_objects)
+            for l in config.pop("layers")
+        ]
+        input_shape = config.pop("input_shape")
+        if input_shape is not None:
+            layers = [keras.Input(tuple(input_shape))] + layers
+        return cls(layers, **config)
+
+
+def _unpack_layers(layers):
+    """Splits a layer list (or chain model) into layers and an input shape."""
+    if isinstance(layers, keras.Model):
+        model = layers
+        layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+        try:
+            input_shape = tuple(model.inputs[0].shape[1:])
+        except (AttributeError, ValueError, IndexError):
+            input_shape = None
+        return layers, input_shape
+    layers = list(layers)
+    input_shape = None
+    if layers and isinstance(layers[0], keras.KerasTensor):
+        input_shape = tuple(layers[0].shape[1:])
+        layers = layers[1:]
+    for layer in layers:
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(
+                "SpelaModel takes a list of Keras layers (optionally starting "
+                f"with keras.Input), received {layer!r}."
+            )
+    return layers, input_shape

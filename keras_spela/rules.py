@@ -1,0 +1,254 @@
+"""The SPELA local rule, in closed form.
+
+This module is the one place where a SPELA layer's forward pass and its local
+update are written. `SpelaDense`, `SpelaModel.train_step` and every exporter
+call these functions, so the host and every device runtime run the same code.
+
+Everything here is a pure function of tensors, written with ops that TFLite
+and TFLite Micro have as builtins (MATMUL, ADD, MUL, DIV, SQRT, MAXIMUM,
+GREATER, EQUAL, CAST, SOFTMAX, LOG_SOFTMAX, TANH, LOGISTIC, ...): no
+`tf.where`, no gather, no autodiff. With `a = act(z)`, `z = h W + b`,
+`n = ||a||`, `u = a / n` and `s_c = u . v_c`:
+
+- `"cosine"`:          `L = 1 - s_y`,               `dL/da = -(v_y - s_y u) / n`
+- `"log_cosine"`:      `L = log(2 - s_y)`,          `dL/da = -(v_y - s_y u) / (n (2 - s_y))`
+- `"euclidean"`:       `L = ||a - v_y||^2`,         `dL/da = 2 (a - v_y)`
+- `"softmax_cosine"`:  `L = -log softmax(s / t)_y`, `dL/da = (e V - (e . s) u) / (t n)`
+  with `e = softmax(s / t) - onehot(y)`.
+
+then `dz = dL/da * act'(z)`, `dW = h^T dz`, `db = sum(dz)`, averaged over the
+batch. The input `h` is a constant: nothing flows back to earlier layers.
+"""
+
+import collections
+import dataclasses
+import math
+
+import tensorflow as tf
+
+ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "linear")
+LOCAL_LOSSES = ("cosine", "log_cosine", "euclidean", "softmax_cosine")
+
+# Rows whose norm is at or below this are treated as zero: normalising them
+# returns zeros and their cosine gradient is dropped (the cosine of a zero
+# vector is undefined), so an all-zero row never divides by zero.
+NORM_EPSILON = 1e-6
+
+LocalStep = collections.namedtuple(
+    "LocalStep", ["outputs", "gradients", "loss", "scores"]
+)
+LocalStep.__doc__ = """Result of one layer's local rule on one batch.
+
+Attributes:
+    outputs: the layer's (pre-update) outputs, passed on to the next layer.
+    gradients: `[d loss / d kernel, d loss / d bias]` (the bias entry only
+        when the layer has a bias), in closed form.
+    loss: scalar, the layer's local loss averaged over the batch.
+    scores: `(batch, num_classes)` cosine of the outputs to every class vector.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseRule:
+    """The static settings of a dense SPELA layer's local rule.
+
+    Args:
+        activation: one of `ACTIVATIONS`.
+        negative_slope: slope of `"leaky_relu"` for negative inputs.
+        local_loss: one of `LOCAL_LOSSES`.
+        temperature: the softmax temperature of `"softmax_cosine"`.
+        normalize_inputs: whether each input row is scaled to unit norm
+            before the matrix product (the paper's Algorithm 1).
+        binary_weights: whether the forward pass uses `sign(kernel)` (+-1);
+            the float kernel is then a shadow weight that receives the update.
+    """
+
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.01
+    local_loss: str = "softmax_cosine"
+    temperature: float = 0.1
+    normalize_inputs: bool = False
+    binary_weights: bool = False
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Unknown activation={self.activation!r}. Expected one of "
+                f"{ACTIVATIONS}."
+            )
+        if self.local_loss not in LOCAL_LOSSES:
+            raise ValueError(
+                f"Unknown local_loss={self.local_loss!r}. Expected one of "
+                f"{LOCAL_LOSSES}."
+            )
+        if not (
+            isinstance(self.temperature, (int, float))
+            and math.isfinite(self.temperature)
+            and self.temperature > 0
+        ):
+            raise ValueError(
+                "temperature must be a finite number > 0, received "
+                f"temperature={self.temperature!r}."
+            )
+        if not (
+            isinstance(self.negative_slope, (int, float))
+            and 0.0 <= self.negative_slope < 1.0
+        ):
+            raise ValueError(
+                "negative_slope must be in [0, 1), received "
+                f"negative_slope={self.negative_slope!r}."
+            )
+
+
+def normalize_rows(h):
+    """Scales every row of `h` to unit L2 norm; rows of norm ~0 stay zero."""
+    norm = tf.sqrt(tf.reduce_sum(tf.square(h), axis=-1, keepdims=True))
+    return h / tf.maximum(norm, NORM_EPSILON)
+
+
+def one_hot(labels, num_classes):
+    """One-hot float32 rows from integer labels (EQUAL + CAST, no ONE_HOT op).
+
+    A label outside `[0, num_classes)` gives an all-zero row.
+    """
+    classes = tf.range(num_classes, dtype=labels.dtype)
+    return tf.cast(tf.equal(tf.expand_dims(labels, -1), classes), tf.float32)
+
+
+def binarize(kernel):
+    """`+1` where `kernel >= 0`, else `-1` (the ablation's binary weights)."""
+    return 2.0 * tf.cast(tf.greater_equal(kernel, 0.0), kernel.dtype) - 1.0
+
+
+def activate(z, rule):
+    """The layer's activation `act(z)`."""
+    if rule.activation == "leaky_relu":
+        return tf.maximum(z, rule.negative_slope * z)
+    if rule.activation == "relu":
+        return tf.maximum(z, 0.0)
+    if rule.activation == "tanh":
+        return tf.tanh(z)
+    if rule.activation == "sigmoid":
+        return tf.sigmoid(z)
+    return z
+
+
+def activation_derivative(z, a, rule):
+    """`act'(z)`, given `z` and `a = act(z)` (a step of 0 at exactly 0)."""
+    if rule.activation in ("leaky_relu", "relu"):
+        slope = rule.negative_slope if rule.activation == "leaky_relu" else 0.0
+        positive = tf.cast(tf.greater(z, 0.0), z.dtype)
+        return slope + (1.0 - slope) * positive
+    if rule.activation == "tanh":
+        return 1.0 - tf.square(a)
+    if rule.activation == "sigmoid":
+        return a * (1.0 - a)
+    return tf.ones_like(z)
+
+
+def dense_forward(inputs, kernel, bias, rule):
+    """Forward pass of a dense SPELA layer.
+
+    Args:
+        inputs: `(batch, input_dim)` float32.
+        kernel: `(input_dim, units)` float32 (the float shadow weights when
+            `rule.binary_weights`).
+        bias: `(units,)` float32, or None.
+        rule: a `DenseRule`.
+
+    Returns:
+        `(h, z, a)`: the (possibly normalised) input actually multiplied, the
+        pre-activation and the activation (the layer's output).
+    """
+    h = normalize_rows(inputs) if rule.normalize_inputs else inputs
+    weights = binarize(kernel) if rule.binary_weights else kernel
+    z = tf.matmul(h, weights)
+    if bias is not None:
+        z = z + bias
+    return h, z, activate(z, rule)
+
+
+def cosine_scores(outputs, class_vectors):
+    """Cosine of every output row to every class vector: `(batch, classes)`."""
+    return tf.matmul(normalize_rows(outputs), class_vectors, transpose_b=True)
+
+
+def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
+    """Local loss and its closed-form gradient with respect to the outputs.
+
+    Args:
+        outputs: `a`, `(batch, units)`.
+        targets: one-hot labels `(batch, num_classes)` (see `one_hot`).
+        class_vectors: `(num_classes, units)` unit rows.
+        rule: a `DenseRule`.
+        sample_weight: optional `(batch,)` weights of the examples.
+
+    Returns:
+        `(loss, grad, scores)`: the batch-mean loss (scalar), `dL/da` of that
+        mean `(batch, units)`, and the cosine scores `(batch, num_classes)`.
+    """
+    norm = tf.sqrt(tf.reduce_sum(tf.square(outputs), axis=-1, keepdims=True))
+    safe_norm = tf.maximum(norm, NORM_EPSILON)
+    unit = outputs / safe_norm
+    scores = tf.matmul(unit, class_vectors, transpose_b=True)
+    target_vectors = tf.matmul(targets, class_vectors)  # v_y, (batch, units)
+    target_score = tf.reduce_sum(scores * targets, axis=-1, keepdims=True)
+
+    if rule.local_loss == "euclidean":
+        diff = outputs - target_vectors
+        losses = tf.reduce_sum(tf.square(diff), axis=-1)
+        grad = 2.0 * diff
+    else:
+        if rule.local_loss == "cosine":
+            losses = 1.0 - target_score[:, 0]
+            grad = -(target_vectors - target_score * unit)
+        elif rule.local_loss == "log_cosine":
+            losses = tf.math.log(2.0 - target_score[:, 0])
+            grad = -(target_vectors - target_score * unit) / (2.0 - target_score)
+        else:  # softmax_cosine
+            logits = scores / rule.temperature
+            losses = -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=-1)
+            error = tf.nn.softmax(logits) - targets
+            error_dot_scores = tf.reduce_sum(error * scores, axis=-1, keepdims=True)
+            grad = (
+                tf.matmul(error, class_vectors) - error_dot_scores * unit
+            ) / rule.temperature
+        # d(cosine)/d(a) carries 1/||a||; rows of ~zero norm get no update.
+        valid = tf.cast(tf.greater(norm, NORM_EPSILON), outputs.dtype)
+        grad = grad * (valid / safe_norm)
+
+    batch_size = tf.cast(tf.shape(outputs)[0], outputs.dtype)
+    if sample_weight is not None:
+        sample_weight = tf.cast(sample_weight, outputs.dtype)
+        losses = losses * sample_weight
+        grad = grad * tf.expand_dims(sample_weight, -1)
+    loss = tf.reduce_sum(losses) / batch_size
+    return loss, grad / batch_size, scores
+
+
+def dense_local_step(
+    inputs, targets, kernel, bias, class_vectors, rule, sample_weight=None
+):
+    """One dense SPELA layer's local rule: forward pass and closed-form grads.
+
+    Args:
+        inputs: `(batch, input_dim)`; treated as a constant.
+        targets: one-hot labels `(batch, num_classes)`.
+        kernel: `(input_dim, units)`.
+        bias: `(units,)` or None.
+        class_vectors: `(num_classes, units)`.
+        rule: a `DenseRule`.
+        sample_weight: optional `(batch,)` example weights.
+
+    Returns:
+        A `LocalStep`.
+    """
+    h, z, a = dense_forward(inputs, kernel, bias, rule)
+    loss, grad_a, scores = output_gradient(
+        a, targets, class_vectors, rule, sample_weight
+    )
+    grad_z = grad_a * activation_derivative(z, a, rule)
+    gradients = [tf.matmul(h, grad_z, transpose_a=True)]
+    if bias is not None:
+        gradients.append(tf.reduce_sum(grad_z, axis=0))
+    return LocalStep(a, gradients, loss, scores)
