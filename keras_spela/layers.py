@@ -2,7 +2,6 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_spela import class_vectors as class_vectors_lib
 from keras_spela import rules
@@ -32,12 +31,15 @@ class SpelaDense(keras.layers.Layer):
             `1 - cos`), `"log_cosine"` (the authors' code, `log(2 - cos)`) or
             `"euclidean"` (the paper's ablation, squared distance).
         temperature: softmax temperature of `"softmax_cosine"`, > 0.
-        class_vectors: `"axis_simplex"` (default: regular simplex aligned with
-            the axes, reachable by non-negative outputs), `"simplex"`
-            (regular simplex under a random rotation), `"coulomb"` (minimum
-            Coulomb energy: the simplex when `num_classes <= units + 1`,
-            else an energy relaxation), `"random"` (Gaussian ablation), or
-            an array of shape `(num_classes, units)` with unit rows.
+        class_vectors: `"coulomb"` (default: minimum Coulomb energy, which
+            is the exact regular simplex under a random rotation when
+            `num_classes <= units + 1` and an energy relaxation otherwise),
+            `"simplex"` (the simplex only; an error when it cannot exist),
+            `"axis_simplex"` (the simplex aligned with the axes, whose
+            positive part is reachable by ReLU-like outputs: for the paper's
+            `log_cosine` loss on a last layer with as many units as classes),
+            `"random"` (Gaussian ablation), or an array of shape
+            `(num_classes, units)` with unit rows.
         normalize_inputs: scale each input row to unit norm (paper's
             Algorithm 1). The authors' MLP code does not.
         binary_weights: use `sign(kernel)` (+-1) in the forward pass while
@@ -72,7 +74,7 @@ class SpelaDense(keras.layers.Layer):
         negative_slope=0.01,
         local_loss="softmax_cosine",
         temperature=0.1,
-        class_vectors="axis_simplex",
+        class_vectors="coulomb",
         normalize_inputs=False,
         binary_weights=False,
         use_bias=True,

@@ -161,7 +161,9 @@ class SpelaModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     # ------------------------------------------------------------- local rule
-    def compute_local_gradients(self, x, y, sample_weight=None, training=True):
+    def compute_local_gradients(
+        self, x, y, sample_weight=None, training=True, train_layers=None
+    ):
         """Runs one forward sweep and every learning layer's local rule.
 
         Changes no variable. Layer k's input is a constant
@@ -172,6 +174,8 @@ class SpelaModel(keras.Model):
             y: integer labels `(batch,)`.
             sample_weight: optional `(batch,)` example weights.
             training: passed to the non-SPELA layers (Dropout, BatchNorm).
+            train_layers: names of the SPELA layers that learn; None uses
+                the model's `train_layers`.
 
         Returns:
             `(gradients, variables, losses, scores)`: lists of gradients and
@@ -179,11 +183,13 @@ class SpelaModel(keras.Model):
             `{layer name: batch-mean local loss}` (learning layers) and
             `{layer name: (batch, num_classes) cosine scores}` (every exit).
         """
+        if train_layers is None:
+            train_layers = self.train_layers
         targets = rules.one_hot(y, self.num_classes)
         gradients, variables, losses, scores = [], [], {}, {}
         h = x
         for layer in self.stack:
-            if is_spela_layer(layer) and layer.name in self.train_layers:
+            if is_spela_layer(layer) and layer.name in train_layers:
                 step = layer.local_gradients(h, targets, sample_weight)
                 gradients.extend(step.gradients)
                 variables.extend(layer.trainable_variables)

@@ -107,12 +107,15 @@ def normalize_rows(h):
 
 
 def one_hot(labels, num_classes):
-    """One-hot float32 rows from integer labels (EQUAL + CAST, no ONE_HOT op).
+    """One-hot float32 rows from integer labels, as `max(1 - |y - c|, 0)`.
 
-    A label outside `[0, num_classes)` gives an all-zero row.
+    Written with SUB, CAST, ABS and MAXIMUM: the converter fuses the usual
+    EQUAL pattern into ONE_HOT, which TFLite Micro has no kernel for. A label
+    outside `[0, num_classes)` gives an all-zero row.
     """
     classes = tf.range(num_classes, dtype=labels.dtype)
-    return tf.cast(tf.equal(tf.expand_dims(labels, -1), classes), tf.float32)
+    distance = tf.cast(tf.expand_dims(labels, -1) - classes, tf.float32)
+    return tf.maximum(1.0 - tf.abs(distance), 0.0)
 
 
 def binarize(kernel):

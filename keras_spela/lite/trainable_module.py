@@ -1,0 +1,182 @@
+"""A tf.Module with the train / infer / get_weights / set_weights signatures.
+
+The train signature calls `SpelaModel.compute_local_gradients`, the same code
+as `SpelaModel.train_step`, then a `DeviceOptimizer` step, and assigns the new
+values only when the batch is valid (finite inputs, labels in range, finite
+losses). The gate is a GATHER between old and new values, so a rejected batch
+leaves every weight and every optimizer state exactly as it was, on every
+runtime, with builtin ops only.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Largest finite float32; |x| <= this is false for NaN and +-inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def count_nonfinite(tensor):
+    """Number of NaN or infinite entries (LESS_EQUAL + CAST + SUM, builtins)."""
+    finite = tf.cast(tf.less_equal(tf.abs(tensor), _FLOAT32_MAX), tf.float32)
+    return tf.reduce_sum(1.0 - finite)
+
+
+def count_bad_labels(labels, num_classes):
+    """Number of labels outside `[0, num_classes)`."""
+    in_range = tf.cast(tf.greater_equal(labels, 0), tf.float32) * tf.cast(
+        tf.less(labels, num_classes), tf.float32
+    )
+    return tf.reduce_sum(1.0 - in_range)
+
+
+def gated(old, new, accept_index):
+    """`new` if `accept_index == 1` else `old`, without SELECT (NaN-safe)."""
+    return tf.gather(tf.stack([old, new]), accept_index)
+
+
+class SpelaTrainingModule(tf.Module):
+    """The on-device training program of a `SpelaModel`.
+
+    Args:
+        model: a built `SpelaModel`.
+        optimizer: a `DeviceOptimizer`.
+        train_layers: names of the SPELA layers that learn on the device;
+            every other weight becomes a constant of the exported model.
+        batch_size: the static batch size of the train signature.
+
+    The variables of the learning layers are the model's own; export does not
+    change them.
+    """
+
+    def __init__(self, model, optimizer, train_layers, batch_size):
+        super().__init__(name="spela_training")
+        self.model = model
+        self.device_optimizer = optimizer
+        self.train_layer_names = list(train_layers)
+        self.batch_size = int(batch_size)
+        learning = [l for l in model.exit_layers if l.name in self.train_layer_names]
+        self.weight_names = []
+        self.weights = []
+        learned_ids = set()
+        for layer in learning:
+            for variable in layer.trainable_variables:
+                self.weight_names.append(f"{layer.name}_{_short_name(variable)}")
+                self.weights.append(variable.value)
+                learned_ids.add(id(variable))
+        state_specs = optimizer.state_shapes(
+            self.weight_names, [tuple(w.shape) for w in self.weights]
+        )
+        self.state_names = [name for name, _, _ in state_specs]
+        self.state = [
+            tf.Variable(tf.fill(shape, tf.constant(init, tf.float32)), name=name)
+            for name, shape, init in state_specs
+        ]
+        # Everything that does not learn on the device is frozen as a constant.
+        self._frozen = [
+            (variable, tf.constant(np.asarray(variable.numpy())))
+            for variable in model.variables
+            if id(variable) not in learned_ids
+        ]
+        input_shape = model_input_shape(model)
+        self.input_shape = input_shape
+        x_train = tf.TensorSpec((self.batch_size,) + input_shape, tf.float32, name="x")
+        y_train = tf.TensorSpec((self.batch_size,), tf.int32, name="y")
+        x_infer = tf.TensorSpec((None,) + input_shape, tf.float32, name="x")
+        self.train = tf.function(self._train, input_signature=[x_train, y_train])
+        self.infer = tf.function(self._infer, input_signature=[x_infer])
+        self.get_weights = tf.function(self._get_weights, input_signature=[])
+        named_specs = [
+            tf.TensorSpec(v.shape, tf.float32, name=n)
+            for n, v in zip(self.all_names, self.all_variables)
+        ]
+        self.set_weights = tf.function(self._set_weights, input_signature=named_specs)
+
+    @property
+    def all_names(self):
+        return self.weight_names + self.state_names
+
+    @property
+    def all_variables(self):
+        return self.weights + self.state
+
+    def _frozen_scope(self):
+        return keras.StatelessScope(state_mapping=self._frozen)
+
+    def _train(self, x, y):
+        """Learns from one batch. Returns a map of `loss` (sum of the layers'
+        local losses), `<layer>_loss` per learning layer, and `accepted`
+        (1 when the batch was learned from, 0 when it was rejected)."""
+        return self._train_step(x, y)[0]
+
+    def _train_step(self, x, y):
+        num_classes = self.model.num_classes
+        with self._frozen_scope():
+            gradients, _, losses, scores = self.model.compute_local_gradients(
+                x, y, training=False, train_layers=self.train_layer_names
+            )
+        loss = tf.add_n(list(losses.values()))
+        bad = (
+            count_nonfinite(x)
+            + count_bad_labels(y, num_classes)
+            + count_nonfinite(tf.stack(list(losses.values())))
+        )
+        accept_index = tf.cast(tf.equal(bad, 0.0), tf.int32)
+        values = [w.read_value() for w in self.weights]
+        state = [s.read_value() for s in self.state]
+        new_values, new_state = self.device_optimizer.updated_values(
+            gradients, values, state
+        )
+        for variable, old, new in zip(
+            self.all_variables, values + state, new_values + new_state
+        ):
+            variable.assign(gated(old, new, accept_index))
+        outputs = {"loss": loss, "accepted": accept_index}
+        outputs.update({f"{name}_loss": value for name, value in losses.items()})
+        return outputs, scores
+
+    def _infer(self, x):
+        """Class scores for any batch size. Returns a map of `scores` (the last
+        exit) and `<layer>_scores` for every exit."""
+        with self._frozen_scope():
+            scores = self.model.exit_scores(x, training=False)
+        outputs = {"scores": scores[self.model.exit_layers[-1].name]}
+        outputs.update({f"{name}_scores": value for name, value in scores.items()})
+        return outputs
+
+    def _get_weights(self):
+        """A map of every learned weight and optimizer state, by name."""
+        return {n: v.read_value() for n, v in zip(self.all_names, self.all_variables)}
+
+    def _set_weights(self, *values):
+        """Sets every learned weight and optimizer state (names as in
+        get_weights). Returns `accepted`: 0 (and nothing changed) when a value
+        is not finite."""
+        bad = tf.add_n([count_nonfinite(v) for v in values])
+        accept_index = tf.cast(tf.equal(bad, 0.0), tf.int32)
+        for variable, new in zip(self.all_variables, values):
+            variable.assign(gated(variable.read_value(), new, accept_index))
+        return {"accepted": accept_index}
+
+    def micro_step(self, x, y):
+        """The TFLite Micro program: one train step that also returns the
+        pre-update `scores` of the last exit. Labels of -1 (out of range)
+        make it a pure inference call."""
+        outputs, scores = self._train_step(x, y)
+        outputs["scores"] = scores[self.model.exit_layers[-1].name]
+        return outputs
+
+
+def _short_name(variable):
+    return variable.path.split("/")[-1]
+
+
+def model_input_shape(model):
+    """The per-example input shape of a built SpelaModel."""
+    if model._input_shape_arg is not None:
+        return tuple(model._input_shape_arg)
+    raise ValueError(
+        "The model's input shape is unknown: start its layer list with "
+        "keras.Input(shape) to export it."
+    )
+
