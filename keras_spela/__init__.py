@@ -15,15 +15,23 @@ if _backend != "tensorflow":
     )
 
 from keras_spela import class_vectors
+from keras_spela import datasets
 from keras_spela import rules
 from keras_spela.layers import SpelaDense
+from keras_spela.lite import DeviceOptimizer
+from keras_spela.lite import export_tflite
+from keras_spela.lite import export_tflite_micro
 from keras_spela.model import SpelaModel
 from keras_spela.version import __version__
 
 __all__ = [
+    "DeviceOptimizer",
     "SpelaDense",
     "SpelaModel",
     "class_vectors",
+    "datasets",
+    "export_tflite",
+    "export_tflite_micro",
     "rules",
     "__version__",
 ]

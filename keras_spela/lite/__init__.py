@@ -1,0 +1,15 @@
+"""On-device training export: LiteRT / tflite-runtime and TFLite Micro."""
+
+from keras_spela.lite.device_optimizers import DeviceOptimizer
+from keras_spela.lite.exporter import export_tflite
+from keras_spela.lite.exporter import export_tflite_micro
+from keras_spela.lite.flatbuffer_ops import check_builtin_only
+from keras_spela.lite.flatbuffer_ops import read_operators
+
+__all__ = [
+    "DeviceOptimizer",
+    "check_builtin_only",
+    "export_tflite",
+    "export_tflite_micro",
+    "read_operators",
+]

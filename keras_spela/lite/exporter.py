@@ -8,7 +8,10 @@ need a Flex or custom operator is never written.
 """
 
 import collections
+import json
 import os
+import re
+import sys
 import tempfile
 
 import numpy as np
@@ -24,7 +27,15 @@ TFLiteExport = collections.namedtuple(
 )
 MicroExport = collections.namedtuple(
     "MicroExport",
-    ["path", "inference_path", "size_bytes", "operators", "inputs", "outputs"],
+    [
+        "path",
+        "inference_path",
+        "size_bytes",
+        "operators",
+        "inputs",
+        "outputs",
+        "arena_bytes",
+    ],
 )
 
 
@@ -43,12 +54,12 @@ def export_tflite(
 
     - `train(x, y)`: `x` float32 `(batch_size, ...)`, `y` int32
       `(batch_size,)`. Learns from the batch with the same closed-form rule as
-      `SpelaModel.fit`. Returns `loss`, `<layer>_loss` per learning layer and
+      `SpelaModel.fit`. Returns `loss`, `exit_<k>_loss` per learning layer and
       `accepted` (int32: 1, or 0 when the batch was rejected because of a
       NaN/inf input, a label outside `[0, num_classes)` or a non-finite loss;
       a rejected batch changes no weight and no optimizer state).
     - `infer(x)`: any batch size. Returns `scores` (cosines at the last exit)
-      and `<layer>_scores` at every exit.
+      and `exit_<k>_scores` at every exit k (0 is the first SPELA layer).
     - `get_weights()`: every learned weight (`<layer>_kernel`,
       `<layer>_bias`) and optimizer state (`<weight>_m`, `<weight>_v`,
       `adam_beta_1_power`, ... or `<weight>_momentum`).
@@ -113,6 +124,7 @@ def export_tflite_micro(
     learning_rate=None,
     train_layers="all",
     inference_filepath=None,
+    expose_weights=False,
 ):
     """Exports the train step of a SpelaModel for TFLite Micro.
 
@@ -125,8 +137,12 @@ def export_tflite_micro(
 
     Inputs are found by name, never by position (TFLite Micro orders them
     differently from the Python arguments): `x` float32 `(batch_size, ...)`
-    and `y` int32 `(batch_size,)`. Outputs: `loss`, `<layer>_loss`,
-    `accepted`, `scores`.
+    and `y` int32 `(batch_size,)`. Outputs: `loss`, `exit_<k>_loss`,
+    `accepted`, `scores` (and every learned weight with `expose_weights`).
+    A JSON description (`<filepath stem>.json`) is written beside the model:
+    input and output order, batch size, input shape, number of classes,
+    weight names and the arena bytes the step needs (measured with the
+    TFLite Micro interpreter when `tflite-micro` is installed).
 
     Args:
         model, batch_size, optimizer, learning_rate, train_layers: as for
@@ -135,6 +151,8 @@ def export_tflite_micro(
         inference_filepath: where to write an inference-only model (the
             weights as constants, any exit); default: `<filepath stem>
             _infer.tflite`.
+        expose_weights: also output every learned weight after the step
+            (costs arena memory; used to read weights back, e.g. in tests).
 
     Returns:
         A `MicroExport(path, inference_path, size_bytes, operators, inputs,
@@ -143,7 +161,10 @@ def export_tflite_micro(
     """
     module = _training_module(model, batch_size, optimizer, learning_rate, train_layers)
     x_spec, y_spec = module.train.input_signature
-    step = tf.function(module.micro_step, input_signature=[x_spec, y_spec])
+    step = tf.function(
+        lambda x, y: module.micro_step(x, y, expose_weights),
+        input_signature=[x_spec, y_spec],
+    )
     concrete = step.get_concrete_function()
     output_keys = sorted(concrete.structured_outputs)  # flattening order
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
@@ -163,7 +184,64 @@ def export_tflite_micro(
     flatbuffer_ops.check_builtin_only(inference_data, "TFLite Micro inference model")
     _write(inference_filepath, inference_data)
     inputs, outputs = _io_names(data, output_keys)
-    return MicroExport(filepath, inference_filepath, len(data), operators, inputs, outputs)
+    arena_bytes = measure_micro_arena(data)
+    description = {
+        "inputs": inputs,
+        "outputs": outputs,
+        "batch_size": int(batch_size),
+        "input_shape": list(module.input_shape),
+        "num_classes": model.num_classes,
+        "exits": [f"exit_{k}" for k in range(len(model.exit_layers))],
+        "weight_names": list(module.weight_names),
+        "arena_bytes": arena_bytes,
+        "optimizer": module.device_optimizer.get_config(),
+    }
+    with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
+        json.dump(description, f, indent=2)
+    return MicroExport(
+        filepath, inference_filepath, len(data), operators, inputs, outputs, arena_bytes
+    )
+
+
+def measure_micro_arena(data, arena_size=64 * 1024 * 1024):
+    """Arena bytes a TFLite Micro model needs, or None without tflite-micro.
+
+    Runs the interpreter once on zeros with labels of -1 (no update) and reads
+    the total of its allocation record.
+    """
+    try:
+        from tflite_micro import runtime as micro_runtime
+    except ImportError:
+        return None
+    interpreter = micro_runtime.Interpreter.from_bytes(data, arena_size=arena_size)
+    for index, detail in enumerate(interpreter.get_input_details(i) for i in range(2)):
+        fill = -1 if np.issubdtype(detail["dtype"], np.integer) else 0
+        interpreter.set_input(np.full(detail["shape"], fill, detail["dtype"]), index)
+    interpreter.invoke()
+    report = _captured_output(interpreter.print_allocations)
+    match = re.search(r"Arena allocation total (\d+) bytes", report)
+    return int(match.group(1)) if match else None
+
+
+def _captured_output(function):
+    """Runs `function` and returns what it printed on the C-level stdout and
+    stderr (TFLite Micro's allocation report)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 1)
+        os.dup2(capture.fileno(), 2)
+        try:
+            function()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+        capture.seek(0)
+        return capture.read().decode(errors="replace")
 
 
 def resolve_train_layers(model, train_layers):

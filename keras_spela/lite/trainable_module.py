@@ -105,8 +105,9 @@ class SpelaTrainingModule(tf.Module):
 
     def _train(self, x, y):
         """Learns from one batch. Returns a map of `loss` (sum of the layers'
-        local losses), `<layer>_loss` per learning layer, and `accepted`
-        (1 when the batch was learned from, 0 when it was rejected)."""
+        local losses), `exit_<k>_loss` per learning layer (k = its exit
+        index), and `accepted` (1 when the batch was learned from, 0 when it
+        was rejected)."""
         return self._train_step(x, y)[0]
 
     def _train_step(self, x, y):
@@ -132,17 +133,21 @@ class SpelaTrainingModule(tf.Module):
         ):
             variable.assign(gated(old, new, accept_index))
         outputs = {"loss": loss, "accepted": accept_index}
-        outputs.update({f"{name}_loss": value for name, value in losses.items()})
+        outputs.update({f"{self._exit_key(n)}_loss": v for n, v in losses.items()})
         return outputs, scores
 
     def _infer(self, x):
         """Class scores for any batch size. Returns a map of `scores` (the last
-        exit) and `<layer>_scores` for every exit."""
+        exit) and `exit_<k>_scores` for every exit k."""
         with self._frozen_scope():
             scores = self.model.exit_scores(x, training=False)
         outputs = {"scores": scores[self.model.exit_layers[-1].name]}
-        outputs.update({f"{name}_scores": value for name, value in scores.items()})
+        outputs.update({f"{self._exit_key(n)}_scores": v for n, v in scores.items()})
         return outputs
+
+    def _exit_key(self, layer_name):
+        names = [layer.name for layer in self.model.exit_layers]
+        return f"exit_{names.index(layer_name)}"
 
     def _get_weights(self):
         """A map of every learned weight and optimizer state, by name."""
@@ -158,12 +163,15 @@ class SpelaTrainingModule(tf.Module):
             variable.assign(gated(variable.read_value(), new, accept_index))
         return {"accepted": accept_index}
 
-    def micro_step(self, x, y):
+    def micro_step(self, x, y, expose_weights=False):
         """The TFLite Micro program: one train step that also returns the
-        pre-update `scores` of the last exit. Labels of -1 (out of range)
-        make it a pure inference call."""
+        pre-update `scores` of the last exit (labels of -1 make it a pure
+        inference call) and, with `expose_weights`, every learned weight
+        after the update."""
         outputs, scores = self._train_step(x, y)
         outputs["scores"] = scores[self.model.exit_layers[-1].name]
+        if expose_weights:
+            outputs.update(self._get_weights())
         return outputs
 
 
