@@ -1,0 +1,53 @@
+"""Packaging of keras_spela. The version is read from keras_spela/version.py by path."""
+
+import importlib.metadata
+import pathlib
+
+from setuptools import find_packages
+from setuptools import setup
+
+HERE = pathlib.Path(__file__).parent
+VERSION = {}
+exec((HERE / "keras_spela" / "version.py").read_text(), VERSION)
+
+
+def tensorflow_requirement():
+    """`tensorflow`, or `tensorflow-cpu` when that build is already installed."""
+    try:
+        importlib.metadata.version("tensorflow-cpu")
+        return "tensorflow-cpu>=2.16"
+    except importlib.metadata.PackageNotFoundError:
+        return "tensorflow>=2.16"
+
+
+LITERT = ["ai-edge-litert>=2.0"]
+MICRO = ["tflite-micro"]
+DATASETS = ["tensorflow-datasets>=4.9"]
+EXAMPLES = DATASETS + LITERT + MICRO + ["matplotlib"]
+
+setup(
+    name="keras_spela",
+    version=VERSION["__version__"],
+    description=(
+        "SPELA (Solo Pass Embedded Learning Algorithm) for Keras 3: local, "
+        "single-pass learning that keeps training inside TFLite / LiteRT / "
+        "TFLite Micro models."
+    ),
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_spela", "keras_spela.*"]),
+    package_data={"keras_spela": ["data/*.npz", "data/DIGITS_LICENSE.txt"]},
+    include_package_data=True,
+    install_requires=[tensorflow_requirement(), "keras>=3.5", "numpy", "absl-py"],
+    extras_require={
+        # LiteRT, the maintained runtime; tflite-runtime needs numpy<2 and so
+        # lives in its own environment (see README).
+        "litert": LITERT,
+        "micro": MICRO,
+        "datasets": DATASETS,
+        "examples": EXAMPLES,
+        "tests": EXAMPLES + ["pytest"],
+    },
+    license="Apache-2.0",
+)
