@@ -46,4 +46,7 @@ done
 # symlink trees there; `bazel clean --expunge` removes one.
 set -x
 # shellcheck disable=SC2086  # BAZEL_TEST_TARGETS is a space-separated list of targets.
-exec bazel test "${overrides[@]}" "$@" -- ${BAZEL_TEST_TARGETS:-//...}
+# The tflite-runtime test drives <repo>/.venv-tflite (numpy<2, no TensorFlow) as a subprocess.
+tflite_python="${KERAS_SPELA_TFLITE_PYTHON:-$ROOT/.venv-tflite/bin/python}"
+exec bazel test "${overrides[@]}" "--test_env=KERAS_SPELA_TFLITE_PYTHON=$tflite_python" \
+  "$@" -- ${BAZEL_TEST_TARGETS:-//...}
