@@ -223,6 +223,11 @@ class SpelaModel(keras.Model):
         gradients, variables, losses, scores = self.compute_local_gradients(
             x, y, sample_weight, training=True
         )
+        # Under tf.distribute the optimizer sums the replicas' gradients (as
+        # for Keras' own losses, which are divided by the replica count).
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        if replicas > 1:
+            gradients = [g / replicas for g in gradients]
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(y, sample_weight, scores, losses)
 
