@@ -1,5 +1,7 @@
 """SPELA layers: Keras layers that carry their own local learning rule."""
 
+import numbers
+
 import keras
 import numpy as np
 
@@ -101,7 +103,11 @@ class SpelaDense(keras.layers.Layer):
             activation=activation,
             negative_slope=float(negative_slope),
             local_loss=local_loss,
-            temperature=temperature,
+            temperature=(
+                float(temperature)
+                if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
+                else temperature
+            ),
             normalize_inputs=bool(normalize_inputs),
             binary_weights=bool(binary_weights),
         )

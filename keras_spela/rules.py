@@ -23,6 +23,7 @@ batch. The input `h` is a constant: nothing flows back to earlier layers.
 import collections
 import dataclasses
 import math
+import numbers
 
 import tensorflow as tf
 
@@ -82,7 +83,8 @@ class DenseRule:
                 f"{LOCAL_LOSSES}."
             )
         if not (
-            isinstance(self.temperature, (int, float))
+            isinstance(self.temperature, numbers.Real)
+            and not isinstance(self.temperature, bool)
             and math.isfinite(self.temperature)
             and self.temperature > 0
         ):
@@ -91,7 +93,7 @@ class DenseRule:
                 f"temperature={self.temperature!r}."
             )
         if not (
-            isinstance(self.negative_slope, (int, float))
+            isinstance(self.negative_slope, numbers.Real)
             and 0.0 <= self.negative_slope < 1.0
         ):
             raise ValueError(
