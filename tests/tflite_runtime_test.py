@@ -1,0 +1,229 @@
+"""The exported model trains in tflite-runtime WITHOUT TensorFlow, as on a device.
+
+tflite-runtime 2.14 needs numpy < 2 and TensorFlow 2.21 needs numpy >= 2, so
+tflite-runtime lives in its own virtualenv (by default `<repo>/.venv-tflite`,
+or the Python named by KERAS_SPELA_TFLITE_PYTHON). The test exports models
+with TensorFlow here, then runs export/device_trainer.py in that Python as a
+subprocess and compares the weights it learned with SpelaModel.fit.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Running the file directly (python tests/<file>.py) finds the checkout's package.
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+
+import keras
+import numpy as np
+import pytest
+
+import keras_spela
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEVICE_TRAINER = REPO / "export" / "device_trainer.py"
+TFLITE_PYTHON = os.environ.get(
+    "KERAS_SPELA_TFLITE_PYTHON", str(REPO / ".venv-tflite" / "bin" / "python")
+)
+
+BATCH = 16
+STEPS = 24
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(learning_rate=0.5),
+    "momentum": lambda: keras.optimizers.SGD(learning_rate=0.1, momentum=0.9),
+    "adam": lambda: keras.optimizers.Adam(learning_rate=1e-2),
+}
+
+# Runs in the tflite-runtime virtualenv: no TensorFlow may be present.
+DEVICE_SCRIPT = textwrap.dedent(
+    """
+    import importlib.util
+    import json
+    import sys
+
+    trainer_dir, jobs_path = sys.argv[1], sys.argv[2]
+    assert importlib.util.find_spec("tensorflow") is None, "tensorflow is importable"
+    sys.path.insert(0, trainer_dir)
+    import numpy as np
+    import device_trainer
+
+    report = {"numpy": np.__version__}
+    with open(jobs_path) as f:
+        jobs = json.load(f)
+    for job in jobs:
+        trainer = device_trainer.DeviceTrainer(job["model"], runtime="tflite_runtime")
+        assert trainer.runtime == "tflite_runtime", trainer.runtime
+        with np.load(job["data"]) as data:
+            x, y = data["x"], data["y"]
+        history = trainer.fit(x, y, epochs=1, shuffle=False, verbose=0)
+        trainer.save_weights(job["weights"])
+        np.save(job["scores"], trainer.predict(x[:37]))
+        report[job["name"]] = {"loss": history["loss"][-1]}
+
+    import tflite_runtime
+
+    report["tflite_runtime"] = tflite_runtime.__version__
+    report["modules"] = sorted(
+        m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "ai_edge_litert")
+    )
+    assert not report["modules"], report["modules"]
+    print("REPORT " + json.dumps(report))
+    """
+)
+
+
+def _tflite_python_or_skip():
+    if not os.path.exists(TFLITE_PYTHON):
+        pytest.skip(
+            f"tflite-runtime virtualenv not found at {TFLITE_PYTHON}: create it with "
+            "tflite-runtime and numpy<2 (or set KERAS_SPELA_TFLITE_PYTHON)"
+        )
+    probe = subprocess.run(
+        [TFLITE_PYTHON, "-c", "import tflite_runtime.interpreter"],
+        capture_output=True,
+        text=True,
+        env=_device_env(),
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"tflite-runtime is not importable by {TFLITE_PYTHON}: {probe.stderr[-500:]}")
+    return TFLITE_PYTHON
+
+
+def _device_env():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+    }
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def _relative_error(actual, expected):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.fixture(scope="module")
+def device_run(tmp_path_factory):
+    """Exports one model per optimizer, trains them with SpelaModel.fit here
+    and with tflite-runtime in the device Python (one subprocess)."""
+    python = _tflite_python_or_skip()
+    out = tmp_path_factory.mktemp("tflite_runtime")
+    (x_train, y_train), _ = keras_spela.datasets.load_digits()
+    x, y = x_train[: BATCH * STEPS], y_train[: BATCH * STEPS]
+    data_path = out / "batches.npz"
+    np.savez(data_path, x=x, y=y)
+
+    jobs, host = [], {}
+    for name, optimizer in OPTIMIZERS.items():
+        keras.utils.set_random_seed(0)
+        model = SpelaModel(
+            [keras.Input((64,)), SpelaDense(32), SpelaDense(16, local_loss="log_cosine")],
+            num_classes=10,
+        )
+        model.compile(optimizer=optimizer())
+        initial = {
+            f"{layer.name}_{v.path.split('/')[-1]}": v.numpy()
+            for layer in model.exit_layers
+            for v in layer.trainable_variables
+        }
+        export = keras_spela.export_tflite(model, str(out / f"{name}.tflite"), batch_size=BATCH)
+        history = model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        host[name] = {
+            "initial": initial,
+            "weights": {
+                f"{layer.name}_{v.path.split('/')[-1]}": v.numpy()
+                for layer in model.exit_layers
+                for v in layer.trainable_variables
+            },
+            "scores": model.predict(x[:37], verbose=0),
+            "loss": history.history["loss"][-1],
+            "state_names": export.state_names,
+        }
+        jobs.append(
+            {
+                "name": name,
+                "model": export.path,
+                "data": str(data_path),
+                "weights": str(out / f"{name}_weights.npz"),
+                "scores": str(out / f"{name}_scores.npy"),
+            }
+        )
+    jobs_path = out / "jobs.json"
+    jobs_path.write_text(json.dumps(jobs))
+    script_path = out / "device_script.py"
+    script_path.write_text(DEVICE_SCRIPT)
+    result = subprocess.run(
+        [python, str(script_path), str(DEVICE_TRAINER.parent), str(jobs_path)],
+        capture_output=True,
+        text=True,
+        env=_device_env(),
+        cwd=str(out),
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [l for l in result.stdout.splitlines() if l.startswith("REPORT ")]
+    assert lines, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    device = {}
+    for job in jobs:
+        with np.load(job["weights"]) as data:
+            device[job["name"]] = {
+                "weights": {k: data[k] for k in data.files},
+                "scores": np.load(job["scores"]),
+            }
+    return {"host": host, "device": device, "report": report}
+
+
+def test_device_python_has_no_tensorflow(device_run):
+    report = device_run["report"]
+    assert report["modules"] == []
+    assert report["tflite_runtime"].startswith("2.")
+    assert int(report["numpy"].split(".")[0]) < 2
+
+
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+def test_tflite_runtime_training_equals_host_fit(device_run, optimizer_name):
+    host = device_run["host"][optimizer_name]
+    device = device_run["device"][optimizer_name]
+    errors = {}
+    for name, reference in host["weights"].items():
+        start = host["initial"][name]
+        assert np.max(np.abs(reference - start)) > 1e-3 * np.max(np.abs(reference)), name
+        errors[name] = _relative_error(device["weights"][name], reference)
+    print(f"{optimizer_name}: max relative error {max(errors.values()):.3g}")
+    assert max(errors.values()) <= 1e-5, errors
+    # The optimizer state came back too.
+    assert set(host["state_names"]) <= set(device["weights"])
+    assert device_run["report"][optimizer_name]["loss"] == pytest.approx(host["loss"], rel=1e-4)
+    np.testing.assert_allclose(device["scores"], host["scores"], rtol=1e-5, atol=1e-5)
+
+
+def test_device_trainer_script_imports_no_tensorflow():
+    """export/device_trainer.py itself never imports TensorFlow or Keras."""
+    python = _tflite_python_or_skip()
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import device_trainer; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
+        "assert not bad, bad; print('ok')"
+    )
+    result = subprocess.run(
+        [python, "-c", script, str(DEVICE_TRAINER.parent)],
+        capture_output=True,
+        text=True,
+        env=_device_env(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
