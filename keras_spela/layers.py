@@ -191,6 +191,8 @@ class SpelaDense(keras.layers.Layer):
             A `rules.LocalStep` whose `gradients` line up with
             `self.trainable_variables` (`kernel`, then `bias`).
         """
+        if not self.built:
+            self.build(tuple(inputs.shape))
         return rules.dense_local_step(
             inputs,
             targets,

@@ -156,9 +156,35 @@ class SpelaModel(keras.Model):
                 "SpelaModel always reports loss and accuracy per exit; "
                 f"compile() takes no other metrics, received metrics={metrics!r}."
             )
+        if kwargs.get("jit_compile") is True:
+            raise ValueError(
+                "SpelaModel does not support jit_compile=True: XLA drops the "
+                "assertions that reject bad batches (NaN inputs, labels out of "
+                "range) before they could change the weights."
+            )
+        kwargs["jit_compile"] = False
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE)
         super().compile(optimizer=optimizer, **kwargs)
+        if self.built:
+            self._build_optimizer()
+
+    def compile_from_config(self, config):
+        """Re-compiles a loaded model with its saved optimizer."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(
+            optimizer=config.get("optimizer"),
+            steps_per_execution=config.get("steps_per_execution", 1),
+        )
+
+    def _build_optimizer(self):
+        """Builds the optimizer for EVERY SPELA layer's variables, so that a
+        schedule training a subset first (fit_layerwise, train_layers) can
+        later train the others with the same optimizer."""
+        if not self.optimizer.built:
+            self.optimizer.build(
+                [v for layer in self.exit_layers for v in layer.trainable_variables]
+            )
 
     # ------------------------------------------------------------- local rule
     def compute_local_gradients(
@@ -228,6 +254,7 @@ class SpelaModel(keras.Model):
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         if replicas > 1:
             gradients = [g / replicas for g in gradients]
+        self._build_optimizer()
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(y, sample_weight, scores, losses)
 
@@ -284,6 +311,12 @@ class SpelaModel(keras.Model):
                     f"shape {tuple(y.shape)}. One-hot labels are not accepted."
                 )
         y = tf.cast(y, tf.int32)
+        x_rows, y_rows = x.shape[0], y.shape[0]
+        if x_rows is not None and y_rows is not None and x_rows != y_rows:
+            raise ValueError(
+                "x and y must have the same number of rows, received "
+                f"{x_rows} and {y_rows}."
+            )
         checks = [
             tf.debugging.assert_greater_equal(
                 y, 0, message="labels must be in [0, num_classes): found a negative label"
