@@ -1,0 +1,722 @@
+"""Tests for keras_spela.model.SpelaModel on the shipped digits data."""
+
+import functools
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_spela import class_vectors as class_vectors_lib
+from keras_spela import datasets
+from keras_spela import rules
+from keras_spela.layers import SpelaDense
+from keras_spela.model import SpelaModel
+
+NUM_CLASSES = datasets.DIGITS_NUM_CLASSES
+
+
+@functools.lru_cache(maxsize=None)
+def _digits(flatten=True, normalize=True):
+    return datasets.load_digits(flatten=flatten, normalize=normalize)
+
+
+def _small_train(n=500):
+    (x, y), _ = _digits()
+    return x[:n], y[:n]
+
+
+def _model(units=(64, 34), seed=0, input_dim=64, train_layers="all", **layer_kwargs):
+    """A small SPELA MLP; layers are named h1, h2, ..."""
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    layers = [keras.Input((input_dim,))]
+    layers += [
+        SpelaDense(u, name=f"h{i + 1}", **layer_kwargs) for i, u in enumerate(units)
+    ]
+    return SpelaModel(layers, num_classes=NUM_CLASSES, train_layers=train_layers)
+
+
+def _snapshot(model):
+    return {v.path: v.numpy().copy() for v in model.weights}
+
+
+def _changed(before, model):
+    """Paths of the model's weights that differ from the snapshot."""
+    return {
+        v.path for v in model.weights if not np.array_equal(before[v.path], v.numpy())
+    }
+
+
+def _layer_paths(layer, trainable_only=True):
+    variables = layer.trainable_variables if trainable_only else layer.weights
+    return {v.path for v in variables}
+
+
+# ------------------------------------------------------------------ accuracy
+def test_fit_default_compile_reaches_95_percent_in_5_epochs():
+    (x_train, y_train), (x_test, y_test) = _digits()
+    keras.utils.set_random_seed(1)
+    model = SpelaModel(
+        [keras.Input((64,)), SpelaDense(256, name="hidden"), SpelaDense(34, name="top")],
+        num_classes=NUM_CLASSES,
+    )
+    model.compile()
+    history = model.fit(
+        x_train, y_train, epochs=5, batch_size=50,
+        validation_data=(x_test, y_test), verbose=0,
+    )
+    layer_keys = {"hidden_loss", "hidden_accuracy", "top_loss", "top_accuracy"}
+    train_keys = {"loss", "accuracy"} | layer_keys
+    assert set(history.history) == train_keys | {f"val_{k}" for k in train_keys}
+    for values in history.history.values():
+        assert len(values) == 5
+        assert np.all(np.isfinite(values))
+    # The training loss is the sum of the layers' local losses and decreases.
+    np.testing.assert_allclose(
+        history.history["loss"],
+        np.add(history.history["hidden_loss"], history.history["top_loss"]),
+        rtol=1e-5,
+    )
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    # "accuracy" is the last exit's.
+    assert history.history["accuracy"] == history.history["top_accuracy"]
+
+    result = model.evaluate(x_test, y_test, batch_size=len(x_test), return_dict=True, verbose=0)
+    best = max(result["hidden_accuracy"], result["top_accuracy"])
+    assert best >= 0.95, result
+    # evaluate agrees with the history's validation values of the last epoch.
+    np.testing.assert_allclose(
+        result["top_accuracy"], history.history["val_top_accuracy"][-1], atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda: keras.optimizers.SGD(1.0),
+        lambda: keras.optimizers.SGD(0.2, momentum=0.9),
+        lambda: keras.optimizers.Adam(1e-2),
+    ],
+    ids=["sgd", "sgd_momentum", "adam"],
+)
+def test_optimizers_train_loss_decreases(make_optimizer):
+    x, y = _small_train()
+    model = _model()
+    model.compile(optimizer=make_optimizer())
+    history = model.fit(x, y, epochs=3, batch_size=50, verbose=0)
+    for key in ("loss", "h1_loss", "h2_loss"):
+        assert history.history[key][-1] < history.history[key][0], (key, history.history)
+    # Chance is 10%.
+    assert history.history["h1_accuracy"][-1] > 0.4, history.history
+    assert history.history["h2_accuracy"][-1] > 0.4, history.history
+
+
+# ------------------------------------------------------- train_step / manual
+@pytest.mark.parametrize("local_loss", ["log_cosine", "softmax_cosine"])
+def test_train_step_equals_manual_sgd_update(local_loss):
+    x, y = _small_train(40)
+    model = _model(units=(24, 12), local_loss=local_loss, normalize_inputs=True)
+    learning_rate = 0.7
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    h1, h2 = model.exit_layers
+    k1, b1 = h1.kernel.numpy(), h1.bias.numpy()
+    k2, b2 = h2.kernel.numpy(), h2.bias.numpy()
+    targets = rules.one_hot(tf.constant(y), NUM_CLASSES)
+
+    step1 = rules.dense_local_step(
+        tf.constant(x), targets, tf.constant(k1), tf.constant(b1),
+        h1.class_vectors, h1.rule,
+    )
+    # Layer 2 sees layer 1's PRE-update outputs.
+    step2 = rules.dense_local_step(
+        step1.outputs, targets, tf.constant(k2), tf.constant(b2),
+        h2.class_vectors, h2.rule,
+    )
+    logs = model.train_on_batch(x, y, return_dict=True)
+
+    for variable, old, grad in [
+        (h1.kernel, k1, step1.gradients[0]),
+        (h1.bias, b1, step1.gradients[1]),
+        (h2.kernel, k2, step2.gradients[0]),
+        (h2.bias, b2, step2.gradients[1]),
+    ]:
+        assert np.max(np.abs(grad.numpy())) > 0
+        np.testing.assert_allclose(
+            variable.numpy(), old - learning_rate * grad.numpy(), rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_allclose(logs["h1_loss"], step1.loss.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(logs["h2_loss"], step2.loss.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], step1.loss.numpy() + step2.loss.numpy(), rtol=1e-5)
+    for name, step in (("h1", step1), ("h2", step2)):
+        accuracy = np.mean(np.argmax(step.scores.numpy(), axis=1) == y)
+        np.testing.assert_allclose(logs[f"{name}_accuracy"], accuracy, atol=1e-6)
+
+
+# ------------------------------------------------------------------ locality
+def test_compute_local_gradients_returns_only_own_trainable_variables():
+    x, y = _small_train(30)
+    model = _model(units=(16, 12, 12))
+    before = _snapshot(model)
+    gradients, variables, losses, scores = model.compute_local_gradients(x, y)
+    assert not _changed(before, model)
+    expected = [v for layer in model.exit_layers for v in layer.trainable_variables]
+    assert [v.path for v in variables] == [v.path for v in expected]
+    assert all(v.trainable for v in variables)
+    assert not any("class_vectors" in v.path for v in variables)
+    for gradient, variable in zip(gradients, variables):
+        assert gradient.shape == variable.shape
+    assert set(losses) == set(scores) == {"h1", "h2", "h3"}
+    for name, layer_scores in scores.items():
+        assert layer_scores.shape == (30, NUM_CLASSES)
+
+    # With a subset of learning layers, only theirs are returned.
+    gradients, variables, losses, scores = model.compute_local_gradients(
+        x, y, train_layers=["h2"]
+    )
+    assert {v.path for v in variables} == _layer_paths(model.get_layer("h2"))
+    assert set(losses) == {"h2"}
+    assert set(scores) == {"h1", "h2", "h3"}
+
+
+def test_changing_layer_two_leaves_layer_one_gradients_identical():
+    x, y = _small_train(30)
+    model = _model(units=(16, 12))
+    h1, h2 = model.exit_layers
+    grads_before, _, losses_before, _ = model.compute_local_gradients(x, y)
+
+    rng = np.random.default_rng(0)
+    h2.kernel.assign(rng.standard_normal(h2.kernel.shape).astype(np.float32))
+    h2.class_vectors.assign(class_vectors_lib.random_vectors(NUM_CLASSES, 12, seed=99))
+    grads_after, _, losses_after, _ = model.compute_local_gradients(x, y)
+
+    n1 = len(h1.trainable_variables)
+    for before, after in zip(grads_before[:n1], grads_after[:n1]):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
+    assert float(losses_before["h1"]) == float(losses_after["h1"])
+    # Layer 2's own gradient did change (the edit had an effect).
+    assert not np.allclose(grads_before[n1].numpy(), grads_after[n1].numpy())
+
+
+def test_no_gradient_flows_from_layer_two_loss_into_layer_one():
+    x, y = _small_train(30)
+    model = _model(units=(16, 12))
+    h1, h2 = model.exit_layers
+    with tf.GradientTape(persistent=True) as tape:
+        gradients, _, losses, _ = model.compute_local_gradients(x, y)
+    assert tape.gradient(losses["h2"], h1.kernel) is None
+    assert tape.gradient(losses["h2"], h1.bias) is None
+    # Positive control: each loss does reach its own layer, and autodiff of the
+    # returned loss agrees with the closed-form gradient.
+    own = tape.gradient(losses["h1"], h1.kernel)
+    assert own is not None
+    np.testing.assert_allclose(own.numpy(), gradients[0].numpy(), rtol=1e-4, atol=1e-6)
+    own2 = tape.gradient(losses["h2"], h2.kernel)
+    np.testing.assert_allclose(own2.numpy(), gradients[2].numpy(), rtol=1e-4, atol=1e-6)
+    del tape
+
+
+# --------------------------------------------------------- evaluate / predict
+@functools.lru_cache(maxsize=1)
+def _trained_model():
+    x, y = _small_train()
+    model = _model(units=(64, 34, 34), seed=3)
+    model.compile()
+    model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    return model
+
+
+def test_evaluate_reports_accuracy_and_loss_for_every_exit():
+    model = _trained_model()
+    _, (x, y) = _digits()
+    result = model.evaluate(x, y, batch_size=len(x), return_dict=True, verbose=0)
+    assert set(result) == {"loss", "accuracy"} | {
+        f"{n}_{m}" for n in ("h1", "h2", "h3") for m in ("loss", "accuracy")
+    }
+    targets = rules.one_hot(tf.constant(y), NUM_CLASSES)
+    h = tf.constant(x)
+    total = 0.0
+    for k, layer in enumerate(model.exit_layers):
+        scores = model.predict(x, exit=k, verbose=0)
+        accuracy = np.mean(np.argmax(scores, axis=1) == y)
+        np.testing.assert_allclose(result[f"{layer.name}_accuracy"], accuracy, atol=1e-6)
+        step = layer.local_gradients(h, targets)
+        np.testing.assert_allclose(result[f"{layer.name}_loss"], step.loss.numpy(), rtol=1e-5)
+        total += float(step.loss)
+        h = step.outputs
+    np.testing.assert_allclose(result["loss"], total, rtol=1e-5)
+    np.testing.assert_allclose(result["accuracy"], result["h3_accuracy"])
+    # Trained a little: every exit is above chance (10%).
+    for name in ("h1", "h2", "h3"):
+        assert result[f"{name}_accuracy"] > 0.2, result
+
+
+def test_predict_exits_shapes_and_consistency():
+    model = _trained_model()
+    _, (x, _) = _digits()
+    x = x[:50]
+    reference = {k: v.numpy() for k, v in model.exit_scores(tf.constant(x)).items()}
+    assert list(reference) == ["h1", "h2", "h3"]
+
+    last = model.predict(x, verbose=0)
+    assert last.shape == (50, NUM_CLASSES)
+    np.testing.assert_allclose(last, reference["h3"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(x, exit=-1, verbose=0), last)
+    np.testing.assert_array_equal(model.predict(x, exit=2, verbose=0), last)
+    np.testing.assert_array_equal(model.predict(x, exit="h3", verbose=0), last)
+
+    first = model.predict(x, exit=0, verbose=0)
+    assert first.shape == (50, NUM_CLASSES)
+    np.testing.assert_allclose(first, reference["h1"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.predict(x, exit="h1", verbose=0), first)
+    np.testing.assert_array_equal(model.predict(x, exit=-3, verbose=0), first)
+    assert not np.allclose(first, last)
+
+    everything = model.predict(x, exit="all", batch_size=16, verbose=0)
+    assert set(everything) == {"h1", "h2", "h3"}
+    for name, scores in everything.items():
+        assert scores.shape == (50, NUM_CLASSES)
+        np.testing.assert_allclose(scores, reference[name], rtol=1e-5, atol=1e-6)
+        assert np.all(np.abs(scores) <= 1 + 1e-5)
+    # The default exit is restored after a predict(exit=...).
+    np.testing.assert_array_equal(model.predict(x, verbose=0), last)
+    np.testing.assert_allclose(model(x).numpy(), last, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("exit", [3, -4, "nope", 1.0])
+def test_predict_unknown_exit_raises(exit):
+    model = _trained_model()
+    with pytest.raises(ValueError, match="exit"):
+        model.predict(np.zeros((2, 64), np.float32), exit=exit, verbose=0)
+
+
+def test_truncated_predicts_like_the_exit():
+    model = _trained_model()
+    _, (x, _) = _digits()
+    for exit, name in [(0, "h1"), ("h2", "h2")]:
+        small = model.truncated(exit)
+        assert [layer.name for layer in small.exit_layers] == (
+            ["h1"] if name == "h1" else ["h1", "h2"]
+        )
+        np.testing.assert_allclose(
+            small.predict(x, verbose=0), model.predict(x, exit=exit, verbose=0),
+            rtol=1e-6, atol=1e-7,
+        )
+        # The weights are shared, not copied.
+        assert small.exit_layers[0].kernel is model.exit_layers[0].kernel
+
+
+def test_early_exit_thresholds():
+    model = _trained_model()
+    _, (x, y) = _digits()
+    scores = model.predict(x, exit="all", verbose=0)
+    stacked = np.stack([scores[n] for n in ("h1", "h2", "h3")])
+
+    predictions, exits = model.predict_early_exit(x, threshold=0.0)
+    np.testing.assert_array_equal(exits, 0)
+    np.testing.assert_array_equal(predictions, np.argmax(stacked[0], axis=1))
+    result = model.evaluate_early_exit(x, y, threshold=0.0)
+    assert result["mean_depth"] == 1.0 and result["mean_exit"] == 0.0
+    assert result["exit_fractions"] == [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(result["accuracy"], np.mean(predictions == y))
+
+    # Cosines are in [-1, 1], so a margin can never exceed 2.
+    predictions, exits = model.predict_early_exit(x, threshold=2.5)
+    np.testing.assert_array_equal(exits, 2)
+    np.testing.assert_array_equal(predictions, np.argmax(stacked[2], axis=1))
+    result = model.evaluate_early_exit(x, y, threshold=2.5)
+    assert result["mean_depth"] == 3.0
+    assert result["exit_fractions"] == [0.0, 0.0, 1.0]
+    np.testing.assert_allclose(result["accuracy"], np.mean(predictions == y))
+
+    # An intermediate threshold: the first exit whose top-2 margin passes.
+    threshold = float(np.median(np.diff(np.sort(stacked[0], axis=1)[:, -2:], axis=1)))
+    predictions, exits = model.predict_early_exit(x, threshold=threshold, batch_size=64)
+    for i in range(len(x)):
+        margins = [np.sort(stacked[k, i])[-1] - np.sort(stacked[k, i])[-2] for k in range(3)]
+        expected_exit = next((k for k in range(2) if margins[k] >= threshold), 2)
+        assert exits[i] == expected_exit
+        assert predictions[i] == np.argmax(stacked[expected_exit, i])
+    result = model.evaluate_early_exit(x, y, threshold=threshold)
+    np.testing.assert_allclose(result["accuracy"], np.mean(predictions == y))
+    np.testing.assert_allclose(result["mean_depth"], np.mean(exits) + 1)
+    np.testing.assert_allclose(sum(result["exit_fractions"]), 1.0)
+    assert 0 < result["exit_fractions"][0] < 1
+
+
+# ------------------------------------------------------ layer-wise / subsets
+class _PhaseSnapshots(keras.callbacks.Callback):
+    """Records every weight at the start and end of each fit() call."""
+
+    def __init__(self):
+        super().__init__()
+        self.phases = []
+
+    def on_train_begin(self, logs=None):
+        self.phases.append([{v.path: v.numpy().copy() for v in self.model.weights}])
+
+    def on_train_end(self, logs=None):
+        self.phases[-1].append({v.path: v.numpy().copy() for v in self.model.weights})
+
+
+@pytest.mark.parametrize(
+    "make_optimizer", [lambda: None, lambda: keras.optimizers.SGD(1.0)], ids=["default", "sgd"]
+)
+def test_fit_layerwise_trains_one_layer_at_a_time(make_optimizer):
+    x, y = _small_train(200)
+    model = _model(units=(32, 34, 34))
+    model.compile(optimizer=make_optimizer())
+    snapshots = _PhaseSnapshots()
+    histories = model.fit_layerwise(
+        x, y, epochs=2, batch_size=50, verbose=0, callbacks=[snapshots]
+    )
+    assert len(histories) == 3
+    assert all(isinstance(h, keras.callbacks.History) for h in histories)
+    assert len(snapshots.phases) == 3
+    for k, (layer, history, (start, end)) in enumerate(
+        zip(model.exit_layers, histories, snapshots.phases)
+    ):
+        changed = {p for p in start if not np.array_equal(start[p], end[p])}
+        assert changed == _layer_paths(layer), (k, changed)
+        assert len(history.history[f"{layer.name}_loss"]) == 2
+    # Nothing changes between phases, and the model's setting is restored.
+    for (_, end), (start, _) in zip(snapshots.phases, snapshots.phases[1:]):
+        for path in end:
+            np.testing.assert_array_equal(end[path], start[path])
+    assert model.train_layers == ["h1", "h2", "h3"]
+
+
+@pytest.mark.parametrize("name", ["h1", "h2"])
+def test_train_layers_only_updates_named_layer(name):
+    x, y = _small_train(200)
+    model = _model(units=(32, 34), train_layers=[name])
+    model.compile()
+    before = _snapshot(model)
+    history = model.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    assert _changed(before, model) == _layer_paths(model.get_layer(name))
+    assert np.isfinite(history.history[f"{name}_loss"][0])
+    assert history.history[f"{name}_loss"][0] > 0
+
+
+# -------------------------------------------------------------- save / load
+def test_keras_save_load_round_trip_identical_at_every_exit(tmp_path):
+    x, y = _small_train(200)
+    model = _model(units=(32, 34), local_loss="log_cosine", class_vectors="random",
+                   normalize_inputs=True)
+    model.compile()
+    model.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    path = str(tmp_path / "spela.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, SpelaModel)
+    assert [l.name for l in loaded.exit_layers] == ["h1", "h2"]
+    assert loaded.num_classes == NUM_CLASSES
+    assert loaded.exit_layers[0].rule == model.exit_layers[0].rule
+    _, (x_test, _) = _digits()
+    original = model.predict(x_test, exit="all", verbose=0)
+    restored = loaded.predict(x_test, exit="all", verbose=0)
+    for name in ("h1", "h2"):
+        np.testing.assert_array_equal(restored[name], original[name])
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_keras_save_load_keeps_optimizer_so_training_continues_identically(tmp_path):
+    # Keras' .keras format stores the compiled optimizer and its state:
+    # a loaded model should go on training exactly like the original.
+    x, y = _small_train(200)
+    model = _model(units=(32, 34))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, y, epochs=1, batch_size=50, verbose=0)
+    path = str(tmp_path / "spela.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert getattr(loaded, "optimizer", None) is not None, "loaded model is not compiled"
+    model.fit(x, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
+    loaded.fit(x, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_model_with_rescaling_flatten_dropout_trains_saves_loads(tmp_path):
+    (x, y), (x_test, y_test) = _digits(flatten=False, normalize=False)
+    x, y = x[:500], y[:500]
+    assert x.shape[1:] == (8, 8, 1)
+    keras.utils.set_random_seed(0)
+    model = SpelaModel(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(1.0 / 16),
+            keras.layers.Flatten(),
+            SpelaDense(64, name="a"),
+            keras.layers.Dropout(0.2),
+            SpelaDense(34, name="b"),
+        ],
+        num_classes=NUM_CLASSES,
+    )
+    assert [l.name for l in model.exit_layers] == ["a", "b"]
+    model.compile()
+    history = model.fit(x, y, epochs=3, batch_size=50, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert history.history["a_accuracy"][-1] > 0.4
+    path = str(tmp_path / "pipeline.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    original = model.predict(x_test, exit="all", verbose=0)
+    restored = loaded.predict(x_test, exit="all", verbose=0)
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(restored[name], original[name])
+    # Rescaling is really applied: the same scores as feeding scaled, flat data
+    # to the SPELA layers directly.
+    flat = (x_test / 16.0).reshape(len(x_test), -1)
+    a_out = model.get_layer("a")(flat)
+    np.testing.assert_allclose(
+        original["a"], model.get_layer("a").class_scores(a_out).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+# ------------------------------------------------------- construction forms
+def test_construct_from_built_sequential_chain():
+    x, y = _small_train(200)
+    keras.utils.set_random_seed(0)
+    # Sequential with an Input is built at once: its layers need num_classes.
+    sequential = keras.Sequential(
+        [
+            keras.Input((64,)),
+            SpelaDense(32, num_classes=NUM_CLASSES, name="s1"),
+            keras.layers.Dropout(0.1),
+            SpelaDense(34, num_classes=NUM_CLASSES, name="s2"),
+        ]
+    )
+    model = SpelaModel(sequential, num_classes=NUM_CLASSES)
+    assert model.built
+    assert [l.name for l in model.exit_layers] == ["s1", "s2"]
+    assert model.exit_layers[0] is sequential.get_layer("s1")
+    np.testing.assert_allclose(
+        model.predict(x[:5], verbose=0),
+        model.exit_layers[-1].class_scores(sequential(x[:5])).numpy(),
+        rtol=1e-5, atol=1e-6,
+    )
+    model.compile()
+    history = model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_construct_from_unbuilt_sequential_chain_fits():
+    x, y = _small_train(200)
+    keras.utils.set_random_seed(0)
+    # No Input: num_classes and the input width come from SpelaModel and fit.
+    sequential = keras.Sequential(
+        [SpelaDense(32, name="s1"), keras.layers.Dropout(0.1), SpelaDense(34, name="s2")]
+    )
+    model = SpelaModel(sequential, num_classes=NUM_CLASSES)
+    assert [l.name for l in model.exit_layers] == ["s1", "s2"]
+    assert all(l.num_classes == NUM_CLASSES for l in model.exit_layers)
+    model.compile()
+    history = model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.predict(x[:5], verbose=0).shape == (5, NUM_CLASSES)
+
+
+def test_layer_list_without_input_fits():
+    # The docstring: "a list of layers, optionally starting with keras.Input".
+    x, y = _small_train(200)
+    keras.utils.set_random_seed(0)
+    model = SpelaModel([SpelaDense(32, name="l1"), SpelaDense(34, name="l2")], NUM_CLASSES)
+    model.compile()
+    history = model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert model.exit_layers[0].kernel.shape == (64, 32)
+
+
+def test_construct_from_functional_chain():
+    x, y = _small_train(200)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    hidden = SpelaDense(32, num_classes=NUM_CLASSES, name="f1")(inputs)
+    hidden = keras.layers.Dropout(0.1)(hidden)
+    outputs = SpelaDense(34, num_classes=NUM_CLASSES, name="f2")(hidden)
+    functional = keras.Model(inputs, outputs)
+    model = SpelaModel(functional, num_classes=NUM_CLASSES)
+    assert [l.name for l in model.exit_layers] == ["f1", "f2"]
+    assert model.exit_layers[0] is functional.get_layer("f1")
+    np.testing.assert_allclose(
+        model.predict(x[:5], verbose=0),
+        model.exit_layers[-1].class_scores(functional(x[:5])).numpy(),
+        rtol=1e-5, atol=1e-6,
+    )
+    model.compile()
+    before = _snapshot(model)
+    history = model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    # The functional model's own layers were trained (shared weights).
+    assert _changed(before, model) == _layer_paths(functional.get_layer("f1")) | _layer_paths(
+        functional.get_layer("f2")
+    )
+
+
+# --------------------------------------------------------------- determinism
+def _seeded_run(seed):
+    x, y = _small_train(200)
+    keras.utils.set_random_seed(seed)
+    model = SpelaModel(
+        [
+            keras.Input((64,)),
+            SpelaDense(24, name="d1"),
+            keras.layers.Dropout(0.2),
+            SpelaDense(34, name="d2"),
+        ],
+        num_classes=NUM_CLASSES,
+    )
+    model.compile()
+    history = model.fit(x, y, epochs=2, batch_size=50, shuffle=True, verbose=0)
+    return [v.numpy() for v in model.weights], history.history
+
+
+def test_same_seed_gives_identical_runs_and_other_seed_differs():
+    weights_a, history_a = _seeded_run(5)
+    weights_b, history_b = _seeded_run(5)
+    weights_c, history_c = _seeded_run(6)
+    assert len(weights_a) == len(weights_b)
+    for a, b in zip(weights_a, weights_b):
+        np.testing.assert_array_equal(a, b)
+    assert history_a == history_b
+    assert not all(np.array_equal(a, c) for a, c in zip(weights_a, weights_c))
+    assert history_a != history_c
+
+
+# ----------------------------------------------------------------- bad input
+_ERRORS = (ValueError, TypeError, tf.errors.InvalidArgumentError)
+
+
+def _bad_batches():
+    x, y = _small_train(20)
+    x_nan = x.copy()
+    x_nan[3, 5] = np.nan
+    x_inf = x.copy()
+    x_inf[7, 0] = np.inf
+    y_big = y.copy()
+    y_big[4] = NUM_CLASSES
+    y_negative = y.copy()
+    y_negative[2] = -1
+    return {
+        "label_too_large": (x, y_big, "num_classes"),
+        "negative_label": (x, y_negative, "negative"),
+        "float_labels": (x, y.astype(np.float32), "integer"),
+        "one_hot_labels": (x, np.eye(NUM_CLASSES, dtype=np.int32)[y], "[Oo]ne-hot"),
+        "nan_input": (x_nan, y, "NaN"),
+        "inf_input": (x_inf, y, "infinite"),
+        "row_mismatch": (x, y[:-1], "same number of"),
+    }
+
+
+BAD_CASES = list(_bad_batches())
+
+
+def _assert_rejected_without_update(model, x, y, match):
+    before = _snapshot(model)
+    with pytest.raises(_ERRORS, match=match):
+        model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    assert not _changed(before, model)
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_rejected_with_clear_error_and_no_update(case):
+    x, y, match = _bad_batches()[case]
+    model = _model(units=(16, 12))
+    model.compile()
+    _assert_rejected_without_update(model, x, y, match)
+
+
+def test_jit_compile_true_rejected_and_auto_keeps_checks():
+    # XLA drops tf.debugging assertions, so the batch checks could not hold:
+    # jit_compile=True is refused, and "auto" (XLA wherever a GPU is
+    # visible) resolves to no XLA.
+    model = _model(units=(16, 12))
+    with pytest.raises(ValueError, match="jit_compile"):
+        model.compile(jit_compile=True)
+    model.compile(jit_compile="auto")
+    assert model.jit_compile is False
+    x, y, match = _bad_batches()["nan_input"]
+    _assert_rejected_without_update(model, x, y, match)
+
+
+@pytest.mark.parametrize("case", ["label_too_large", "negative_label", "nan_input"])
+def test_bad_input_rejected_by_evaluate(case):
+    x, y, match = _bad_batches()[case]
+    model = _model(units=(16, 12))
+    model.compile()
+    with pytest.raises(_ERRORS, match=match):
+        model.evaluate(x, y, batch_size=len(x), verbose=0)
+
+
+def test_row_mismatch_in_dataset_rejected_naming_rows():
+    # A dataset batch bypasses Keras' own cardinality check; SpelaModel's
+    # check must name the problem.
+    x, y = _small_train(20)
+    model = _model(units=(16, 12))
+    model.compile()
+    before = _snapshot(model)
+    dataset = tf.data.Dataset.from_tensors((x, y[:-1]))
+    with pytest.raises(_ERRORS, match="same number of rows"):
+        model.fit(dataset, epochs=1, verbose=0)
+    assert not _changed(before, model)
+
+
+def test_compile_rejects_loss():
+    model = _model(units=(16, 12))
+    with pytest.raises(ValueError, match="loss"):
+        model.compile(loss="mse")
+    with pytest.raises(ValueError, match="loss"):
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy())
+
+
+def test_compile_rejects_other_metrics():
+    model = _model(units=(16, 12))
+    with pytest.raises(ValueError, match="metrics"):
+        model.compile(metrics=["mse"])
+    model.compile(metrics=["accuracy"])  # accepted
+
+
+def test_unknown_train_layers_rejected():
+    with pytest.raises(ValueError, match="nope"):
+        _model(units=(16, 12), train_layers=["h1", "nope"])
+    with pytest.raises(ValueError, match="train_layers"):
+        _model(units=(16, 12), train_layers="h1")
+
+
+def test_num_classes_mismatch_rejected():
+    with pytest.raises(ValueError, match="num_classes"):
+        SpelaModel(
+            [keras.Input((64,)), SpelaDense(16, num_classes=5), SpelaDense(12)],
+            num_classes=NUM_CLASSES,
+        )
+
+
+def test_model_without_spela_layer_rejected():
+    with pytest.raises(ValueError, match="SPELA layer"):
+        SpelaModel([keras.Input((64,)), keras.layers.Dense(4)], num_classes=NUM_CLASSES)
+
+
+def test_all_zero_input_row_with_normalize_inputs_trains_without_nan():
+    x, y = _small_train(100)
+    x = x.copy()
+    x[::7] = 0.0
+    model = _model(units=(16, 34), normalize_inputs=True)
+    model.compile()
+    history = model.fit(x, y, epochs=2, batch_size=25, verbose=0)
+    for values in history.history.values():
+        assert np.all(np.isfinite(values))
+    for v in model.weights:
+        assert np.all(np.isfinite(v.numpy())), v.path
+    scores = model.predict(x, exit="all", verbose=0)
+    for layer_scores in scores.values():
+        assert np.all(np.isfinite(layer_scores))
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
