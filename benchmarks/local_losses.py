@@ -259,9 +259,12 @@ def table(args, accuracies, seconds):
 
 
 def save_table_png(headers, rows, path, args):
-    fig, ax = plt.subplots(figsize=(12, 0.45 * (len(rows) + 3)))
+    fig, ax = plt.subplots(figsize=(12, 0.3 * (len(rows) + 2)))
     ax.axis("off")
-    tbl = ax.table(cellText=rows, colLabels=headers, loc="center", cellLoc="center")
+    first = 0.26
+    widths = [first] + [(1 - first) / (len(headers) - 1)] * (len(headers) - 1)
+    tbl = ax.table(cellText=rows, colLabels=headers, loc="center", cellLoc="center",
+                   colWidths=widths)
     tbl.auto_set_font_size(False)
     tbl.set_fontsize(9)
     tbl.scale(1, 1.4)
@@ -269,8 +272,7 @@ def save_table_png(headers, rows, path, args):
         f"SPELA local losses, digits 64-256-34, batch {args.batch_size}: best-exit "
         f"test accuracy % (mean ± std, {args.seeds} seeds) and s/epoch"
     , fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
