@@ -308,7 +308,7 @@ class _MicroBackend:
         with open(model_path, "rb") as f:
             data = f.read()
         self.interpreter = micro_runtime.Interpreter.from_bytes(
-            data, arena_size=int(self.description["arena_bytes"] * 1.1) + 4096
+            data, arena_size=int(self.description["arena_bytes"]) + 1024
         )
         self.inputs = self.description["inputs"]
         self.outputs = self.description["outputs"]

@@ -179,6 +179,33 @@ class SpelaDense(keras.layers.Layer):
         """
         return rules.cosine_scores(outputs, self.class_vectors)
 
+    def local_error(self, inputs, targets, sample_weight=None, kernel=None):
+        """Runs the forward pass and the local loss on one batch; changes
+        nothing.
+
+        Args:
+            inputs: `(batch, input_dim)` inputs of this layer (a constant).
+            targets: one-hot labels `(batch, num_classes)` (`rules.one_hot`).
+            sample_weight: optional `(batch,)` example weights.
+            kernel: the kernel to use instead of `self.kernel`, in any layout
+                `rules.dense_forward` takes (the TFLite Micro exporter passes
+                the row blocks of its transpose).
+
+        Returns:
+            A `rules.LocalError` (inputs, outputs, `dL/dz`, loss, scores).
+        """
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        if kernel is None:
+            kernel = self.kernel
+        return rules.local_error(
+            *rules.dense_forward(inputs, kernel, self._bias(), self.rule),
+            targets,
+            self.class_vectors,
+            self.rule,
+            sample_weight,
+        )
+
     def local_gradients(self, inputs, targets, sample_weight=None):
         """Runs the closed-form local rule on one batch; changes nothing.
 
@@ -191,17 +218,8 @@ class SpelaDense(keras.layers.Layer):
             A `rules.LocalStep` whose `gradients` line up with
             `self.trainable_variables` (`kernel`, then `bias`).
         """
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        return rules.dense_local_step(
-            inputs,
-            targets,
-            self.kernel,
-            self._bias(),
-            self.class_vectors,
-            self.rule,
-            sample_weight,
-        )
+        error = self.local_error(inputs, targets, sample_weight)
+        return rules.local_step(error, has_bias=self.use_bias)
 
     def _bias(self):
         return self.bias if self.use_bias else None

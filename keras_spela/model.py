@@ -187,10 +187,10 @@ class SpelaModel(keras.Model):
             )
 
     # ------------------------------------------------------------- local rule
-    def compute_local_gradients(
-        self, x, y, sample_weight=None, training=True, train_layers=None
+    def compute_local_errors(
+        self, x, y, sample_weight=None, training=True, train_layers=None, kernels=None
     ):
-        """Runs one forward sweep and every learning layer's local rule.
+        """Runs one forward sweep and every learning layer's local loss.
 
         Changes no variable. Layer k's input is a constant
         (`stop_gradient`): nothing flows from layer k+1's loss into layer k.
@@ -202,6 +202,45 @@ class SpelaModel(keras.Model):
             training: passed to the non-SPELA layers (Dropout, BatchNorm).
             train_layers: names of the SPELA layers that learn; None uses
                 the model's `train_layers`.
+            kernels: optional `{layer name: kernel}` used instead of those
+                layers' own kernels (any layout `rules.dense_forward` takes).
+
+        Returns:
+            `(errors, scores)`: `{layer name: rules.LocalError}` for the
+            learning layers and `{layer name: (batch, num_classes) cosine
+            scores}` for every exit.
+        """
+        if train_layers is None:
+            train_layers = self.train_layers
+        kernels = kernels or {}
+        targets = rules.one_hot(y, self.num_classes)
+        errors, scores = {}, {}
+        h = x
+        for layer in self.stack:
+            if is_spela_layer(layer) and layer.name in train_layers:
+                error = layer.local_error(
+                    h, targets, sample_weight, kernel=kernels.get(layer.name)
+                )
+                errors[layer.name] = error
+                scores[layer.name] = error.scores
+                h = error.outputs
+            else:
+                h = layer(h, training=training)
+                if is_spela_layer(layer):
+                    scores[layer.name] = layer.class_scores(h)
+            h = tf.stop_gradient(h)
+        return errors, scores
+
+    def compute_local_gradients(
+        self, x, y, sample_weight=None, training=True, train_layers=None
+    ):
+        """Runs one forward sweep and every learning layer's local rule.
+
+        Changes no variable (see `compute_local_errors`).
+
+        Args:
+            x, y, sample_weight, training, train_layers: as for
+                `compute_local_errors`.
 
         Returns:
             `(gradients, variables, losses, scores)`: lists of gradients and
@@ -209,24 +248,16 @@ class SpelaModel(keras.Model):
             `{layer name: batch-mean local loss}` (learning layers) and
             `{layer name: (batch, num_classes) cosine scores}` (every exit).
         """
-        if train_layers is None:
-            train_layers = self.train_layers
-        targets = rules.one_hot(y, self.num_classes)
-        gradients, variables, losses, scores = [], [], {}, {}
-        h = x
-        for layer in self.stack:
-            if is_spela_layer(layer) and layer.name in train_layers:
-                step = layer.local_gradients(h, targets, sample_weight)
-                gradients.extend(step.gradients)
+        errors, scores = self.compute_local_errors(
+            x, y, sample_weight, training, train_layers
+        )
+        gradients, variables, losses = [], [], {}
+        for layer in self.exit_layers:
+            if layer.name in errors:
+                error = errors[layer.name]
+                gradients.extend(rules.local_step(error, layer.use_bias).gradients)
                 variables.extend(layer.trainable_variables)
-                losses[layer.name] = step.loss
-                scores[layer.name] = step.scores
-                h = step.outputs
-            else:
-                h = layer(h, training=training)
-                if is_spela_layer(layer):
-                    scores[layer.name] = layer.class_scores(h)
-            h = tf.stop_gradient(h)
+                losses[layer.name] = error.loss
         return gradients, variables, losses, scores
 
     def exit_scores(self, x, training=False):
@@ -254,6 +285,19 @@ class SpelaModel(keras.Model):
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         if replicas > 1:
             gradients = [g / replicas for g in gradients]
+        # Finite inputs can still overflow inside a layer (huge values): stop
+        # before any update rather than write NaN weights.
+        checks = [
+            tf.debugging.assert_all_finite(
+                loss,
+                message=f"the local loss of layer {name!r} is not finite on this "
+                "batch (inputs too large, or training diverged); no weight was "
+                "changed",
+            )
+            for name, loss in losses.items()
+        ]
+        with tf.control_dependencies(checks):
+            gradients = [tf.identity(g) for g in gradients]
         self._build_optimizer()
         self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(y, sample_weight, scores, losses)
@@ -266,9 +310,9 @@ class SpelaModel(keras.Model):
         h = x
         for layer in self.stack:
             if is_spela_layer(layer):
-                step = layer.local_gradients(h, targets, sample_weight)
-                losses[layer.name], scores[layer.name] = step.loss, step.scores
-                h = step.outputs
+                error = layer.local_error(h, targets, sample_weight)
+                losses[layer.name], scores[layer.name] = error.loss, error.scores
+                h = error.outputs
             else:
                 h = layer(h, training=False)
         return self._update_metrics(y, sample_weight, scores, losses)

@@ -16,8 +16,8 @@ GREATER, EQUAL, CAST, SOFTMAX, LOG_SOFTMAX, TANH, LOGISTIC, ...): no
 - `"softmax_cosine"`:  `L = -log softmax(s / t)_y`, `dL/da = (e V - (e . s) u) / (t n)`
   with `e = softmax(s / t) - onehot(y)`.
 
-then `dz = dL/da * act'(z)`, `dW = h^T dz`, `db = sum(dz)`, averaged over the
-batch. The input `h` is a constant: nothing flows back to earlier layers.
+then `dz = dL/da * act'(z)` (`local_error`), `dW = h^T dz` (`kernel_gradient`),
+`db = sum(dz)` (`bias_gradient`), averaged over the batch. The input `h` is a constant: nothing flows back to earlier layers.
 """
 
 import collections
@@ -34,6 +34,21 @@ LOCAL_LOSSES = ("cosine", "log_cosine", "euclidean", "softmax_cosine")
 # returns zeros and their cosine gradient is dropped (the cosine of a zero
 # vector is undefined), so an all-zero row never divides by zero.
 NORM_EPSILON = 1e-6
+
+LocalError = collections.namedtuple(
+    "LocalError", ["inputs", "outputs", "grad_z", "loss", "scores"]
+)
+LocalError.__doc__ = """A layer's local loss and its gradient at the pre-activation.
+
+Attributes:
+    inputs: `h`, the input actually multiplied (normalised when the rule
+        says so), `(batch, input_dim)`.
+    outputs: the layer's (pre-update) outputs, passed on to the next layer.
+    grad_z: `dL/dz`, `(batch, units)`; every parameter gradient follows from
+        it and `inputs` (`kernel_gradient`, `bias_gradient`).
+    loss: scalar, the layer's local loss averaged over the batch.
+    scores: `(batch, num_classes)` cosine of the outputs to every class vector.
+"""
 
 LocalStep = collections.namedtuple(
     "LocalStep", ["outputs", "gradients", "loss", "scores"]
@@ -157,7 +172,10 @@ def dense_forward(inputs, kernel, bias, rule):
     Args:
         inputs: `(batch, input_dim)` float32.
         kernel: `(input_dim, units)` float32 (the float shadow weights when
-            `rule.binary_weights`).
+            `rule.binary_weights`), or a list of row blocks of its transpose,
+            `[(units_j, input_dim), ...]` with `sum(units_j) == units` (the
+            layout of TFLite Micro exports: each block is a FULLY_CONNECTED
+            weight, and the product is the same).
         bias: `(units,)` float32, or None.
         rule: a `DenseRule`.
 
@@ -166,11 +184,31 @@ def dense_forward(inputs, kernel, bias, rule):
         pre-activation and the activation (the layer's output).
     """
     h = normalize_rows(inputs) if rule.normalize_inputs else inputs
-    weights = binarize(kernel) if rule.binary_weights else kernel
-    z = tf.matmul(h, weights)
+    weights = binarize if rule.binary_weights else (lambda w: w)
+    if isinstance(kernel, (list, tuple)):
+        parts = [tf.matmul(h, weights(block), transpose_b=True) for block in kernel]
+        z = concat(parts, axis=-1)
+    else:
+        z = tf.matmul(h, weights(kernel))
     if bias is not None:
         z = z + bias
     return h, z, activate(z, rule)
+
+
+# TFLite Micro's CONCATENATION takes at most 10 inputs.
+_MAX_CONCAT_INPUTS = 8
+
+
+def concat(tensors, axis):
+    """`tf.concat` as a tree of CONCATENATIONs of at most 8 inputs each."""
+    while len(tensors) > 1:
+        tensors = [
+            tf.concat(tensors[i : i + _MAX_CONCAT_INPUTS], axis)
+            if len(tensors[i : i + _MAX_CONCAT_INPUTS]) > 1
+            else tensors[i]
+            for i in range(0, len(tensors), _MAX_CONCAT_INPUTS)
+        ]
+    return tensors[0]
 
 
 def cosine_scores(outputs, class_vectors):
@@ -231,6 +269,44 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
     return loss, grad / batch_size, scores
 
 
+def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):
+    """The local loss and `dL/dz` from a forward pass (`dense_forward`).
+
+    Args:
+        h, z, a: the input, pre-activation and output of `dense_forward`.
+        targets: one-hot labels `(batch, num_classes)`.
+        class_vectors: `(num_classes, units)`.
+        rule: a `DenseRule`.
+        sample_weight: optional `(batch,)` example weights.
+
+    Returns:
+        A `LocalError`.
+    """
+    loss, grad_a, scores = output_gradient(
+        a, targets, class_vectors, rule, sample_weight
+    )
+    grad_z = grad_a * activation_derivative(z, a, rule)
+    return LocalError(h, a, grad_z, loss, scores)
+
+
+def kernel_gradient(h, grad_z):
+    """`dL/dkernel = h^T dL/dz`, `(input_dim, units)`."""
+    return tf.matmul(h, grad_z, transpose_a=True)
+
+
+def transposed_kernel_gradient(grad_z_t, h_t):
+    """The transpose of `kernel_gradient`, `(units, input_dim)`, from the
+    transposes of `dL/dz` and `h`: a product with its right side transposed,
+    which TFLite runs as FULLY_CONNECTED. For a row block of a transposed
+    kernel, pass the matching rows of `grad_z_t`."""
+    return tf.matmul(grad_z_t, h_t, transpose_b=True)
+
+
+def bias_gradient(grad_z):
+    """`dL/dbias = sum over the batch of dL/dz`, `(units,)`."""
+    return tf.reduce_sum(grad_z, axis=0)
+
+
 def dense_local_step(
     inputs, targets, kernel, bias, class_vectors, rule, sample_weight=None
 ):
@@ -248,12 +324,19 @@ def dense_local_step(
     Returns:
         A `LocalStep`.
     """
-    h, z, a = dense_forward(inputs, kernel, bias, rule)
-    loss, grad_a, scores = output_gradient(
-        a, targets, class_vectors, rule, sample_weight
+    error = local_error(
+        *dense_forward(inputs, kernel, bias, rule),
+        targets,
+        class_vectors,
+        rule,
+        sample_weight,
     )
-    grad_z = grad_a * activation_derivative(z, a, rule)
-    gradients = [tf.matmul(h, grad_z, transpose_a=True)]
-    if bias is not None:
-        gradients.append(tf.reduce_sum(grad_z, axis=0))
-    return LocalStep(a, gradients, loss, scores)
+    return local_step(error, has_bias=bias is not None)
+
+
+def local_step(error, has_bias=True):
+    """The `LocalStep` (parameter gradients) of a `LocalError`."""
+    gradients = [kernel_gradient(error.inputs, error.grad_z)]
+    if has_bias:
+        gradients.append(bias_gradient(error.grad_z))
+    return LocalStep(error.outputs, gradients, error.loss, error.scores)

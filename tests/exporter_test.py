@@ -220,8 +220,10 @@ def test_device_training_equals_host_fit(tmp_path, digits, optimizer_name, local
     model.compile(optimizer=OPTIMIZERS[optimizer_name]())
     initial = copy_weights(host_weights(model))
     lite = keras_spela.export_tflite(model, str(tmp_path / "m.tflite"), batch_size=BATCH)
+    # Small blocks: every kernel is updated in several blocks on the device.
     micro = keras_spela.export_tflite_micro(
-        model, str(tmp_path / "micro.tflite"), batch_size=BATCH, expose_weights=True
+        model, str(tmp_path / "micro.tflite"), batch_size=BATCH, expose_weights=True,
+        block_bytes=1024,
     )
     # Export changes no host weight.
     assert_weights_identical(initial, host_weights(model))
@@ -488,6 +490,7 @@ def test_train_signature_rejects_bad_batch_without_change(exports, digits, optim
         "-inf in x": with_x(-np.inf),
         "label 10": with_label(NUM_CLASSES),
         "label -1": with_label(-1),
+        "finite x that overflows in the layer": (np.full_like(x, 3e38), y),
     }
     before = _read(get_weights)
     for case, (bad_x, bad_y) in cases.items():
@@ -753,8 +756,34 @@ def test_micro_rejects_bad_labels_without_change(tmp_path, digits):
     bad_x[0, 0] = np.nan
     assert int(backend.train(bad_x, y_train[BATCH : 2 * BATCH].astype(np.int32))["accepted"]) == 0
     assert_weights_identical(before, trainer.get_weights())
+    # Finite but huge inputs: TFLite Micro saturates float overflow at
+    # +-FLT_MAX, so the step may accept them; no weight becomes NaN or inf.
+    huge = np.full_like(x, 3e38)
+    backend.train(huge, y_train[BATCH : 2 * BATCH].astype(np.int32))
+    assert all(np.isfinite(w).all() for w in trainer.get_weights().values())
     with pytest.raises(NotImplementedError):
         trainer.set_weights(before)
+
+
+@pytest.mark.parametrize("optimizer, budget", [("sgd", 1.25), ("adam", 1.25)])
+def test_micro_arena_close_to_weights_state_and_activations(tmp_path, optimizer, budget):
+    """The train step's arena stays within `budget` x (learned weights +
+    optimizer state + the two largest activations) for a 784-256-34 net."""
+    keras.utils.set_random_seed(0)
+    model = SpelaModel(
+        [keras.Input((784,)), SpelaDense(256), SpelaDense(34)], num_classes=NUM_CLASSES
+    )
+    micro = keras_spela.export_tflite_micro(
+        model, str(tmp_path / "micro.tflite"), batch_size=8, optimizer=optimizer
+    )
+    weights = sum(int(np.prod(v.shape)) * 4 for v in model.trainable_variables)
+    state = {"sgd": 0, "adam": 2 * weights + 8}[optimizer]
+    activations = 8 * (784 + 256) * 4
+    floor = weights + state + activations
+    print(f"{optimizer}: arena {micro.arena_bytes} bytes, {micro.arena_bytes / floor:.3f}x floor")
+    assert micro.arena_bytes <= budget * floor
+    # Blocks only reorganise memory: the layer-1 kernel is in several blocks.
+    assert micro.operators["ASSIGN_VARIABLE"] > 4
 
 
 if __name__ == "__main__":

@@ -136,23 +136,75 @@ class DeviceOptimizer:
             "epsilon": self.epsilon,
         }
 
+    def slot_shapes(self, name, shape):
+        """The per-variable state of a variable: `[(name, shape, initial)]`."""
+        if self.kind == "sgd" and self.momentum > 0:
+            return [(f"{name}_momentum", shape, 0.0)]
+        if self.kind == "adam":
+            return [(f"{name}_m", shape, 0.0), (f"{name}_v", shape, 0.0)]
+        return []
+
+    def shared_state_shapes(self):
+        """The state shared by all variables (Adam's running `beta^t`)."""
+        if self.kind == "adam":
+            return [("adam_beta_1_power", (), 1.0), ("adam_beta_2_power", (), 1.0)]
+        return []
+
     def state_shapes(self, names, shapes):
         """Names and shapes of the optimizer state for named variables.
 
         Returns:
-            A list of `(name, shape, initial value)`, in a fixed order.
+            A list of `(name, shape, initial value)`: every variable's slots,
+            grouped by slot kind (all `_m`, then all `_v`), then the shared
+            state.
         """
-        state = []
-        if self.kind == "sgd" and self.momentum > 0:
-            state += [(f"{n}_momentum", s, 0.0) for n, s in zip(names, shapes)]
-        if self.kind == "adam":
-            state += [(f"{n}_m", s, 0.0) for n, s in zip(names, shapes)]
-            state += [(f"{n}_v", s, 0.0) for n, s in zip(names, shapes)]
-            state += [("adam_beta_1_power", (), 1.0), ("adam_beta_2_power", (), 1.0)]
-        return state
+        slots = [self.slot_shapes(n, s) for n, s in zip(names, shapes)]
+        by_kind = [spec for kind in zip(*slots) for spec in kind] if slots else []
+        return by_kind + self.shared_state_shapes()
+
+    def advance(self, shared):
+        """Starts one step: the new shared state and the step's coefficients.
+
+        Args:
+            shared: current values in `shared_state_shapes` order.
+
+        Returns:
+            `(new_shared, coefficients)`; pass `coefficients` to
+            `updated_variable` for every variable of this step.
+        """
+        if self.kind != "adam":
+            return [], None
+        beta_1_power = shared[0] * self.beta_1
+        beta_2_power = shared[1] * self.beta_2
+        alpha = self.learning_rate * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
+        return [beta_1_power, beta_2_power], alpha
+
+    def updated_variable(self, gradient, value, slots, coefficients):
+        """One variable's update as a pure function.
+
+        Args:
+            gradient: its gradient.
+            value: its current value.
+            slots: its current slots, in `slot_shapes` order.
+            coefficients: from `advance` (the same for every variable).
+
+        Returns:
+            `(new_value, new_slots)`.
+        """
+        lr = self.learning_rate
+        if self.kind == "sgd":
+            if self.momentum == 0:
+                return value - gradient * lr, []
+            m = slots[0] * self.momentum - gradient * lr
+            step = m * self.momentum - gradient * lr if self.nesterov else m
+            return value + step, [m]
+        m, v = slots
+        m = m + (gradient - m) * (1.0 - self.beta_1)
+        v = v + (tf.square(gradient) - v) * (1.0 - self.beta_2)
+        return value - (m * coefficients) / (tf.sqrt(v) + self.epsilon), [m, v]
 
     def updated_values(self, gradients, values, state):
-        """One optimizer step as a pure function.
+        """One optimizer step over several variables, as a pure function.
 
         Args:
             gradients: list of gradient tensors.
@@ -162,27 +214,16 @@ class DeviceOptimizer:
         Returns:
             `(new_values, new_state)`.
         """
-        lr = self.learning_rate
-        if self.kind == "sgd":
-            if self.momentum == 0:
-                return [v - g * lr for g, v in zip(gradients, values)], []
-            new_values, new_state = [], []
-            for g, v, m in zip(gradients, values, state):
-                m = m * self.momentum - g * lr
-                step = m * self.momentum - g * lr if self.nesterov else m
-                new_values.append(v + step)
-                new_state.append(m)
-            return new_values, new_state
         count = len(values)
-        ms, vs = state[:count], state[count : 2 * count]
-        beta_1_power = state[2 * count] * self.beta_1
-        beta_2_power = state[2 * count + 1] * self.beta_2
-        alpha = lr * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
-        new_values, new_ms, new_vs = [], [], []
-        for g, value, m, v in zip(gradients, values, ms, vs):
-            m = m + (g - m) * (1.0 - self.beta_1)
-            v = v + (tf.square(g) - v) * (1.0 - self.beta_2)
-            new_values.append(value - (m * alpha) / (tf.sqrt(v) + self.epsilon))
-            new_ms.append(m)
-            new_vs.append(v)
-        return new_values, new_ms + new_vs + [beta_1_power, beta_2_power]
+        shared_count = len(self.shared_state_shapes())
+        slot_count = (len(state) - shared_count) // max(count, 1)
+        shared = state[len(state) - shared_count :]
+        new_shared, coefficients = self.advance(shared)
+        new_values, new_slots = [], []
+        for i, (g, value) in enumerate(zip(gradients, values)):
+            slots = [state[k * count + i] for k in range(slot_count)]
+            value, slots = self.updated_variable(g, value, slots, coefficients)
+            new_values.append(value)
+            new_slots.append(slots)
+        by_kind = [s[k] for k in range(slot_count) for s in new_slots]
+        return new_values, by_kind + new_shared

@@ -163,16 +163,6 @@ class SpelaTrainingModule(tf.Module):
             variable.assign(gated(variable.read_value(), new, accept_index))
         return {"accepted": accept_index}
 
-    def micro_step(self, x, y, expose_weights=False):
-        """The TFLite Micro program: one train step that also returns the
-        pre-update `scores` of the last exit (labels of -1 make it a pure
-        inference call) and, with `expose_weights`, every learned weight
-        after the update."""
-        outputs, scores = self._train_step(x, y)
-        outputs["scores"] = scores[self.model.exit_layers[-1].name]
-        if expose_weights:
-            outputs.update(self._get_weights())
-        return outputs
 
 
 def _short_name(variable):
