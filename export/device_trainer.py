@@ -288,7 +288,7 @@ class _SignatureBackend:
         return {name: outputs[f"{name}_scores"] for name in self.exits}
 
     def get_weights(self):
-        return {k: np.array(v) for k, v in self._get().items()}
+        return {k: np.array(v) for k, v in self._get(request=np.int32(0)).items()}
 
     def set_weights(self, values):
         if int(self._set(**values)["accepted"]) != 1:

@@ -63,8 +63,9 @@ def export_tflite(
       a rejected batch changes no weight and no optimizer state).
     - `infer(x)`: any batch size. Returns `scores` (cosines at the last exit)
       and `exit_<k>_scores` at every exit k (0 is the first SPELA layer).
-    - `get_weights()`: every learned weight (`<layer>_kernel`,
-      `<layer>_bias`) and optimizer state (`<weight>_m`, `<weight>_v`,
+    - `get_weights(request)`: `request` is any int32 scalar (ignored; the
+      Java/Kotlin `runSignature` needs an input). Returns every learned
+      weight (`<layer>_kernel`, `<layer>_bias`) and optimizer state (`<weight>_m`, `<weight>_v`,
       `adam_beta_1_power`, ... or `<weight>_momentum`).
     - `set_weights(**same names)`: sets them all; returns `accepted` (0 and
       nothing changed if a value is not finite).

@@ -85,7 +85,9 @@ class SpelaTrainingModule(tf.Module):
         x_infer = tf.TensorSpec((None,) + input_shape, tf.float32, name="x")
         self.train = tf.function(self._train, input_signature=[x_train, y_train])
         self.infer = tf.function(self._infer, input_signature=[x_infer])
-        self.get_weights = tf.function(self._get_weights, input_signature=[])
+        # Java/Kotlin's runSignature refuses a signature without inputs.
+        request = tf.TensorSpec((), tf.int32, name="request")
+        self.get_weights = tf.function(self._get_weights, input_signature=[request])
         named_specs = [
             tf.TensorSpec(v.shape, tf.float32, name=n)
             for n, v in zip(self.all_names, self.all_variables)
@@ -149,8 +151,10 @@ class SpelaTrainingModule(tf.Module):
         names = [layer.name for layer in self.model.exit_layers]
         return f"exit_{names.index(layer_name)}"
 
-    def _get_weights(self):
-        """A map of every learned weight and optimizer state, by name."""
+    def _get_weights(self, request=None):
+        """A map of every learned weight and optimizer state, by name.
+        `request` (any int32 scalar) is ignored: it is there because the
+        Java/Kotlin `runSignature` refuses a signature without inputs."""
         return {n: v.read_value() for n, v in zip(self.all_names, self.all_variables)}
 
     def _set_weights(self, *values):
