@@ -77,7 +77,9 @@ class SpelaModel(keras.Model):
                     f"Layer {layer.name!r} has num_classes={layer.num_classes} "
                     f"but the model has num_classes={self.num_classes}."
                 )
-        self.train_layers = self._resolve_train_layers(train_layers)
+        self.xla_local_steps = False
+        self._xla_functions = {}
+        self.train_layers = train_layers
         self._predict_exit = len(self.exit_layers) - 1
         self._input_shape_arg = input_shape
         self._trackers = self._make_trackers()
@@ -111,6 +113,19 @@ class SpelaModel(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
+    @property
+    def train_layers(self):
+        """Names of the SPELA layers that `fit` trains (the others run
+        forward only). Setting it takes `"all"` or a list of names."""
+        return self._train_layers
+
+    @train_layers.setter
+    def train_layers(self, train_layers):
+        self._train_layers = self._resolve_train_layers(train_layers)
+        # The compiled steps read it when they are traced: trace them again.
+        self.train_function = None
+        self._xla_functions = {}
+
     def _resolve_train_layers(self, train_layers):
         names = [layer.name for layer in self.exit_layers]
         if isinstance(train_layers, str) and train_layers == "all":
@@ -142,8 +157,11 @@ class SpelaModel(keras.Model):
             loss: must be None: every SPELA layer has its own local loss.
             metrics: None or `["accuracy"]`; per-exit accuracy and per-layer
                 loss are always reported.
-            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
-                `steps_per_execution`).
+            **kwargs: passed to `keras.Model.compile` (e.g.
+                `steps_per_execution`), except `jit_compile`: True compiles
+                each step's local rules and its optimizer update with XLA
+                (the batch checks stay outside XLA, which would drop them);
+                False and "auto" (the default) do not.
         """
         if loss is not None:
             raise ValueError(
@@ -156,12 +174,19 @@ class SpelaModel(keras.Model):
                 "SpelaModel always reports loss and accuracy per exit; "
                 f"compile() takes no other metrics, received metrics={metrics!r}."
             )
-        if kwargs.get("jit_compile") is True:
+        jit_compile = kwargs.pop("jit_compile", "auto")
+        if jit_compile not in (True, False, "auto"):
             raise ValueError(
-                "SpelaModel does not support jit_compile=True: XLA drops the "
-                "assertions that reject bad batches (NaN inputs, labels out of "
-                "range) before they could change the weights."
+                "jit_compile must be True, False or 'auto', received "
+                f"jit_compile={jit_compile!r}."
             )
+        # XLA drops the assertions that reject a bad batch, so Keras never
+        # compiles the whole step: with jit_compile=True the local rule and
+        # the optimizer update run as XLA functions between the checks.
+        # "auto" keeps them uncompiled (Keras' "auto" also stays off XLA on
+        # CPU-only machines).
+        self.xla_local_steps = jit_compile is True
+        self._xla_functions = {}
         kwargs["jit_compile"] = False
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE)
@@ -175,7 +200,14 @@ class SpelaModel(keras.Model):
         self.compile(
             optimizer=config.get("optimizer"),
             steps_per_execution=config.get("steps_per_execution", 1),
+            jit_compile=config.get("jit_compile", "auto"),
         )
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config["jit_compile"] = self.xla_local_steps
+        return config
 
     def _build_optimizer(self):
         """Builds the optimizer for EVERY SPELA layer's variables, so that a
@@ -277,8 +309,8 @@ class SpelaModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._checked_batch(x, y)
-        gradients, variables, losses, scores = self.compute_local_gradients(
-            x, y, sample_weight, training=True
+        gradients, losses, scores = self._step_function("local_rule")(
+            x, y, sample_weight
         )
         # Under tf.distribute the optimizer sums the replicas' gradients (as
         # for Keras' own losses, which are divided by the replica count).
@@ -299,8 +331,34 @@ class SpelaModel(keras.Model):
         with tf.control_dependencies(checks):
             gradients = [tf.identity(g) for g in gradients]
         self._build_optimizer()
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self._step_function("update", distributed=replicas > 1)(gradients)
         return self._update_metrics(y, sample_weight, scores, losses)
+
+    def _local_rule(self, x, y, sample_weight):
+        gradients, _, losses, scores = self.compute_local_gradients(
+            x, y, sample_weight, training=True
+        )
+        return gradients, losses, scores
+
+    def _update(self, gradients):
+        variables = [
+            v
+            for layer in self.exit_layers
+            if layer.name in self.train_layers
+            for v in layer.trainable_variables
+        ]
+        self.optimizer.apply_gradients(zip(gradients, variables))
+
+    def _step_function(self, name, distributed=False):
+        """`_local_rule` or `_update`, as an XLA function with
+        `compile(jit_compile=True)` (the update only outside tf.distribute,
+        whose cross-replica merge XLA cannot compile)."""
+        function = {"local_rule": self._local_rule, "update": self._update}[name]
+        if not self.xla_local_steps or distributed:
+            return function
+        if name not in self._xla_functions:
+            self._xla_functions[name] = tf.function(function, jit_compile=True)
+        return self._xla_functions[name]
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -502,11 +560,9 @@ class SpelaModel(keras.Model):
         try:
             for layer in self.exit_layers:
                 self.train_layers = [layer.name]
-                self.train_function = None
                 histories.append(self.fit(x, y, epochs=epochs, **kwargs))
         finally:
             self.train_layers = saved
-            self.train_function = None
         return histories
 
     # --------------------------------------------------------- serialization

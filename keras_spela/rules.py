@@ -212,8 +212,17 @@ def concat(tensors, axis):
 
 
 def cosine_scores(outputs, class_vectors):
-    """Cosine of every output row to every class vector: `(batch, classes)`."""
-    return tf.matmul(normalize_rows(outputs), class_vectors, transpose_b=True)
+    """Cosine of every output row to every class vector: `(batch, classes)`
+    (0 for a row of ~zero norm)."""
+    return _scores_and_norm(outputs, class_vectors)[0]
+
+
+def _scores_and_norm(outputs, class_vectors):
+    """`(scores, norm, 1 / max(norm, NORM_EPSILON))`, row factors `(batch, 1)`."""
+    norm = tf.sqrt(tf.reduce_sum(tf.square(outputs), axis=-1, keepdims=True))
+    inverse_norm = 1.0 / tf.maximum(norm, NORM_EPSILON)
+    scores = tf.matmul(outputs, class_vectors, transpose_b=True) * inverse_norm
+    return scores, norm, inverse_norm
 
 
 def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
@@ -230,43 +239,50 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
         `(loss, grad, scores)`: the batch-mean loss (scalar), `dL/da` of that
         mean `(batch, units)`, and the cosine scores `(batch, num_classes)`.
     """
-    norm = tf.sqrt(tf.reduce_sum(tf.square(outputs), axis=-1, keepdims=True))
-    safe_norm = tf.maximum(norm, NORM_EPSILON)
-    unit = outputs / safe_norm
-    scores = tf.matmul(unit, class_vectors, transpose_b=True)
-    target_vectors = tf.matmul(targets, class_vectors)  # v_y, (batch, units)
+    # Per-row factors are (batch, 1): every (batch, units) tensor is touched
+    # as few times as possible (this is most of the rule's elementwise work).
+    scores, norm, inverse_norm = _scores_and_norm(outputs, class_vectors)
     target_score = tf.reduce_sum(scores * targets, axis=-1, keepdims=True)
 
     if rule.local_loss == "euclidean":
-        diff = outputs - target_vectors
-        losses = tf.reduce_sum(tf.square(diff), axis=-1)
-        grad = 2.0 * diff
+        # dL/da = 2 (a - v_y)
+        direction = outputs - tf.matmul(targets, class_vectors)
+        losses = tf.reduce_sum(tf.square(direction), axis=-1)
+        row_scale = 2.0
     else:
-        if rule.local_loss == "cosine":
-            losses = 1.0 - target_score[:, 0]
-            grad = -(target_vectors - target_score * unit)
-        elif rule.local_loss == "log_cosine":
-            losses = tf.math.log(2.0 - target_score[:, 0])
-            grad = -(target_vectors - target_score * unit) / (2.0 - target_score)
-        else:  # softmax_cosine
+        # d(cosine)/d(a) carries 1/||a||; rows of ~zero norm get no update.
+        valid_inverse_norm = (
+            tf.cast(tf.greater(norm, NORM_EPSILON), outputs.dtype) * inverse_norm
+        )
+        if rule.local_loss == "softmax_cosine":
+            # dL/da = (e V - (e . s) u) / (t ||a||), e = softmax(s / t) - y
             logits = scores / rule.temperature
             losses = -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=-1)
             error = tf.nn.softmax(logits) - targets
             error_dot_scores = tf.reduce_sum(error * scores, axis=-1, keepdims=True)
-            grad = (
-                tf.matmul(error, class_vectors) - error_dot_scores * unit
-            ) / rule.temperature
-        # d(cosine)/d(a) carries 1/||a||; rows of ~zero norm get no update.
-        valid = tf.cast(tf.greater(norm, NORM_EPSILON), outputs.dtype)
-        grad = grad * (valid / safe_norm)
+            direction = (
+                tf.matmul(error, class_vectors) - (error_dot_scores * inverse_norm) * outputs
+            )
+            row_scale = valid_inverse_norm / rule.temperature
+        else:
+            # cosine: dL/da = (s_y u - v_y) / ||a||; log_cosine: / (2 - s_y)
+            direction = (target_score * inverse_norm) * outputs - tf.matmul(
+                targets, class_vectors
+            )
+            row_scale = valid_inverse_norm
+            if rule.local_loss == "cosine":
+                losses = 1.0 - target_score[:, 0]
+            else:
+                losses = tf.math.log(2.0 - target_score[:, 0])
+                row_scale = row_scale / (2.0 - target_score)
 
     batch_size = tf.cast(tf.shape(outputs)[0], outputs.dtype)
     if sample_weight is not None:
         sample_weight = tf.cast(sample_weight, outputs.dtype)
         losses = losses * sample_weight
-        grad = grad * tf.expand_dims(sample_weight, -1)
+        row_scale = row_scale * tf.expand_dims(sample_weight, -1)
     loss = tf.reduce_sum(losses) / batch_size
-    return loss, grad / batch_size, scores
+    return loss, direction * (row_scale / batch_size), scores
 
 
 def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):

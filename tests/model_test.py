@@ -634,17 +634,50 @@ def test_bad_input_rejected_with_clear_error_and_no_update(case):
     _assert_rejected_without_update(model, x, y, match)
 
 
-def test_jit_compile_true_rejected_and_auto_keeps_checks():
-    # XLA drops tf.debugging assertions, so the batch checks could not hold:
-    # jit_compile=True is refused, and "auto" (XLA wherever a GPU is
-    # visible) resolves to no XLA.
+@pytest.mark.parametrize("case", ["nan_input", "label_too_large", "overflowing_input"])
+def test_jit_compile_true_keeps_the_batch_checks(case):
+    # XLA drops tf.debugging assertions: with jit_compile=True only the local
+    # rule and the update are XLA functions, and the checks still stop a bad
+    # batch before any update.
     model = _model(units=(16, 12))
-    with pytest.raises(ValueError, match="jit_compile"):
-        model.compile(jit_compile=True)
-    model.compile(jit_compile="auto")
-    assert model.jit_compile is False
-    x, y, match = _bad_batches()["nan_input"]
+    model.compile(jit_compile=True)
+    assert model.xla_local_steps and model.jit_compile is False
+    x, y, match = _bad_batches()[case]
     _assert_rejected_without_update(model, x, y, match)
+
+
+def test_jit_compile_true_trains_like_the_uncompiled_step():
+    x, y = _small_train(64)
+    weights = []
+    for jit_compile in (False, True):
+        model = _model(units=(16, 12), seed=3)
+        model.compile(jit_compile=jit_compile)
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        weights.append([v.numpy() for v in model.trainable_variables])
+        assert history.history["loss"][-1] < history.history["loss"][0]
+    for eager, compiled in zip(*weights):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_jit_compile_true_layerwise_retraces_for_each_layer():
+    x, y = _small_train(64)
+    model = _model(units=(16, 12), seed=3)
+    model.compile(jit_compile=True)
+    first, second = model.exit_layers
+    second_before = [v.numpy() for v in second.trainable_variables]
+    model.train_layers = [first.name]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # Only the first layer learned, although the step is compiled.
+    for before, variable in zip(second_before, second.trainable_variables):
+        np.testing.assert_array_equal(before, variable.numpy())
+    model.train_layers = [second.name]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert not np.array_equal(second_before[0], second.kernel.numpy())
+
+
+def test_jit_compile_other_values_rejected():
+    with pytest.raises(ValueError, match="jit_compile"):
+        _model(units=(16, 12)).compile(jit_compile="yes")
 
 
 @pytest.mark.parametrize("case", ["label_too_large", "negative_label", "nan_input"])
