@@ -80,7 +80,6 @@ class SpelaModel(keras.Model):
         self.xla_local_steps = False
         self._xla_functions = {}
         self.train_layers = train_layers
-        self._predict_exit = len(self.exit_layers) - 1
         self._input_shape_arg = input_shape
         self._trackers = self._make_trackers()
         if input_shape is not None:
@@ -130,7 +129,7 @@ class SpelaModel(keras.Model):
         names = [layer.name for layer in self.exit_layers]
         if isinstance(train_layers, str) and train_layers == "all":
             return list(names)
-        if isinstance(train_layers, str) or not all(
+        if not isinstance(train_layers, (list, tuple)) or not all(
             isinstance(n, str) for n in train_layers
         ):
             raise ValueError(
@@ -377,10 +376,9 @@ class SpelaModel(keras.Model):
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        scores = self.exit_scores(x, training=False)
-        if self._predict_exit == "all":
-            return scores
-        return scores[self.exit_layers[self._predict_exit].name]
+        # Every exit costs one small product: `predict` picks one afterwards,
+        # so choosing an exit never retraces.
+        return self.exit_scores(x, training=False)
 
     def _update_metrics(self, y, sample_weight, scores, losses):
         for name, loss in losses.items():
@@ -393,7 +391,15 @@ class SpelaModel(keras.Model):
             self._trackers[f"{name}_accuracy"].update_state(correct, sample_weight)
             if name == self.exit_layers[-1].name:
                 self._trackers["accuracy"].update_state(correct, sample_weight)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        # Layers that do not learn in this fit have no loss to report.
+        silent = {
+            f"{layer.name}_loss" for layer in self.exit_layers if layer.name not in losses
+        }
+        return {
+            name: tracker.result()
+            for name, tracker in self._trackers.items()
+            if name not in silent
+        }
 
     def _checked_batch(self, x, y):
         """Asserts a batch is usable; the step stops before any update if not."""
@@ -471,14 +477,19 @@ class SpelaModel(keras.Model):
         Returns:
             `(num_examples, num_classes)` numpy scores, or a dict of them.
         """
-        chosen = "all" if exit == "all" else self.exit_index(-1 if exit is None else exit)
-        previous, self._predict_exit = self._predict_exit, chosen
-        self.predict_function = None
-        try:
-            return super().predict(x, **kwargs)
-        finally:
-            self._predict_exit = previous
-            self.predict_function = None
+        self._pick_exit(None, exit, validate_only=True)
+        return self._pick_exit(super().predict(x, **kwargs), exit)
+
+    def predict_on_batch(self, x, exit=None):
+        """`predict` on one batch (same `exit` argument)."""
+        self._pick_exit(None, exit, validate_only=True)
+        return self._pick_exit(super().predict_on_batch(x), exit)
+
+    def _pick_exit(self, scores, exit, validate_only=False):
+        if isinstance(exit, str) and exit == "all":
+            return scores
+        name = self.exit_layers[self.exit_index(-1 if exit is None else exit)].name
+        return None if validate_only else scores[name]
 
     def truncated(self, exit):
         """A model made of this model's layers up to and including `exit`.
@@ -596,6 +607,8 @@ def _unpack_layers(layers):
     if isinstance(layers, keras.Model):
         model = layers
         layers = [l for l in model.layers if not isinstance(l, keras.layers.InputLayer)]
+        if not isinstance(model, keras.Sequential):
+            _check_chain(model, layers)
         try:
             input_shape = tuple(model.inputs[0].shape[1:])
         except (AttributeError, ValueError, IndexError):
@@ -613,3 +626,35 @@ def _unpack_layers(layers):
                 f"with keras.Input), received {layer!r}."
             )
     return layers, input_shape
+
+
+def _check_chain(model, layers):
+    """Raises ValueError unless a functional model is a plain chain: one
+    input, one output, and each layer called once on the previous one's
+    output (SpelaModel runs its layers in order)."""
+    problem = None
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        problem = "it has several inputs or outputs"
+    else:
+        previous = model.inputs[0]._keras_history.operation
+        for layer in layers:
+            nodes = layer._inbound_nodes
+            sources = [t._keras_history.operation for n in nodes for t in n.input_tensors]
+            if len(nodes) != 1 or sources != [previous]:
+                problem = (
+                    f"layer {layer.name!r} does not take exactly the previous "
+                    "layer's output (a branch, a merge, a skip connection or a "
+                    "shared layer)"
+                )
+                break
+            previous = layer
+        else:
+            if model.outputs[0]._keras_history.operation is not previous:
+                problem = "its output is not its last layer's output"
+    if problem:
+        raise ValueError(
+            f"SpelaModel can take a functional model only when it is a chain of "
+            f"layers, but {problem}. Build the SpelaModel from a list of layers, "
+            "and wrap a non-chain block as one frozen layer (a keras.Model used "
+            "as a layer)."
+        )

@@ -282,8 +282,14 @@ def test_predict_exits_shapes_and_consistency():
         assert scores.shape == (50, NUM_CLASSES)
         np.testing.assert_allclose(scores, reference[name], rtol=1e-5, atol=1e-6)
         assert np.all(np.abs(scores) <= 1 + 1e-5)
-    # The default exit is restored after a predict(exit=...).
+    # The default exit is restored after a predict(exit=...), and choosing
+    # an exit reuses the traced predict function.
+    traced = model.predict_function
     np.testing.assert_array_equal(model.predict(x, verbose=0), last)
+    np.testing.assert_array_equal(model.predict(x, exit=0, verbose=0), first)
+    assert model.predict_function is traced
+    np.testing.assert_array_equal(model.predict_on_batch(x), last)
+    np.testing.assert_array_equal(model.predict_on_batch(x, exit="all")["h1"], first)
     np.testing.assert_allclose(model(x).numpy(), last, rtol=1e-5, atol=1e-6)
 
 
@@ -383,6 +389,10 @@ def test_fit_layerwise_trains_one_layer_at_a_time(make_optimizer):
         changed = {p for p in start if not np.array_equal(start[p], end[p])}
         assert changed == _layer_paths(layer), (k, changed)
         assert len(history.history[f"{layer.name}_loss"]) == 2
+        # Only the learning layer reports a loss; every exit reports accuracy.
+        others = [l.name for l in model.exit_layers if l is not layer]
+        assert not any(f"{name}_loss" in history.history for name in others)
+        assert all(f"{name}_accuracy" in history.history for name in others)
     # Nothing changes between phases, and the model's setting is restored.
     for (_, end), (start, _) in zip(snapshots.phases, snapshots.phases[1:]):
         for path in end:
@@ -722,6 +732,26 @@ def test_unknown_train_layers_rejected():
         _model(units=(16, 12), train_layers=["h1", "nope"])
     with pytest.raises(ValueError, match="train_layers"):
         _model(units=(16, 12), train_layers="h1")
+    with pytest.raises(ValueError, match="train_layers"):
+        _model(units=(16, 12), train_layers=True)
+
+
+@pytest.mark.parametrize("kind", ["branch_and_merge", "skip_connection", "two_inputs"])
+def test_functional_model_that_is_not_a_chain_rejected(kind):
+    inputs = keras.Input((64,))
+    hidden = keras.layers.Dense(32)(inputs)
+    extra_inputs = []
+    if kind == "branch_and_merge":
+        hidden = keras.layers.Add()([hidden, keras.layers.Dense(32)(inputs)])
+    elif kind == "skip_connection":
+        hidden = keras.layers.Concatenate()([hidden, inputs])
+    else:
+        extra_inputs = [keras.Input((4,))]
+        hidden = keras.layers.Concatenate()([hidden, extra_inputs[0]])
+    outputs = SpelaDense(16, num_classes=NUM_CLASSES)(hidden)
+    chain = keras.Model([inputs] + extra_inputs, outputs)
+    with pytest.raises(ValueError, match="chain"):
+        SpelaModel(chain, num_classes=NUM_CLASSES)
 
 
 def test_num_classes_mismatch_rejected():
