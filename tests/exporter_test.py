@@ -690,6 +690,19 @@ def test_micro_export_inputs_outputs_and_description(exports):
     assert description["num_classes"] == NUM_CLASSES
     assert description["exits"] == ["exit_0", "exit_1"]
     assert description["optimizer"]["kind"] == "adam"
+    # One variable per kernel block and bias, times (weight, m, v), plus
+    # Adam's two beta powers; TFLite Micro counts the same.
+    from tflite_micro import runtime as micro_runtime
+
+    with open(micro.path, "rb") as f:
+        data = f.read()
+    assert description["resource_variables"] == micro_runtime.count_resource_variables(data)
+    # Each is assigned once by the initializer and once by the step.
+    assert 2 * description["resource_variables"] == micro.operators["ASSIGN_VARIABLE"]
+    # The arena is the smallest that runs: 1 KiB less does not.
+    with pytest.raises(RuntimeError):
+        micro_runtime.Interpreter.from_bytes(data, arena_size=micro.arena_bytes - 1024)
+    micro_runtime.Interpreter.from_bytes(data, arena_size=micro.arena_bytes)
 
 
 def test_micro_predict_equals_litert_predict(exports, digits):

@@ -133,7 +133,8 @@ def export_tflite_micro(
 ):
     """Exports the train step of a SpelaModel for TFLite Micro.
 
-    TFLite Micro runs subgraph 0 only and has no SELECT or INT64 kernels, so
+    TFLite Micro runs one entry subgraph (the variables' initial values are
+    assigned by a CALL_ONCE subgraph) and has no SELECT or INT64 kernels, so
     the train step is written as its own single-function model with static
     shapes and float32 optimizer state. It learns exactly like `train` of
     `export_tflite` and also returns the pre-update `scores` of the last exit,
@@ -153,8 +154,9 @@ def export_tflite_micro(
     `accepted`, `scores` (and every learned weight with `expose_weights`).
     A JSON description (`<filepath stem>.json`) is written beside the model:
     input and output order, batch size, input shape, number of classes,
-    weight names and the arena bytes the step needs (measured with the
-    TFLite Micro interpreter when `tflite-micro` is installed).
+    weight names, the number of resource variables, and the arena bytes the
+    step needs (measured with the TFLite Micro interpreter when
+    `tflite-micro` is installed).
 
     Args:
         model, batch_size, optimizer, learning_rate, train_layers: as for
@@ -214,6 +216,9 @@ def export_tflite_micro(
         "weight_names": list(module.weight_names),
         "arena_bytes": arena_bytes,
         "block_bytes": int(block_bytes),
+        # For MicroResourceVariables::Create / MicroInterpreter's
+        # resource_variables argument on the device.
+        "resource_variables": _count_resource_variables(data),
         "optimizer": module.device_optimizer.get_config(),
     }
     with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
@@ -374,6 +379,16 @@ def _io_names(data, output_keys):
         for d in interpreter.get_output_details()
     ]
     return inputs, outputs
+
+
+def _count_resource_variables(data):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return int(
+        flatbuffer_utils.count_resource_variables(
+            flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+        )
+    )
 
 
 def _write(filepath, data):
