@@ -159,7 +159,8 @@ class SpelaModel(keras.Model):
             **kwargs: passed to `keras.Model.compile` (e.g.
                 `steps_per_execution`), except `jit_compile`: True compiles
                 each step's local rules and its optimizer update with XLA
-                (the batch checks stay outside XLA, which would drop them);
+                (the batch checks stay outside XLA, which would drop them;
+                not under a tf.distribute strategy with several replicas);
                 False and "auto" (the default) do not.
         """
         if loss is not None:
@@ -180,8 +181,8 @@ class SpelaModel(keras.Model):
                 f"jit_compile={jit_compile!r}."
             )
         # XLA drops the assertions that reject a bad batch, so Keras never
-        # compiles the whole step: with jit_compile=True the local rule and
-        # the optimizer update run as XLA functions between the checks.
+        # compiles the whole step: with jit_compile=True the local rules and
+        # the optimizer update run as one XLA function between the checks.
         # "auto" keeps them uncompiled (Keras' "auto" also stays off XLA on
         # CPU-only machines).
         self.xla_local_steps = jit_compile is True
@@ -308,17 +309,34 @@ class SpelaModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._checked_batch(x, y)
-        gradients, losses, scores = self._step_function("local_rule")(
-            x, y, sample_weight
-        )
-        # Under tf.distribute the optimizer sums the replicas' gradients (as
-        # for Keras' own losses, which are divided by the replica count).
+        self._build_optimizer()
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        if replicas > 1:
-            gradients = [g / replicas for g in gradients]
+        if self.xla_local_steps and replicas == 1:
+            # One XLA function; it skips the update when a loss is not
+            # finite, and the check below then raises.
+            if "step" not in self._xla_functions:
+                self._xla_functions["step"] = tf.function(
+                    self._gated_local_step, jit_compile=True
+                )
+            losses, scores = self._xla_functions["step"](x, y, sample_weight)
+            tf.group(self._finite_loss_checks(losses))
+        else:
+            gradients, _, losses, scores = self.compute_local_gradients(
+                x, y, sample_weight, training=True
+            )
+            # Under tf.distribute the optimizer sums the replicas' gradients
+            # (as for Keras' own losses, divided by the replica count).
+            if replicas > 1:
+                gradients = [g / replicas for g in gradients]
+            with tf.control_dependencies(self._finite_loss_checks(losses)):
+                gradients = [tf.identity(g) for g in gradients]
+            self._apply(gradients)
+        return self._update_metrics(y, sample_weight, scores, losses)
+
+    def _finite_loss_checks(self, losses):
         # Finite inputs can still overflow inside a layer (huge values): stop
         # before any update rather than write NaN weights.
-        checks = [
+        return [
             tf.debugging.assert_all_finite(
                 loss,
                 message=f"the local loss of layer {name!r} is not finite on this "
@@ -327,19 +345,23 @@ class SpelaModel(keras.Model):
             )
             for name, loss in losses.items()
         ]
-        with tf.control_dependencies(checks):
-            gradients = [tf.identity(g) for g in gradients]
-        self._build_optimizer()
-        self._step_function("update", distributed=replicas > 1)(gradients)
-        return self._update_metrics(y, sample_weight, scores, losses)
 
-    def _local_rule(self, x, y, sample_weight):
+    def _gated_local_step(self, x, y, sample_weight):
+        """The local rules and the update, which runs only when every local
+        loss is finite (the step of `compile(jit_compile=True)`)."""
         gradients, _, losses, scores = self.compute_local_gradients(
             x, y, sample_weight, training=True
         )
-        return gradients, losses, scores
+        finite = tf.reduce_all(tf.math.is_finite(tf.stack(list(losses.values()))))
 
-    def _update(self, gradients):
+        def update():
+            self._apply(gradients)
+            return tf.constant(True)
+
+        tf.cond(finite, update, lambda: tf.constant(False))
+        return losses, scores
+
+    def _apply(self, gradients):
         variables = [
             v
             for layer in self.exit_layers
@@ -347,17 +369,6 @@ class SpelaModel(keras.Model):
             for v in layer.trainable_variables
         ]
         self.optimizer.apply_gradients(zip(gradients, variables))
-
-    def _step_function(self, name, distributed=False):
-        """`_local_rule` or `_update`, as an XLA function with
-        `compile(jit_compile=True)` (the update only outside tf.distribute,
-        whose cross-replica merge XLA cannot compile)."""
-        function = {"local_rule": self._local_rule, "update": self._update}[name]
-        if not self.xla_local_steps or distributed:
-            return function
-        if name not in self._xla_functions:
-            self._xla_functions[name] = tf.function(function, jit_compile=True)
-        return self._xla_functions[name]
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
