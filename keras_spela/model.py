@@ -309,6 +309,8 @@ class SpelaModel(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._checked_batch(x, y)
+        if not all(layer.built for layer in self.stack):
+            self.build(x.shape)  # a model without keras.Input, at its first batch
         self._build_optimizer()
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         if self.xla_local_steps and replicas == 1:
