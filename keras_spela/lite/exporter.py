@@ -83,7 +83,12 @@ def export_tflite(
             integer k (the last k), or a list of layer names. The others, and
             every non-SPELA layer, become constants.
         quantize_frozen: store the frozen constants as int8 (dynamic-range
-            quantisation); learning layers stay float32 variables.
+            quantisation); learning layers' weights stay float32 variables.
+            The converter quantises every constant matrix of 1024 or more
+            entries, including the class vectors of a learning layer with
+            `num_classes * units >= 1024`, so its device training then
+            differs slightly from the host's (the frozen layers' int8
+            outputs already do).
 
     Returns:
         A `TFLiteExport(path, size_bytes, operators, weight_names,
