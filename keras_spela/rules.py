@@ -154,16 +154,19 @@ def activate(z, rule):
 
 
 def activation_derivative(z, a, rule):
-    """`act'(z)`, given `z` and `a = act(z)` (a step of 0 at exactly 0)."""
+    """`act'(z)`, given `z` and `a = act(z)` (a step of 0 at exactly 0).
+
+    Written with `a` only (`a > 0` exactly when `z > 0` for the ReLU family),
+    so `z` need not be kept until the backward step."""
     if rule.activation in ("leaky_relu", "relu"):
         slope = rule.negative_slope if rule.activation == "leaky_relu" else 0.0
-        positive = tf.cast(tf.greater(z, 0.0), z.dtype)
+        positive = tf.cast(tf.greater(a, 0.0), a.dtype)
         return slope + (1.0 - slope) * positive
     if rule.activation == "tanh":
         return 1.0 - tf.square(a)
     if rule.activation == "sigmoid":
         return a * (1.0 - a)
-    return tf.ones_like(z)
+    return tf.ones_like(a)
 
 
 def dense_forward(inputs, kernel, bias, rule):
