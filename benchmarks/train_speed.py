@@ -12,8 +12,8 @@ classes; CPU only):
    (no shuffle), 10,240 examples. One warm-up epoch each (excluded), then
    SPELA and backprop epochs ALTERNATE; the median over >= 3 epochs each and
    the ratio SPELA/backprop (goal <= 0.8) are printed. (With jit_compile=True, Keras compiles the whole
-   backprop step with XLA; SpelaModel compiles its local rule and its
-   optimizer update as two XLA functions and keeps the batch checks
+   backprop step with XLA; SpelaModel compiles its local rules and its
+   optimizer update as one XLA function and keeps the batch checks
    outside XLA, which would drop them.)
    As an extra (not the goal's setting), the same epoch comparison with
    SGD(1e-2) for both, whose update is much cheaper than Adam's.
