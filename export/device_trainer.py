@@ -295,6 +295,13 @@ class _SignatureBackend:
             raise DeviceTrainingError("The device model refused the weights.")
 
 
+def _micro_arena_size(description):
+    """The measured arena plus 1 KiB, or 64 MiB when it was not measured
+    (exported without tflite-micro installed)."""
+    measured = description.get("arena_bytes")
+    return int(measured) + 1024 if measured else 64 * 1024 * 1024
+
+
 class _MicroBackend:
     """TFLite Micro: one interpreter running the single-graph train step."""
 
@@ -308,7 +315,7 @@ class _MicroBackend:
         with open(model_path, "rb") as f:
             data = f.read()
         self.interpreter = micro_runtime.Interpreter.from_bytes(
-            data, arena_size=int(self.description["arena_bytes"]) + 1024
+            data, arena_size=_micro_arena_size(self.description)
         )
         self.inputs = self.description["inputs"]
         self.outputs = self.description["outputs"]

@@ -26,6 +26,13 @@ class SpelaModel(keras.Model):
     never updated. All updates of a batch are applied by ONE call of the
     compiled optimizer, which keeps per-variable (so per-layer) state.
 
+    A bad batch stops `fit` with an error before any weight changes: labels
+    out of range or not integers, NaN or infinite inputs (checked before the
+    forward pass), and a non-finite local loss or gradients that could
+    exceed `rules.MAX_GRADIENT` (checked after it). The moving statistics of
+    a `BatchNormalization` layer in the stack are updated by the forward
+    pass, so a batch stopped by the later checks has already moved them.
+
     Every SPELA layer is an exit: `evaluate` reports the accuracy at every
     exit, `predict(x, exit=k)` gives the class scores at exit k (the last by
     default), `truncated(k)` makes a cheaper model ending at exit k, and
@@ -121,9 +128,11 @@ class SpelaModel(keras.Model):
     @train_layers.setter
     def train_layers(self, train_layers):
         self._train_layers = self._resolve_train_layers(train_layers)
-        # The compiled steps read it when they are traced: trace them again.
-        self.train_function = None
+        # The compiled steps read it when they are traced: trace them again
+        # (at once if a train function exists: a callback may set it in fit).
         self._xla_functions = {}
+        if getattr(self, "train_function", None) is not None:
+            self.make_train_function(force=True)
 
     def _resolve_train_layers(self, train_layers):
         names = [layer.name for layer in self.exit_layers]
@@ -135,6 +144,11 @@ class SpelaModel(keras.Model):
             raise ValueError(
                 "train_layers must be 'all' or a list of SPELA layer names, "
                 f"received {train_layers!r}."
+            )
+        if not train_layers:
+            raise ValueError(
+                f"train_layers must name at least one SPELA layer of {names}; "
+                "received an empty list."
             )
         unknown = [n for n in train_layers if n not in names]
         if unknown:
@@ -283,6 +297,11 @@ class SpelaModel(keras.Model):
         errors, scores = self.compute_local_errors(
             x, y, sample_weight, training, train_layers
         )
+        gradients, variables, losses = self._gradients(errors)
+        return gradients, variables, losses, scores
+
+    def _gradients(self, errors):
+        """`(gradients, variables, losses)` of `compute_local_errors`' errors."""
         gradients, variables, losses = [], [], {}
         for layer in self.exit_layers:
             if layer.name in errors:
@@ -290,7 +309,7 @@ class SpelaModel(keras.Model):
                 gradients.extend(rules.local_step(error, layer.use_bias).gradients)
                 variables.extend(layer.trainable_variables)
                 losses[layer.name] = error.loss
-        return gradients, variables, losses, scores
+        return gradients, variables, losses
 
     def exit_scores(self, x, training=False):
         """Class scores at every exit: `{layer name: (batch, num_classes)}`."""
@@ -313,55 +332,75 @@ class SpelaModel(keras.Model):
             self.build(x.shape)  # a model without keras.Input, at its first batch
         self._build_optimizer()
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        if self.xla_local_steps and replicas == 1:
-            # One XLA function; it skips the update when a loss is not
-            # finite, and the check below then raises.
+        # Under tf.distribute (even one replica) the optimizer merges across
+        # replicas, which XLA cannot compile.
+        if self.xla_local_steps and not tf.distribute.has_strategy():
+            # One XLA function; it skips the update on a batch that fails
+            # the checks below, which then raise.
             if "step" not in self._xla_functions:
                 self._xla_functions["step"] = tf.function(
                     self._gated_local_step, jit_compile=True
                 )
-            losses, scores = self._xla_functions["step"](x, y, sample_weight)
-            tf.group(self._finite_loss_checks(losses))
+            losses, bounds, scores = self._xla_functions["step"](x, y, sample_weight)
+            tf.group(self._step_checks(losses, bounds))
         else:
-            gradients, _, losses, scores = self.compute_local_gradients(
+            errors, scores = self.compute_local_errors(
                 x, y, sample_weight, training=True
             )
+            gradients, _, losses = self._gradients(errors)
+            bounds = {n: rules.gradient_bound(e) for n, e in errors.items()}
             # Under tf.distribute the optimizer sums the replicas' gradients
             # (as for Keras' own losses, divided by the replica count).
             if replicas > 1:
                 gradients = [g / replicas for g in gradients]
-            with tf.control_dependencies(self._finite_loss_checks(losses)):
+            with tf.control_dependencies(self._step_checks(losses, bounds)):
                 gradients = [tf.identity(g) for g in gradients]
             self._apply(gradients)
         return self._update_metrics(y, sample_weight, scores, losses)
 
-    def _finite_loss_checks(self, losses):
-        # Finite inputs can still overflow inside a layer (huge values): stop
-        # before any update rather than write NaN weights.
-        return [
-            tf.debugging.assert_all_finite(
-                loss,
-                message=f"the local loss of layer {name!r} is not finite on this "
-                "batch (inputs too large, or training diverged); no weight was "
-                "changed",
+    def _step_checks(self, losses, bounds):
+        """Assertions that stop a step before any update: finite inputs can
+        still overflow inside a layer (huge values), into a non-finite loss
+        or gradients whose squares (Adam) overflow."""
+        checks = []
+        for name, loss in losses.items():
+            checks.append(
+                tf.debugging.assert_all_finite(
+                    loss,
+                    message=f"the local loss of layer {name!r} is not finite on "
+                    "this batch (inputs too large, or training diverged); no "
+                    "weight was changed",
+                )
             )
-            for name, loss in losses.items()
-        ]
+            checks.append(
+                tf.debugging.assert_less_equal(
+                    bounds[name],
+                    tf.constant(rules.MAX_GRADIENT, bounds[name].dtype),
+                    message=f"the gradients of layer {name!r} could exceed "
+                    f"{rules.MAX_GRADIENT:g} on this batch (inputs too large, "
+                    "or training diverged); no weight was changed",
+                )
+            )
+        return checks
 
     def _gated_local_step(self, x, y, sample_weight):
         """The local rules and the update, which runs only when every local
-        loss is finite (the step of `compile(jit_compile=True)`)."""
-        gradients, _, losses, scores = self.compute_local_gradients(
-            x, y, sample_weight, training=True
+        loss is finite and every gradient bounded (the step of
+        `compile(jit_compile=True)`)."""
+        errors, scores = self.compute_local_errors(x, y, sample_weight, training=True)
+        gradients, _, losses = self._gradients(errors)
+        bounds = {n: rules.gradient_bound(e) for n, e in errors.items()}
+        accept = tf.logical_and(
+            tf.reduce_all(tf.math.is_finite(tf.stack(list(losses.values())))),
+            tf.reduce_all(tf.less_equal(tf.stack(list(bounds.values())), rules.MAX_GRADIENT)),
         )
-        finite = tf.reduce_all(tf.math.is_finite(tf.stack(list(losses.values()))))
 
         def update():
             self._apply(gradients)
             return tf.constant(True)
 
-        tf.cond(finite, update, lambda: tf.constant(False))
-        return losses, scores
+        tf.cond(accept, update, lambda: tf.constant(False))
+        return losses, bounds, scores
 
     def _apply(self, gradients):
         variables = [
@@ -650,8 +689,10 @@ def _check_chain(model, layers):
         problem = "it has several inputs or outputs"
     else:
         previous = model.inputs[0]._keras_history.operation
+        # A layer may also be called in other models: count this one's calls.
+        own = {n for nodes in model._nodes_by_depth.values() for n in nodes}
         for layer in layers:
-            nodes = layer._inbound_nodes
+            nodes = [n for n in layer._inbound_nodes if n in own]
             sources = [t._keras_history.operation for n in nodes for t in n.input_tensors]
             if len(nodes) != 1 or sources != [previous]:
                 problem = (

@@ -35,6 +35,11 @@ LOCAL_LOSSES = ("cosine", "log_cosine", "euclidean", "softmax_cosine")
 # vector is undefined), so an all-zero row never divides by zero.
 NORM_EPSILON = 1e-6
 
+# A batch is learned from only when no parameter gradient can exceed this
+# (`gradient_bound`): squared gradients (Adam's second moment) then stay
+# finite in float32, whose largest value is about 3.4e38.
+MAX_GRADIENT = 1e18
+
 LocalError = collections.namedtuple(
     "LocalError", ["inputs", "outputs", "grad_z", "loss", "scores"]
 )
@@ -281,7 +286,7 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
 
     batch_size = tf.cast(tf.shape(outputs)[0], outputs.dtype)
     if sample_weight is not None:
-        sample_weight = tf.cast(sample_weight, outputs.dtype)
+        sample_weight = tf.reshape(tf.cast(sample_weight, outputs.dtype), [-1])
         losses = losses * sample_weight
         row_scale = row_scale * tf.expand_dims(sample_weight, -1)
     loss = tf.reduce_sum(losses) / batch_size
@@ -319,6 +324,16 @@ def transposed_kernel_gradient(grad_z_t, h_t):
     which TFLite runs as FULLY_CONNECTED. For a row block of a transposed
     kernel, pass the matching rows of `grad_z_t`."""
     return tf.matmul(grad_z_t, h_t, transpose_b=True)
+
+
+def gradient_bound(error):
+    """An upper bound of every entry of `dL/dkernel` and `dL/dbias` of a
+    `LocalError`: `batch * max|dL/dz| * max(max|h|, 1)` (scalar). Cheap:
+    it reads activations, not gradients."""
+    h, grad_z = error.inputs, error.grad_z
+    batch = tf.cast(tf.shape(grad_z)[0], grad_z.dtype)
+    largest_input = tf.maximum(tf.reduce_max(tf.abs(h)), 1.0)
+    return batch * tf.reduce_max(tf.abs(grad_z)) * largest_input
 
 
 def bias_gradient(grad_z):

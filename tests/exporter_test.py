@@ -778,6 +778,32 @@ def test_micro_rejects_bad_labels_without_change(tmp_path, digits):
         trainer.set_weights(before)
 
 
+@pytest.mark.parametrize("runtime", ["litert", "micro"])
+def test_gradient_overflow_rejected_on_the_device(tmp_path, digits, runtime):
+    """Finite inputs and losses whose gradients' squares would overflow
+    (Adam's second moment would turn inf, then every weight NaN): rejected,
+    and later batches train to finite weights."""
+    (x_train, y_train), _ = digits
+    model = make_model("euclidean", seed=5)
+    if runtime == "litert":
+        path = keras_spela.export_tflite(
+            model, str(tmp_path / "m.tflite"), batch_size=BATCH, optimizer="adam"
+        ).path
+    else:
+        path = keras_spela.export_tflite_micro(
+            model, str(tmp_path / "m.tflite"), batch_size=BATCH, optimizer="adam",
+            expose_weights=True,
+        ).path
+    trainer = DeviceTrainer(path, runtime=runtime)
+    trainer.train_batch(x_train[:BATCH], y_train[:BATCH])
+    before = copy_weights(trainer.get_weights())
+    x, y = x_train[BATCH : 2 * BATCH], y_train[BATCH : 2 * BATCH].astype(np.int32)
+    assert int(trainer._backend.train(x * 1e10, y)["accepted"]) == 0
+    assert_weights_identical(before, trainer.get_weights())
+    trainer.fit(x_train[: 4 * BATCH], y_train[: 4 * BATCH], epochs=1, verbose=0)
+    assert all(np.isfinite(w).all() for w in trainer.get_weights().values())
+
+
 @pytest.mark.parametrize("optimizer, budget", [("sgd", 1.25), ("adam", 1.25)])
 def test_micro_arena_close_to_weights_state_and_activations(tmp_path, optimizer, budget):
     """The train step's arena stays within `budget` x (learned weights +

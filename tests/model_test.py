@@ -685,6 +685,61 @@ def test_jit_compile_true_layerwise_retraces_for_each_layer():
     assert not np.array_equal(second_before[0], second.kernel.numpy())
 
 
+def test_jit_compile_true_under_a_one_replica_strategy_fits():
+    # The optimizer's cross-replica merge cannot be XLA-compiled: under any
+    # tf.distribute strategy the step stays uncompiled.
+    x, y = _small_train(64)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _model(units=(16, 12), seed=3)
+        model.compile(jit_compile=True)
+    before = model.exit_layers[0].kernel.numpy()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert not np.array_equal(before, model.exit_layers[0].kernel.numpy())
+
+
+def test_gradient_overflow_rejected_without_update():
+    # Finite losses, but gradients whose squares overflow float32 (Adam's
+    # second moment would become inf, then NaN on the next batch).
+    x, y = _small_train(16)
+    model = _model(units=(16, 12), local_loss="euclidean")
+    model.compile()
+    _assert_rejected_without_update(model, x * 1e10, y, "gradients of layer .* could exceed")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert all(np.isfinite(v.numpy()).all() for v in model.variables)
+
+
+def test_setting_train_layers_in_a_callback_takes_effect_in_fit():
+    x, y = _small_train(64)
+    model = _model(units=(16, 12), seed=3)
+    model.compile()
+    first, second = model.exit_layers
+
+    class SwitchAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                self.first_kernel = first.kernel.numpy()
+                model.train_layers = [second.name]
+
+    switch = SwitchAfterFirstEpoch()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[switch])
+    # The second epoch left the first layer alone.
+    np.testing.assert_array_equal(switch.first_kernel, first.kernel.numpy())
+
+
+def test_sample_weight_column_equals_flat_sample_weight():
+    x, y = _small_train(32)
+    weights = np.linspace(0.5, 1.5, 32).astype(np.float32)
+    results = []
+    for sample_weight in (weights, weights[:, None]):
+        model = _model(units=(16, 12), seed=3)
+        model.compile()
+        model.fit(x, y, sample_weight=sample_weight, batch_size=16, epochs=1,
+                  shuffle=False, verbose=0)
+        results.append(model.exit_layers[0].kernel.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
 def test_jit_compile_other_values_rejected():
     with pytest.raises(ValueError, match="jit_compile"):
         _model(units=(16, 12)).compile(jit_compile="yes")
@@ -734,6 +789,18 @@ def test_unknown_train_layers_rejected():
         _model(units=(16, 12), train_layers="h1")
     with pytest.raises(ValueError, match="train_layers"):
         _model(units=(16, 12), train_layers=True)
+    with pytest.raises(ValueError, match="at least one"):
+        _model(units=(16, 12), train_layers=[])
+
+
+def test_functional_chain_with_layers_also_used_elsewhere_accepted():
+    pretrained_input = keras.Input((64,))
+    shared = keras.layers.Dense(32, name="shared")
+    keras.Model(pretrained_input, shared(pretrained_input))  # another model
+    inputs = keras.Input((64,))
+    outputs = SpelaDense(16, num_classes=NUM_CLASSES)(shared(inputs))
+    model = SpelaModel(keras.Model(inputs, outputs), num_classes=NUM_CLASSES)
+    assert [layer.name for layer in model.layers][0] == "shared"
 
 
 @pytest.mark.parametrize("kind", ["branch_and_merge", "skip_connection", "two_inputs"])

@@ -59,8 +59,9 @@ def export_tflite(
       `(batch_size,)`. Learns from the batch with the same closed-form rule as
       `SpelaModel.fit`. Returns `loss`, `exit_<k>_loss` per learning layer and
       `accepted` (int32: 1, or 0 when the batch was rejected because of a
-      NaN/inf input, a label outside `[0, num_classes)` or a non-finite loss;
-      a rejected batch changes no weight and no optimizer state).
+      NaN/inf input, a label outside `[0, num_classes)`, a non-finite loss or
+      gradients that could exceed `rules.MAX_GRADIENT`; a rejected batch
+      changes no weight and no optimizer state).
     - `infer(x)`: any batch size. Returns `scores` (cosines at the last exit)
       and `exit_<k>_scores` at every exit k (0 is the first SPELA layer).
     - `get_weights(request)`: `request` is any int32 scalar (ignored; the
@@ -141,7 +142,7 @@ def export_tflite_micro(
     TFLite Micro runs one entry subgraph (the variables' initial values are
     assigned by a CALL_ONCE subgraph) and has no SELECT or INT64 kernels, so
     the train step is written as its own single-function model with static
-    shapes and float32 optimizer state. It learns exactly like `train` of
+    shapes and float32 optimizer state. It learns like `train` of
     `export_tflite` and also returns the pre-update `scores` of the last exit,
     so the same interpreter serves inference: a batch whose labels are all -1
     is rejected (no update) and only scores it.

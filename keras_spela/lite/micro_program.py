@@ -10,14 +10,15 @@ weight), and the step touches one block at a time:
 1. the forward sweep (`SpelaModel.compute_local_errors`, the code of
    `SpelaModel.train_step`) reads each block only for its own product;
 2. the batch is accepted only when the inputs, the labels, every local loss,
-   every layer input and every `dL/dz` are finite and valid;
+   every layer input and every `dL/dz` are finite and valid, and no gradient
+   can exceed `rules.MAX_GRADIENT`;
 3. each block's gradient (`rules.kernel_gradient` on its columns of `dL/dz`),
    optimizer step (`DeviceOptimizer.updated_variable`) and assignment run
    before the next block is read.
 
 Every new value is kept only when the batch is accepted (a SELECT_V2 on one
 boolean, so a NaN candidate of a rejected batch never reaches a variable).
-`schedule.sink_variable_reads` then moves each variable read next to its
+`schedule.schedule_for_micro` then moves each variable read next to its
 user in the converted model. Peak memory is the weights, the optimizer state,
 the activations of one batch and a few blocks.
 """
@@ -29,6 +30,7 @@ import tensorflow as tf
 from keras_spela import rules
 from keras_spela.lite.trainable_module import count_bad_labels
 from keras_spela.lite.trainable_module import count_nonfinite
+from keras_spela.lite.trainable_module import count_unbounded
 from keras_spela.lite.trainable_module import model_input_shape
 
 
@@ -151,6 +153,7 @@ class MicroTrainingProgram(tf.Module):
                 x, y, training=False, train_layers=names, kernels=kernels
             )
         bad = count_nonfinite(x) + count_bad_labels(y, self.model.num_classes)
+        bad += count_unbounded(errors)
         for error in errors.values():
             bad += count_nonfinite(error.loss)
             bad += count_nonfinite(error.inputs) + count_nonfinite(error.grad_z)

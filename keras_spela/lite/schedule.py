@@ -57,7 +57,7 @@ def _order_on_demand(model, subgraph):
     codes = [_builtin_code(model, op) for op in ops]
     variable_of = _variables(model, ops)
     producer = {t: i for i, op in enumerate(ops) for t in op.outputs}
-    needs = [{producer[t] for t in op.inputs if t in producer} for op in ops]
+    needs = [{producer[t] for t in op.inputs if t >= 0 and t in producer} for op in ops]
     # Keep each variable's reads and writes in order.
     last_write, reads_since = {}, {}
     for i, (op, code) in enumerate(zip(ops, codes)):

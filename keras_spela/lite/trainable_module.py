@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_spela import rules
+
 # Largest finite float32; |x| <= this is false for NaN and +-inf.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -28,6 +30,15 @@ def count_bad_labels(labels, num_classes):
         tf.less(labels, num_classes), tf.float32
     )
     return tf.reduce_sum(1.0 - in_range)
+
+
+def count_unbounded(errors):
+    """Number of layers whose gradients could exceed `rules.MAX_GRADIENT`
+    (NaN bounds count too)."""
+    bounds = tf.stack([rules.gradient_bound(e) for e in errors.values()])
+    return tf.reduce_sum(
+        1.0 - tf.cast(tf.less_equal(bounds, rules.MAX_GRADIENT), tf.float32)
+    )
 
 
 def gated(old, new, accept_index):
@@ -115,14 +126,16 @@ class SpelaTrainingModule(tf.Module):
     def _train_step(self, x, y):
         num_classes = self.model.num_classes
         with self._frozen_scope():
-            gradients, _, losses, scores = self.model.compute_local_gradients(
+            errors, scores = self.model.compute_local_errors(
                 x, y, training=False, train_layers=self.train_layer_names
             )
+            gradients, _, losses = self.model._gradients(errors)
         loss = tf.add_n(list(losses.values()))
         bad = (
             count_nonfinite(x)
             + count_bad_labels(y, num_classes)
             + count_nonfinite(tf.stack(list(losses.values())))
+            + count_unbounded(errors)
         )
         accept_index = tf.cast(tf.equal(bad, 0.0), tf.int32)
         values = [w.read_value() for w in self.weights]
@@ -166,7 +179,6 @@ class SpelaTrainingModule(tf.Module):
         for variable, new in zip(self.all_variables, values):
             variable.assign(gated(variable.read_value(), new, accept_index))
         return {"accepted": accept_index}
-
 
 
 def _short_name(variable):
