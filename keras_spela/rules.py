@@ -332,8 +332,15 @@ def gradient_bound(error):
     it reads activations, not gradients."""
     h, grad_z = error.inputs, error.grad_z
     batch = tf.cast(tf.shape(grad_z)[0], grad_z.dtype)
-    largest_input = tf.maximum(tf.reduce_max(tf.abs(h)), 1.0)
-    return batch * tf.reduce_max(tf.abs(grad_z)) * largest_input
+    largest_input = tf.maximum(_largest_magnitude(h), 1.0)
+    return batch * _largest_magnitude(grad_z) * largest_input
+
+
+def _largest_magnitude(t):
+    """`max |t|` from two reductions: no `(batch, units)` temporary for the
+    converter to share with other users of `abs(t)` or `t^2` (which would
+    keep it alive in a TFLite Micro arena)."""
+    return tf.maximum(tf.reduce_max(t), -tf.reduce_min(t))
 
 
 def bias_gradient(grad_z):
