@@ -65,14 +65,14 @@ def main(argv):
     optimizer = device_optimizer(FLAGS.optimizer, FLAGS.learning_rate, FLAGS.momentum)
     learning_rate = FLAGS.learning_rate if optimizer is None else None
     train_layers = parse_train_layers(FLAGS.train_layers)
-    exported = keras_spela.export_tflite(
-        model,
-        FLAGS.output,
+    settings = dict(
         batch_size=FLAGS.batch_size,
         optimizer=optimizer,
         learning_rate=learning_rate,
         train_layers=train_layers,
-        quantize_frozen=FLAGS.quantize_frozen,
+    )
+    exported = keras_spela.export_tflite(
+        model, FLAGS.output, quantize_frozen=FLAGS.quantize_frozen, **settings
     )
     print(f"wrote {exported.path}: {exported.size_bytes} bytes, "
           f"{sum(exported.operators.values())} operators, builtins only")
@@ -80,16 +80,9 @@ def main(argv):
     print("  learned weights:", list(exported.weight_names))
     print("  optimizer state:", list(exported.state_names))
     if FLAGS.micro_output:
-        micro = keras_spela.export_tflite_micro(
-            model,
-            FLAGS.micro_output,
-            batch_size=FLAGS.batch_size,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            train_layers=train_layers,
-        )
-        print(f"wrote {micro.path}: {micro.size_bytes} bytes; inference model "
-              f"{micro.inference_path}")
+        micro = keras_spela.export_tflite_micro(model, FLAGS.micro_output, **settings)
+        print(f"wrote {micro.path}: {micro.size_bytes} bytes, arena "
+              f"{micro.arena_bytes} bytes; inference model {micro.inference_path}")
         print(f"  inputs (index order): {micro.inputs}; outputs: {micro.outputs}")
         print(f"  TFLite Micro arena: {micro.arena_bytes} bytes")
     return 0

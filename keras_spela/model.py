@@ -174,7 +174,8 @@ class SpelaModel(keras.Model):
                 `steps_per_execution`), except `jit_compile`: True compiles
                 each step's local rules and its optimizer update with XLA
                 (the batch checks stay outside XLA, which would drop them;
-                not under a tf.distribute strategy with several replicas);
+                not under a tf.distribute strategy, whose cross-replica
+                merge XLA cannot compile);
                 False and "auto" (the default) do not.
         """
         if loss is not None:
@@ -341,50 +342,45 @@ class SpelaModel(keras.Model):
                 self._xla_functions["step"] = tf.function(
                     self._gated_local_step, jit_compile=True
                 )
-            losses, bounds, scores = self._xla_functions["step"](x, y, sample_weight)
-            tf.group(self._step_checks(losses, bounds))
+            losses, checked, scores = self._xla_functions["step"](x, y, sample_weight)
+            tf.group(self._step_checks(checked))
         else:
             errors, scores = self.compute_local_errors(
                 x, y, sample_weight, training=True
             )
             gradients, _, losses = self._gradients(errors)
-            bounds = {n: rules.gradient_bound(e) for n, e in errors.items()}
             # Under tf.distribute the optimizer sums the replicas' gradients
             # (as for Keras' own losses, divided by the replica count).
             if replicas > 1:
                 gradients = [g / replicas for g in gradients]
-            with tf.control_dependencies(self._step_checks(losses, bounds)):
+            with tf.control_dependencies(self._step_checks(_checked_values(errors))):
                 gradients = [tf.identity(g) for g in gradients]
             self._apply(gradients)
         return self._update_metrics(y, sample_weight, scores, losses)
 
-    def _step_checks(self, losses, bounds):
-        """Assertions that stop a step before any update: finite inputs can
-        still overflow inside a layer (huge values), into a non-finite loss
-        or gradients whose squares (Adam) overflow."""
-        # One check per layer: `bound + 0 * loss` is NaN when the loss is not
-        # finite, and NaN <= MAX_GRADIENT fails.
+    def _step_checks(self, checked):
+        """Assertions that stop a step before any update (see
+        `_checked_values`)."""
         return [
             tf.debugging.assert_less_equal(
-                bounds[name] + 0.0 * loss,
-                tf.constant(rules.MAX_GRADIENT, loss.dtype),
+                value,
+                tf.constant(rules.MAX_GRADIENT, value.dtype),
                 message=f"the local loss of layer {name!r} is not finite, or its "
                 f"gradients could exceed {rules.MAX_GRADIENT:g}, on this batch "
                 "(inputs too large, or training diverged); no weight was changed",
             )
-            for name, loss in losses.items()
+            for name, value in checked.items()
         ]
 
     def _gated_local_step(self, x, y, sample_weight):
-        """The local rules and the update, which runs only when every local
-        loss is finite and every gradient bounded (the step of
+        """The local rules and the update, which runs only when every value
+        of `_checked_values` is at most `rules.MAX_GRADIENT` (the step of
         `compile(jit_compile=True)`)."""
         errors, scores = self.compute_local_errors(x, y, sample_weight, training=True)
         gradients, _, losses = self._gradients(errors)
-        bounds = {n: rules.gradient_bound(e) for n, e in errors.items()}
-        accept = tf.logical_and(
-            tf.reduce_all(tf.math.is_finite(tf.stack(list(losses.values())))),
-            tf.reduce_all(tf.less_equal(tf.stack(list(bounds.values())), rules.MAX_GRADIENT)),
+        checked = _checked_values(errors)
+        accept = tf.reduce_all(
+            tf.less_equal(tf.stack(list(checked.values())), rules.MAX_GRADIENT)
         )
 
         def update():
@@ -392,7 +388,7 @@ class SpelaModel(keras.Model):
             return tf.constant(True)
 
         tf.cond(accept, update, lambda: tf.constant(False))
-        return losses, bounds, scores
+        return losses, checked, scores
 
     def _apply(self, gradients):
         variables = [
@@ -521,19 +517,22 @@ class SpelaModel(keras.Model):
         Returns:
             `(num_examples, num_classes)` numpy scores, or a dict of them.
         """
-        self._pick_exit(None, exit, validate_only=True)
-        return self._pick_exit(super().predict(x, **kwargs), exit)
+        name = self._exit_name(exit)
+        scores = super().predict(x, **kwargs)
+        return scores if name is None else scores[name]
 
     def predict_on_batch(self, x, exit=None):
         """`predict` on one batch (same `exit` argument)."""
-        self._pick_exit(None, exit, validate_only=True)
-        return self._pick_exit(super().predict_on_batch(x), exit)
+        name = self._exit_name(exit)
+        scores = super().predict_on_batch(x)
+        return scores if name is None else scores[name]
 
-    def _pick_exit(self, scores, exit, validate_only=False):
+    def _exit_name(self, exit):
+        """The layer name of an exit given as `predict`'s `exit`; None for
+        `"all"`."""
         if isinstance(exit, str) and exit == "all":
-            return scores
-        name = self.exit_layers[self.exit_index(-1 if exit is None else exit)].name
-        return None if validate_only else scores[name]
+            return None
+        return self.exit_layers[self.exit_index(-1 if exit is None else exit)].name
 
     def truncated(self, exit):
         """A model made of this model's layers up to and including `exit`.
@@ -644,6 +643,17 @@ class SpelaModel(keras.Model):
         if input_shape is not None:
             layers = [keras.Input(tuple(input_shape))] + layers
         return cls(layers, **config)
+
+
+def _checked_values(errors):
+    """Per layer, `gradient bound + 0 * loss`: at most `rules.MAX_GRADIENT`
+    exactly when the local loss is finite (else NaN, which fails every
+    comparison) and no gradient can exceed the bound, so that squared
+    gradients (Adam) stay finite."""
+    return {
+        name: rules.gradient_bound(error) + 0.0 * error.loss
+        for name, error in errors.items()
+    }
 
 
 def _unpack_layers(layers):

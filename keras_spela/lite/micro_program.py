@@ -28,9 +28,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spela import rules
-from keras_spela.lite.trainable_module import count_bad_labels
 from keras_spela.lite.trainable_module import count_nonfinite
-from keras_spela.lite.trainable_module import count_unbounded
+from keras_spela.lite.trainable_module import count_rejections
+from keras_spela.lite.trainable_module import select
 from keras_spela.lite.trainable_module import model_input_shape
 
 
@@ -52,14 +52,6 @@ class _LearnedTensor(tf.Module):
         self.variable.assign(select(accept, new, old))
         for slot, old_slot, new_slot in zip(self.slots, slots, new_slots):
             slot.assign(select(accept, new_slot, old_slot))
-
-
-def select(accept, new, old):
-    """`new` if `accept` else `old` (NaN-safe; SELECT_V2, or a GATHER for
-    scalars, which the converter would turn into SELECT)."""
-    if new.shape.rank == 0:
-        return tf.gather(tf.stack([old, new]), tf.cast(accept, tf.int32))
-    return tf.where(accept, new, old)
 
 
 def block_rows(input_dim, units, block_bytes):
@@ -152,10 +144,8 @@ class MicroTrainingProgram(tf.Module):
             errors, scores = self.model.compute_local_errors(
                 x, y, training=False, train_layers=names, kernels=kernels
             )
-        bad = count_nonfinite(x) + count_bad_labels(y, self.model.num_classes)
-        bad += count_unbounded(errors)
+        bad = count_rejections(x, y, errors, self.model.num_classes)
         for error in errors.values():
-            bad += count_nonfinite(error.loss)
             bad += count_nonfinite(error.inputs) + count_nonfinite(error.grad_z)
         accept = tf.equal(bad, 0.0)
 
@@ -169,7 +159,6 @@ class MicroTrainingProgram(tf.Module):
         check = tf.cast(accept, tf.float32)
         for layer in self.learning:
             error = errors[layer.name]
-            grad_z = error.grad_z * check
             # Transposed once per layer (the MUL keeps the converter from
             # folding them into a BATCH_MATMUL, which would keep persistent
             # transposed copies of its inputs for every block).
@@ -182,7 +171,10 @@ class MicroTrainingProgram(tf.Module):
                 block.apply(gradient, optimizer, coefficients, accept)
             if layer.use_bias:
                 self.biases[layer.name].apply(
-                    rules.bias_gradient(grad_z), optimizer, coefficients, accept
+                    rules.bias_gradient(error.grad_z * check),
+                    optimizer,
+                    coefficients,
+                    accept,
                 )
 
         exit_names = [layer.name for layer in self.model.exit_layers]

@@ -1,11 +1,11 @@
 """A tf.Module with the train / infer / get_weights / set_weights signatures.
 
-The train signature calls `SpelaModel.compute_local_gradients`, the same code
+The train signature calls `SpelaModel.compute_local_errors`, the same code
 as `SpelaModel.train_step`, then a `DeviceOptimizer` step, and assigns the new
 values only when the batch is valid (finite inputs, labels in range, finite
-losses). The gate is a GATHER between old and new values, so a rejected batch
-leaves every weight and every optimizer state exactly as it was, on every
-runtime, with builtin ops only.
+losses, bounded gradients). The gate is a SELECT_V2 on one boolean (`select`),
+so a rejected batch leaves every weight and every optimizer state exactly as
+it was, even when its candidate values are NaN, with builtin ops only.
 """
 
 import keras
@@ -41,9 +41,25 @@ def count_unbounded(errors):
     )
 
 
-def gated(old, new, accept_index):
-    """`new` if `accept_index == 1` else `old`, without SELECT (NaN-safe)."""
-    return tf.gather(tf.stack([old, new]), accept_index)
+def count_rejections(x, y, errors, num_classes):
+    """Reasons to reject a batch: NaN/inf inputs, labels out of range,
+    non-finite local losses, gradients that could overflow (0 accepts)."""
+    losses = tf.stack([error.loss for error in errors.values()])
+    return (
+        count_nonfinite(x)
+        + count_bad_labels(y, num_classes)
+        + count_nonfinite(losses)
+        + count_unbounded(errors)
+    )
+
+
+def select(accept, new, old):
+    """`new` if `accept` else `old`, NaN-safe: SELECT_V2 on one boolean, or
+    a GATHER for scalars (the converter would make those a SELECT, which
+    TFLite Micro lacks)."""
+    if new.shape.rank == 0:
+        return tf.gather(tf.stack([old, new]), tf.cast(accept, tf.int32))
+    return tf.where(accept, new, old)
 
 
 class SpelaTrainingModule(tf.Module):
@@ -121,23 +137,12 @@ class SpelaTrainingModule(tf.Module):
         local losses), `exit_<k>_loss` per learning layer (k = its exit
         index), and `accepted` (1 when the batch was learned from, 0 when it
         was rejected)."""
-        return self._train_step(x, y)[0]
-
-    def _train_step(self, x, y):
-        num_classes = self.model.num_classes
         with self._frozen_scope():
-            errors, scores = self.model.compute_local_errors(
+            errors, _ = self.model.compute_local_errors(
                 x, y, training=False, train_layers=self.train_layer_names
             )
             gradients, _, losses = self.model._gradients(errors)
-        loss = tf.add_n(list(losses.values()))
-        bad = (
-            count_nonfinite(x)
-            + count_bad_labels(y, num_classes)
-            + count_nonfinite(tf.stack(list(losses.values())))
-            + count_unbounded(errors)
-        )
-        accept_index = tf.cast(tf.equal(bad, 0.0), tf.int32)
+        accept = tf.equal(count_rejections(x, y, errors, self.model.num_classes), 0.0)
         values = [w.read_value() for w in self.weights]
         state = [s.read_value() for s in self.state]
         new_values, new_state = self.device_optimizer.updated_values(
@@ -146,10 +151,13 @@ class SpelaTrainingModule(tf.Module):
         for variable, old, new in zip(
             self.all_variables, values + state, new_values + new_state
         ):
-            variable.assign(gated(old, new, accept_index))
-        outputs = {"loss": loss, "accepted": accept_index}
+            variable.assign(select(accept, new, old))
+        outputs = {
+            "loss": tf.add_n(list(losses.values())),
+            "accepted": tf.cast(accept, tf.int32),
+        }
         outputs.update({f"{self._exit_key(n)}_loss": v for n, v in losses.items()})
-        return outputs, scores
+        return outputs
 
     def _infer(self, x):
         """Class scores for any batch size. Returns a map of `scores` (the last
@@ -174,11 +182,10 @@ class SpelaTrainingModule(tf.Module):
         """Sets every learned weight and optimizer state (names as in
         get_weights). Returns `accepted`: 0 (and nothing changed) when a value
         is not finite."""
-        bad = tf.add_n([count_nonfinite(v) for v in values])
-        accept_index = tf.cast(tf.equal(bad, 0.0), tf.int32)
+        accept = tf.equal(tf.add_n([count_nonfinite(v) for v in values]), 0.0)
         for variable, new in zip(self.all_variables, values):
-            variable.assign(gated(variable.read_value(), new, accept_index))
-        return {"accepted": accept_index}
+            variable.assign(select(accept, new, variable.read_value()))
+        return {"accepted": tf.cast(accept, tf.int32)}
 
 
 def _short_name(variable):
