@@ -159,6 +159,7 @@ class MicroTrainingProgram(tf.Module):
         check = tf.cast(accept, tf.float32)
         for layer in self.learning:
             error = errors[layer.name]
+            grad_z = error.grad_z * check
             # Transposed once per layer (the MUL keeps the converter from
             # folding them into a BATCH_MATMUL, which would keep persistent
             # transposed copies of its inputs for every block).
@@ -171,10 +172,7 @@ class MicroTrainingProgram(tf.Module):
                 block.apply(gradient, optimizer, coefficients, accept)
             if layer.use_bias:
                 self.biases[layer.name].apply(
-                    rules.bias_gradient(error.grad_z * check),
-                    optimizer,
-                    coefficients,
-                    accept,
+                    rules.bias_gradient(grad_z), optimizer, coefficients, accept
                 )
 
         exit_names = [layer.name for layer in self.model.exit_layers]
