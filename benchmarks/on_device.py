@@ -244,7 +244,7 @@ def _arena_report(model_path):
     try:
         from tflite_micro import runtime as micro_runtime
 
-        from keras_spela.lite.exporter import _captured_output
+        from keras_spela.lite.micro_arena import captured_output as _captured_output
     except ImportError:
         return None
     with open(model_path, "rb") as f:

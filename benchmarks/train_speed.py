@@ -154,7 +154,10 @@ def profile(widths, batch, repeats):
     jit = False
 
     spela_forward = tf.function(lambda: spela.exit_scores(x), jit_compile=jit)
-    spela_rule = tf.function(lambda: spela.compute_local_gradients(x, y)[0], jit_compile=jit)
+    def spela_gradients():
+        return spela.compute_local_gradients(spela.compute_local_errors(x, y)[0])[0]
+
+    spela_rule = tf.function(spela_gradients, jit_compile=jit)
     spela_grads = [tf.zeros_like(v) for v in spela.trainable_variables]
     spela.optimizer.build(spela.trainable_variables)
     spela_adam = tf.function(
@@ -196,8 +199,7 @@ def profile(widths, batch, repeats):
                 dz = tf.matmul(dz, bp_kernels[k], transpose_b=True)
         return grads
 
-    spela_rule_xla = tf.function(
-        lambda: spela.compute_local_gradients(x, y)[0], jit_compile=True)
+    spela_rule_xla = tf.function(spela_gradients, jit_compile=True)
     bp_grad_xla = tf.function(bp_gradients, jit_compile=True)
     bp_grads = [tf.zeros_like(v) for v in backprop.trainable_variables]
     backprop.optimizer.build(backprop.trainable_variables)

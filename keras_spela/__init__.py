@@ -18,6 +18,7 @@ from keras_spela import class_vectors
 from keras_spela import datasets
 from keras_spela import rules
 from keras_spela.layers import SpelaDense
+from keras_spela.layers import SpelaLayer
 from keras_spela.lite import DeviceOptimizer
 from keras_spela.lite import export_tflite
 from keras_spela.lite import export_tflite_micro
@@ -27,6 +28,7 @@ from keras_spela.version import __version__
 __all__ = [
     "DeviceOptimizer",
     "SpelaDense",
+    "SpelaLayer",
     "SpelaModel",
     "class_vectors",
     "datasets",

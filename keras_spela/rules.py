@@ -41,7 +41,8 @@ NORM_EPSILON = 1e-6
 MAX_GRADIENT = 1e18
 
 LocalError = collections.namedtuple(
-    "LocalError", ["inputs", "outputs", "grad_z", "loss", "scores"]
+    "LocalError", ["inputs", "outputs", "grad_z", "loss", "scores", "aux"],
+    defaults=(None,),
 )
 LocalError.__doc__ = """A layer's local loss and its gradient at the pre-activation.
 
@@ -49,23 +50,14 @@ Attributes:
     inputs: `h`, the input actually multiplied (normalised when the rule
         says so), `(batch, input_dim)`.
     outputs: the layer's (pre-update) outputs, passed on to the next layer.
-    grad_z: `dL/dz`, `(batch, units)`; every parameter gradient follows from
-        it and `inputs` (`kernel_gradient`, `bias_gradient`).
+    grad_z: `dL/dz`, `(batch, units)`; every parameter gradient of a dense
+        layer follows from it and `inputs` (`kernel_gradient`,
+        `bias_gradient`).
     loss: scalar, the layer's local loss averaged over the batch.
-    scores: `(batch, num_classes)` cosine of the outputs to every class vector.
-"""
-
-LocalStep = collections.namedtuple(
-    "LocalStep", ["outputs", "gradients", "loss", "scores"]
-)
-LocalStep.__doc__ = """Result of one layer's local rule on one batch.
-
-Attributes:
-    outputs: the layer's (pre-update) outputs, passed on to the next layer.
-    gradients: `[d loss / d kernel, d loss / d bias]` (the bias entry only
-        when the layer has a bias), in closed form.
-    loss: scalar, the layer's local loss averaged over the batch.
-    scores: `(batch, num_classes)` cosine of the outputs to every class vector.
+    scores: `(batch, num_classes)` class scores of the outputs.
+    aux: None, or a dict of further tensors of the forward pass that a
+        layer kind's parameter gradients need (a layer's gradients are
+        functions of its `LocalError` alone).
 """
 
 
@@ -180,10 +172,10 @@ def dense_forward(inputs, kernel, bias, rule):
     Args:
         inputs: `(batch, input_dim)` float32.
         kernel: `(input_dim, units)` float32 (the float shadow weights when
-            `rule.binary_weights`), or a list of row blocks of its transpose,
-            `[(units_j, input_dim), ...]` with `sum(units_j) == units` (the
-            layout of TFLite Micro exports: each block is a FULLY_CONNECTED
-            weight, and the product is the same).
+            `rule.binary_weights`), or a device layout of it: any object with
+            a `left_product(h, transform)` method returning
+            `h @ transform(kernel)` (TFLite Micro's row blocks,
+            `keras_spela.lite.micro_program.RowBlockKernel`).
         bias: `(units,)` float32, or None.
         rule: a `DenseRule`.
 
@@ -193,9 +185,8 @@ def dense_forward(inputs, kernel, bias, rule):
     """
     h = normalize_rows(inputs) if rule.normalize_inputs else inputs
     weights = binarize if rule.binary_weights else (lambda w: w)
-    if isinstance(kernel, (list, tuple)):
-        parts = [tf.matmul(h, weights(block), transpose_b=True) for block in kernel]
-        z = concat(parts, axis=-1)
+    if hasattr(kernel, "left_product"):
+        z = kernel.left_product(h, weights)
     else:
         z = tf.matmul(h, weights(kernel))
     if bias is not None:
@@ -346,38 +337,3 @@ def _largest_magnitude(t):
 def bias_gradient(grad_z):
     """`dL/dbias = sum over the batch of dL/dz`, `(units,)`."""
     return tf.reduce_sum(grad_z, axis=0)
-
-
-def dense_local_step(
-    inputs, targets, kernel, bias, class_vectors, rule, sample_weight=None
-):
-    """One dense SPELA layer's local rule: forward pass and closed-form grads.
-
-    Args:
-        inputs: `(batch, input_dim)`; treated as a constant.
-        targets: one-hot labels `(batch, num_classes)`.
-        kernel: `(input_dim, units)`.
-        bias: `(units,)` or None.
-        class_vectors: `(num_classes, units)`.
-        rule: a `DenseRule`.
-        sample_weight: optional `(batch,)` example weights.
-
-    Returns:
-        A `LocalStep`.
-    """
-    error = local_error(
-        *dense_forward(inputs, kernel, bias, rule),
-        targets,
-        class_vectors,
-        rule,
-        sample_weight,
-    )
-    return local_step(error, has_bias=bias is not None)
-
-
-def local_step(error, has_bias=True):
-    """The `LocalStep` (parameter gradients) of a `LocalError`."""
-    gradients = [kernel_gradient(error.inputs, error.grad_z)]
-    if has_bias:
-        gradients.append(bias_gradient(error.grad_z))
-    return LocalStep(error.outputs, gradients, error.loss, error.scores)

@@ -115,23 +115,40 @@ def test_class_scores_are_cosines_in_range():
     np.testing.assert_allclose(layer.class_scores(tf.constant(v)).numpy().diagonal(), 1.0, atol=1e-6)
 
 
-def test_local_gradients_changes_no_variable_and_equals_rule():
+def test_local_error_changes_no_variable_and_gradients_match_a_layer_tape():
+    # The one oracle: a GradientTape scoped to this layer's own variables.
     layer = _built()
     x, y = _data()
     before = _snapshot(layer)
     targets = rules.one_hot(tf.constant(y), NUM_CLASSES)
-    step = layer.local_gradients(tf.constant(x), targets)
+    with tf.GradientTape() as tape:
+        error = layer.local_error(tf.constant(x), targets)
+    expected = tape.gradient(error.loss, layer.trainable_variables)
+    gradients = layer.parameter_gradients(error)
     for b, v in zip(before, layer.weights):
         np.testing.assert_array_equal(b, v.numpy())
-    expected = rules.dense_local_step(
-        tf.constant(x), targets, layer.kernel, layer.bias, layer.class_vectors, layer.rule
-    )
-    assert len(step.gradients) == len(layer.trainable_variables)
-    for g, e, var in zip(step.gradients, expected.gradients, layer.trainable_variables):
+    assert len(gradients) == len(layer.trainable_variables) == 2
+    for g, e, var in zip(gradients, expected, layer.trainable_variables):
         assert g.shape == var.shape
-        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(step.loss.numpy(), expected.loss.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(step.outputs.numpy(), layer(x).numpy(), rtol=1e-6)
+        assert np.max(np.abs(e.numpy())) > 0
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(error.outputs.numpy(), layer(x).numpy(), rtol=1e-6)
+    h, grad_z = layer.kernel_gradient_factors(error)
+    np.testing.assert_allclose(
+        (tf.transpose(h) @ grad_z).numpy(), gradients[0].numpy(), rtol=1e-6
+    )
+
+
+def test_local_error_uses_given_weights_instead_of_its_own():
+    layer = _built()
+    x, y = _data()
+    targets = rules.one_hot(tf.constant(y), NUM_CLASSES)
+    kernel = tf.constant(layer.kernel.numpy() * 2.0)
+    error = layer.local_error(tf.constant(x), targets, weights={"kernel": kernel})
+    expected = rules.dense_forward(tf.constant(x), kernel, layer.bias, layer.rule)[2]
+    np.testing.assert_allclose(error.outputs.numpy(), expected.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no trainable weight"):
+        layer.parameter_gradient(error, "moving_mean")
 
 
 # ------------------------------------------------------------------- config

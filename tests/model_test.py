@@ -128,22 +128,21 @@ def test_train_step_equals_manual_sgd_update(local_loss):
     k2, b2 = h2.kernel.numpy(), h2.bias.numpy()
     targets = rules.one_hot(tf.constant(y), NUM_CLASSES)
 
-    step1 = rules.dense_local_step(
-        tf.constant(x), targets, tf.constant(k1), tf.constant(b1),
-        h1.class_vectors, h1.rule,
+    step1 = h1.local_error(
+        tf.constant(x), targets, weights={"kernel": tf.constant(k1), "bias": tf.constant(b1)}
     )
     # Layer 2 sees layer 1's PRE-update outputs.
-    step2 = rules.dense_local_step(
-        step1.outputs, targets, tf.constant(k2), tf.constant(b2),
-        h2.class_vectors, h2.rule,
+    step2 = h2.local_error(
+        step1.outputs, targets, weights={"kernel": tf.constant(k2), "bias": tf.constant(b2)}
     )
+    grads1, grads2 = h1.parameter_gradients(step1), h2.parameter_gradients(step2)
     logs = model.train_on_batch(x, y, return_dict=True)
 
     for variable, old, grad in [
-        (h1.kernel, k1, step1.gradients[0]),
-        (h1.bias, b1, step1.gradients[1]),
-        (h2.kernel, k2, step2.gradients[0]),
-        (h2.bias, b2, step2.gradients[1]),
+        (h1.kernel, k1, grads1[0]),
+        (h1.bias, b1, grads1[1]),
+        (h2.kernel, k2, grads2[0]),
+        (h2.bias, b2, grads2[1]),
     ]:
         assert np.max(np.abs(grad.numpy())) > 0
         np.testing.assert_allclose(
@@ -158,11 +157,19 @@ def test_train_step_equals_manual_sgd_update(local_loss):
 
 
 # ------------------------------------------------------------------ locality
-def test_compute_local_gradients_returns_only_own_trainable_variables():
+def _local_gradients(model, x, y, train_layers=None):
+    """`(gradients, variables, losses, scores)` of one sweep, through the
+    public methods that `train_step` calls."""
+    errors, scores = model.compute_local_errors(x, y, train_layers=train_layers)
+    gradients, variables, losses = model.compute_local_gradients(errors)
+    return gradients, variables, losses, scores
+
+
+def test_local_gradients_return_only_own_trainable_variables():
     x, y = _small_train(30)
     model = _model(units=(16, 12, 12))
     before = _snapshot(model)
-    gradients, variables, losses, scores = model.compute_local_gradients(x, y)
+    gradients, variables, losses, scores = _local_gradients(model, x, y)
     assert not _changed(before, model)
     expected = [v for layer in model.exit_layers for v in layer.trainable_variables]
     assert [v.path for v in variables] == [v.path for v in expected]
@@ -175,9 +182,7 @@ def test_compute_local_gradients_returns_only_own_trainable_variables():
         assert layer_scores.shape == (30, NUM_CLASSES)
 
     # With a subset of learning layers, only theirs are returned.
-    gradients, variables, losses, scores = model.compute_local_gradients(
-        x, y, train_layers=["h2"]
-    )
+    gradients, variables, losses, scores = _local_gradients(model, x, y, train_layers=["h2"])
     assert {v.path for v in variables} == _layer_paths(model.get_layer("h2"))
     assert set(losses) == {"h2"}
     assert set(scores) == {"h1", "h2", "h3"}
@@ -187,12 +192,12 @@ def test_changing_layer_two_leaves_layer_one_gradients_identical():
     x, y = _small_train(30)
     model = _model(units=(16, 12))
     h1, h2 = model.exit_layers
-    grads_before, _, losses_before, _ = model.compute_local_gradients(x, y)
+    grads_before, _, losses_before, _ = _local_gradients(model, x, y)
 
     rng = np.random.default_rng(0)
     h2.kernel.assign(rng.standard_normal(h2.kernel.shape).astype(np.float32))
     h2.class_vectors.assign(class_vectors_lib.random_vectors(NUM_CLASSES, 12, seed=99))
-    grads_after, _, losses_after, _ = model.compute_local_gradients(x, y)
+    grads_after, _, losses_after, _ = _local_gradients(model, x, y)
 
     n1 = len(h1.trainable_variables)
     for before, after in zip(grads_before[:n1], grads_after[:n1]):
@@ -207,7 +212,7 @@ def test_no_gradient_flows_from_layer_two_loss_into_layer_one():
     model = _model(units=(16, 12))
     h1, h2 = model.exit_layers
     with tf.GradientTape(persistent=True) as tape:
-        gradients, _, losses, _ = model.compute_local_gradients(x, y)
+        gradients, _, losses, _ = _local_gradients(model, x, y)
     assert tape.gradient(losses["h2"], h1.kernel) is None
     assert tape.gradient(losses["h2"], h1.bias) is None
     # Positive control: each loss does reach its own layer, and autodiff of the
@@ -244,7 +249,7 @@ def test_evaluate_reports_accuracy_and_loss_for_every_exit():
         scores = model.predict(x, exit=k, verbose=0)
         accuracy = np.mean(np.argmax(scores, axis=1) == y)
         np.testing.assert_allclose(result[f"{layer.name}_accuracy"], accuracy, atol=1e-6)
-        step = layer.local_gradients(h, targets)
+        step = layer.local_error(h, targets)
         np.testing.assert_allclose(result[f"{layer.name}_loss"], step.loss.numpy(), rtol=1e-5)
         total += float(step.loss)
         h = step.outputs
@@ -616,7 +621,7 @@ def _bad_batches():
     x_huge = np.full_like(x, 3e38)  # finite, but overflows inside the layer
     return {
         "label_too_large": (x, y_big, "num_classes"),
-        "negative_label": (x, y_negative, "negative"),
+        "negative_label": (x, y_negative, r"outside \[0, num_classes"),
         "float_labels": (x, y.astype(np.float32), "integer"),
         "one_hot_labels": (x, np.eye(NUM_CLASSES, dtype=np.int32)[y], "[Oo]ne-hot"),
         "nan_input": (x_nan, y, "NaN"),
@@ -786,11 +791,16 @@ def test_unknown_train_layers_rejected():
     with pytest.raises(ValueError, match="nope"):
         _model(units=(16, 12), train_layers=["h1", "nope"])
     with pytest.raises(ValueError, match="train_layers"):
-        _model(units=(16, 12), train_layers="h1")
+        _model(units=(16, 12), train_layers="nope")
     with pytest.raises(ValueError, match="train_layers"):
         _model(units=(16, 12), train_layers=True)
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="train_layers"):
         _model(units=(16, 12), train_layers=[])
+    with pytest.raises(ValueError, match="distinct"):
+        _model(units=(16, 12), train_layers=["h1", "h1"])
+    # The same forms as the exporters: one name, the last k layers.
+    assert _model(units=(16, 12), train_layers="h1").train_layers == ["h1"]
+    assert _model(units=(16, 12), train_layers=1).train_layers == ["h2"]
 
 
 def test_functional_chain_with_layers_also_used_elsewhere_accepted():

@@ -9,9 +9,8 @@ weight), and the step touches one block at a time:
 
 1. the forward sweep (`SpelaModel.compute_local_errors`, the code of
    `SpelaModel.train_step`) reads each block only for its own product;
-2. the batch is accepted only when the inputs, the labels, every local loss,
-   every layer input and every `dL/dz` are finite and valid, and no gradient
-   can exceed `rules.MAX_GRADIENT`;
+2. the batch is accepted or rejected by `keras_spela.acceptance`, the
+   definition the host's `train_step` asserts;
 3. each block's gradient (`rules.kernel_gradient` on its columns of `dL/dz`),
    optimizer step (`DeviceOptimizer.updated_variable`) and assignment run
    before the next block is read.
@@ -27,11 +26,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_spela import acceptance
 from keras_spela import rules
-from keras_spela.lite.trainable_module import count_nonfinite
-from keras_spela.lite.trainable_module import count_rejections
-from keras_spela.lite.trainable_module import select
+from keras_spela.layers import SpelaLayer
+from keras_spela.lite.trainable_module import exit_key
+from keras_spela.lite.trainable_module import frozen_constants
 from keras_spela.lite.trainable_module import model_input_shape
+
+
+class RowBlockKernel:
+    """A 2-D kernel stored as row blocks of its transpose, `[(units_j,
+    input_dim), ...]` with `sum(units_j) == units`: each block is a
+    FULLY_CONNECTED weight. `rules.dense_forward` takes it as a kernel."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+
+    def left_product(self, h, transform):
+        """`h @ transform(kernel)`, one product per block."""
+        parts = [
+            tf.matmul(h, transform(block), transpose_b=True) for block in self.blocks
+        ]
+        return rules.concat(parts, axis=-1)
 
 
 class _LearnedTensor(tf.Module):
@@ -49,9 +65,9 @@ class _LearnedTensor(tf.Module):
         old = self.variable.read_value()
         slots = [slot.read_value() for slot in self.slots]
         new, new_slots = optimizer.updated_variable(gradient, old, slots, coefficients)
-        self.variable.assign(select(accept, new, old))
+        self.variable.assign(acceptance.select(accept, new, old))
         for slot, old_slot, new_slot in zip(self.slots, slots, new_slots):
-            slot.assign(select(accept, new_slot, old_slot))
+            slot.assign(acceptance.select(accept, new_slot, old_slot))
 
 
 def block_rows(input_dim, units, block_bytes):
@@ -61,6 +77,11 @@ def block_rows(input_dim, units, block_bytes):
 
 class MicroTrainingProgram(tf.Module):
     """The single-graph TFLite Micro train step of a `SpelaModel`.
+
+    A learning layer's 2-D `kernel` is kept in row blocks when the layer
+    gives its gradient as a product (`SpelaLayer.kernel_gradient_factors`);
+    every other learned weight is updated whole, from
+    `SpelaLayer.parameter_gradient`.
 
     Args:
         model: a built `SpelaModel`.
@@ -80,48 +101,62 @@ class MicroTrainingProgram(tf.Module):
         self.batch_size = int(batch_size)
         self.input_shape = model_input_shape(model)
         self.learning = [l for l in model.exit_layers if l.name in train_layers]
-        self.kernel_blocks, self.biases, self.block_ranges = {}, {}, {}
-        learned_ids = set()
+        # {layer: [(start, stop), ...]}, {layer: [blocks]}, {layer: {name: tensor}}
+        self.block_ranges, self.kernel_blocks, self.whole = {}, {}, {}
+        self.weight_names = []
+        learned = []
         for layer in self.learning:
-            kernel = np.asarray(layer.kernel.numpy(), np.float32)
-            rows = block_rows(kernel.shape[0], kernel.shape[1], block_bytes)
-            ranges = [
-                (start, min(start + rows, kernel.shape[1]))
-                for start in range(0, kernel.shape[1], rows)
-            ]
-            self.block_ranges[layer.name] = ranges
-            self.kernel_blocks[layer.name] = [
-                _LearnedTensor(
-                    f"{layer.name}_kernel_{start}",
-                    np.ascontiguousarray(kernel[:, start:stop].T),
-                    optimizer,
-                )
-                for start, stop in ranges
-            ]
-            learned_ids.add(id(layer.kernel))
-            if layer.use_bias:
-                self.biases[layer.name] = _LearnedTensor(
-                    f"{layer.name}_bias", np.asarray(layer.bias.numpy()), optimizer
-                )
-                learned_ids.add(id(layer.bias))
+            self.whole[layer.name] = {}
+            for variable in layer.trainable_variables:
+                name = variable.path.split("/")[-1]
+                value = np.asarray(variable.numpy(), np.float32)
+                self.weight_names.append(f"{layer.name}_{name}")
+                learned.append(variable)
+                probe = layer.kernel_gradient_factors
+                if name == "kernel" and value.ndim == 2 and _gives_factors(probe):
+                    self._add_blocks(layer.name, value, optimizer, block_bytes)
+                else:
+                    self.whole[layer.name][name] = _LearnedTensor(
+                        f"{layer.name}_{name}", value, optimizer
+                    )
         self.shared = [
             tf.Variable(tf.constant(init, tf.float32), name=name)
             for name, _, init in optimizer.shared_state_shapes()
         ]
-        self._frozen = [
-            (variable, tf.constant(np.asarray(variable.numpy())))
-            for variable in model.variables
-            if id(variable) not in learned_ids
-        ]
-        self.weight_names = []
-        for layer in self.learning:
-            self.weight_names.append(f"{layer.name}_kernel")
-            if layer.use_bias:
-                self.weight_names.append(f"{layer.name}_bias")
+        self._frozen = frozen_constants(model, learned)
         self.x_spec = tf.TensorSpec(
             (self.batch_size,) + self.input_shape, tf.float32, name="x"
         )
         self.y_spec = tf.TensorSpec((self.batch_size,), tf.int32, name="y")
+
+    def _add_blocks(self, layer_name, kernel, optimizer, block_bytes):
+        rows = block_rows(kernel.shape[0], kernel.shape[1], block_bytes)
+        ranges = [
+            (start, min(start + rows, kernel.shape[1]))
+            for start in range(0, kernel.shape[1], rows)
+        ]
+        self.block_ranges[layer_name] = ranges
+        self.kernel_blocks[layer_name] = [
+            _LearnedTensor(
+                f"{layer_name}_kernel_{start}",
+                np.ascontiguousarray(kernel[:, start:stop].T),
+                optimizer,
+            )
+            for start, stop in ranges
+        ]
+
+    def _weights(self, layer_name):
+        """The layer's learned weights as `local_error` takes them: variables
+        (each block is read where it is used) or read values."""
+        weights = {
+            name: tensor.variable.read_value()
+            for name, tensor in self.whole[layer_name].items()
+        }
+        if layer_name in self.kernel_blocks:
+            weights["kernel"] = RowBlockKernel(
+                [block.variable for block in self.kernel_blocks[layer_name]]
+            )
+        return weights
 
     def step(self, x, y, expose_weights=False):
         """One train step. Returns `loss`, `exit_<k>_loss` per learning
@@ -130,65 +165,70 @@ class MicroTrainingProgram(tf.Module):
         every learned weight after the update (`<layer>_kernel`,
         `<layer>_bias`, in the Keras layout)."""
         names = [layer.name for layer in self.learning]
-        mapping = self._frozen + [
-            (layer.bias, self.biases[layer.name].variable.read_value())
-            for layer in self.learning
-            if layer.use_bias
-        ]
-        with keras.StatelessScope(state_mapping=mapping):
-            # Variables, not values: each block is read where it is used.
-            kernels = {
-                name: [block.variable for block in self.kernel_blocks[name]]
-                for name in names
-            }
+        with keras.StatelessScope(state_mapping=self._frozen):
             errors, scores = self.model.compute_local_errors(
-                x, y, training=False, train_layers=names, kernels=kernels
+                x,
+                y,
+                training=False,
+                train_layers=names,
+                weights={name: self._weights(name) for name in names},
             )
-        bad = count_rejections(x, y, errors, self.model.num_classes)
-        for error in errors.values():
-            bad += count_nonfinite(error.inputs) + count_nonfinite(error.grad_z)
-        accept = tf.equal(bad, 0.0)
+        counts = acceptance.rejection_counts(x, y, errors, self.model.num_classes)
+        accept = acceptance.accepted(counts)
 
         optimizer = self.device_optimizer
         shared = [variable.read_value() for variable in self.shared]
         new_shared, coefficients = optimizer.advance(shared)
         for variable, old, new in zip(self.shared, shared, new_shared):
-            variable.assign(select(accept, new, old))
+            variable.assign(acceptance.select(accept, new, old))
         # x * 1.0 (or * 0.0 on a rejected batch, whose values are dropped):
         # makes every update come after the check in the converted graph.
         check = tf.cast(accept, tf.float32)
         for layer in self.learning:
             error = errors[layer.name]
-            grad_z = error.grad_z * check
-            # Transposed once per layer (the MUL keeps the converter from
-            # folding them into a BATCH_MATMUL, which would keep persistent
-            # transposed copies of its inputs for every block).
-            grad_z_t = tf.transpose(error.grad_z) * check
-            h_t = tf.transpose(error.inputs) * check
-            for (start, stop), block in zip(
-                self.block_ranges[layer.name], self.kernel_blocks[layer.name]
-            ):
-                gradient = rules.transposed_kernel_gradient(grad_z_t[start:stop], h_t)
-                block.apply(gradient, optimizer, coefficients, accept)
-            if layer.use_bias:
-                self.biases[layer.name].apply(
-                    rules.bias_gradient(grad_z), optimizer, coefficients, accept
-                )
+            if layer.name in self.kernel_blocks:
+                h, grad_z = layer.kernel_gradient_factors(error)
+                # Transposed once per layer (the MUL keeps the converter from
+                # folding them into a BATCH_MATMUL, which would keep
+                # persistent transposed copies of its inputs for every block).
+                grad_z_t = tf.transpose(grad_z) * check
+                h_t = tf.transpose(h) * check
+                for (start, stop), block in zip(
+                    self.block_ranges[layer.name], self.kernel_blocks[layer.name]
+                ):
+                    gradient = rules.transposed_kernel_gradient(
+                        grad_z_t[start:stop], h_t
+                    )
+                    block.apply(gradient, optimizer, coefficients, accept)
+            checked = error._replace(grad_z=error.grad_z * check)
+            for name, tensor in self.whole[layer.name].items():
+                gradient = layer.parameter_gradient(checked, name)
+                tensor.apply(gradient, optimizer, coefficients, accept)
 
-        exit_names = [layer.name for layer in self.model.exit_layers]
         outputs = {
             "loss": tf.add_n([error.loss for error in errors.values()]),
             "accepted": tf.cast(accept, tf.int32),
-            "scores": scores[exit_names[-1]],
+            "scores": scores[self.model.exit_layers[-1].name],
         }
         for name, error in errors.items():
-            outputs[f"exit_{exit_names.index(name)}_loss"] = error.loss
+            outputs[f"{exit_key(self.model, name)}_loss"] = error.loss
         if expose_weights:
-            for layer in self.learning:
+            outputs.update(self._exposed_weights())
+        return outputs
+
+    def _exposed_weights(self):
+        """Every learned weight, `<layer>_<weight>`, in the Keras layout."""
+        outputs = {}
+        for layer in self.learning:
+            if layer.name in self.kernel_blocks:
                 blocks = [block.variable for block in self.kernel_blocks[layer.name]]
                 outputs[f"{layer.name}_kernel"] = tf.transpose(rules.concat(blocks, 0))
-                if layer.use_bias:
-                    outputs[f"{layer.name}_bias"] = self.biases[
-                        layer.name
-                    ].variable.read_value()
+            for name, tensor in self.whole[layer.name].items():
+                outputs[f"{layer.name}_{name}"] = tensor.variable.read_value()
         return outputs
+
+
+def _gives_factors(method):
+    """Whether a layer's `kernel_gradient_factors` is its own (not the base
+    class's, which returns None)."""
+    return getattr(method, "__func__", None) is not SpelaLayer.kernel_gradient_factors

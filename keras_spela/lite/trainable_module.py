@@ -1,65 +1,54 @@
 """A tf.Module with the train / infer / get_weights / set_weights signatures.
 
-The train signature calls `SpelaModel.compute_local_errors`, the same code
-as `SpelaModel.train_step`, then a `DeviceOptimizer` step, and assigns the new
-values only when the batch is valid (finite inputs, labels in range, finite
-losses, bounded gradients). The gate is a SELECT_V2 on one boolean (`select`),
-so a rejected batch leaves every weight and every optimizer state exactly as
-it was, even when its candidate values are NaN, with builtin ops only.
+The train signature calls `SpelaModel.compute_local_errors` and
+`compute_local_gradients`, the code of `SpelaModel.train_step`, then a
+`DeviceOptimizer` step, and assigns the new values only when the batch is
+accepted (`keras_spela.acceptance`, the host's definition). The gate is a
+SELECT_V2 on one boolean (`acceptance.select`), so a rejected batch leaves
+every weight and every optimizer state exactly as it was, even when its
+candidate values are NaN, with builtin ops only.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import rules
-
-# Largest finite float32; |x| <= this is false for NaN and +-inf.
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+from keras_spela import acceptance
 
 
-def count_nonfinite(tensor):
-    """Number of NaN or infinite entries (LESS_EQUAL + CAST + SUM, builtins)."""
-    finite = tf.cast(tf.less_equal(tf.abs(tensor), _FLOAT32_MAX), tf.float32)
-    return tf.reduce_sum(1.0 - finite)
+def frozen_constants(model, learned_variables=()):
+    """`(variable, constant)` pairs for every variable of `model` that does
+    not learn on the device (a `keras.StatelessScope` state mapping)."""
+    learned_ids = {id(variable) for variable in learned_variables}
+    return [
+        (variable, tf.constant(np.asarray(variable.numpy())))
+        for variable in model.variables
+        if id(variable) not in learned_ids
+    ]
 
 
-def count_bad_labels(labels, num_classes):
-    """Number of labels outside `[0, num_classes)`."""
-    in_range = tf.cast(tf.greater_equal(labels, 0), tf.float32) * tf.cast(
-        tf.less(labels, num_classes), tf.float32
+def exit_key(model, layer_name):
+    """The output key prefix of a SPELA layer: `exit_<k>`."""
+    names = [layer.name for layer in model.exit_layers]
+    return f"exit_{names.index(layer_name)}"
+
+
+def inference_outputs(model, x):
+    """`scores` (the last exit) and `exit_<k>_scores` for every exit k."""
+    scores = model.exit_scores(x, training=False)
+    outputs = {"scores": scores[model.exit_layers[-1].name]}
+    outputs.update({f"{exit_key(model, n)}_scores": v for n, v in scores.items()})
+    return outputs
+
+
+def model_input_shape(model):
+    """The per-example input shape of a built SpelaModel."""
+    if model.example_input_shape is not None:
+        return tuple(model.example_input_shape)
+    raise ValueError(
+        "The model's input shape is unknown: start its layer list with "
+        "keras.Input(shape) to export it."
     )
-    return tf.reduce_sum(1.0 - in_range)
-
-
-def count_unbounded(errors):
-    """Number of layers whose gradients could exceed `rules.MAX_GRADIENT`
-    (NaN bounds count too)."""
-    bounds = tf.stack([rules.gradient_bound(e) for e in errors.values()])
-    return tf.reduce_sum(
-        1.0 - tf.cast(tf.less_equal(bounds, rules.MAX_GRADIENT), tf.float32)
-    )
-
-
-def count_rejections(x, y, errors, num_classes):
-    """Reasons to reject a batch: NaN/inf inputs, labels out of range,
-    non-finite local losses, gradients that could overflow (0 accepts)."""
-    losses = tf.stack([error.loss for error in errors.values()])
-    return (
-        count_nonfinite(x)
-        + count_bad_labels(y, num_classes)
-        + count_nonfinite(losses)
-        + count_unbounded(errors)
-    )
-
-
-def select(accept, new, old):
-    """`new` if `accept` else `old`, NaN-safe: SELECT_V2 on one boolean, or
-    a GATHER for scalars (the converter would make those a SELECT, which
-    TFLite Micro lacks)."""
-    if new.shape.rank == 0:
-        return tf.gather(tf.stack([old, new]), tf.cast(accept, tf.int32))
-    return tf.where(accept, new, old)
 
 
 class SpelaTrainingModule(tf.Module):
@@ -85,12 +74,12 @@ class SpelaTrainingModule(tf.Module):
         learning = [l for l in model.exit_layers if l.name in self.train_layer_names]
         self.weight_names = []
         self.weights = []
-        learned_ids = set()
+        learned = []
         for layer in learning:
             for variable in layer.trainable_variables:
                 self.weight_names.append(f"{layer.name}_{_short_name(variable)}")
                 self.weights.append(variable.value)
-                learned_ids.add(id(variable))
+                learned.append(variable)
         state_specs = optimizer.state_shapes(
             self.weight_names, [tuple(w.shape) for w in self.weights]
         )
@@ -100,11 +89,7 @@ class SpelaTrainingModule(tf.Module):
             for name, shape, init in state_specs
         ]
         # Everything that does not learn on the device is frozen as a constant.
-        self._frozen = [
-            (variable, tf.constant(np.asarray(variable.numpy())))
-            for variable in model.variables
-            if id(variable) not in learned_ids
-        ]
+        self._frozen = frozen_constants(model, learned)
         input_shape = model_input_shape(model)
         self.input_shape = input_shape
         x_train = tf.TensorSpec((self.batch_size,) + input_shape, tf.float32, name="x")
@@ -141,8 +126,9 @@ class SpelaTrainingModule(tf.Module):
             errors, _ = self.model.compute_local_errors(
                 x, y, training=False, train_layers=self.train_layer_names
             )
-            gradients, _, losses = self.model._gradients(errors)
-        accept = tf.equal(count_rejections(x, y, errors, self.model.num_classes), 0.0)
+            gradients, _, losses = self.model.compute_local_gradients(errors)
+        counts = acceptance.rejection_counts(x, y, errors, self.model.num_classes)
+        accept = acceptance.accepted(counts)
         values = [w.read_value() for w in self.weights]
         state = [s.read_value() for s in self.state]
         new_values, new_state = self.device_optimizer.updated_values(
@@ -151,26 +137,21 @@ class SpelaTrainingModule(tf.Module):
         for variable, old, new in zip(
             self.all_variables, values + state, new_values + new_state
         ):
-            variable.assign(select(accept, new, old))
+            variable.assign(acceptance.select(accept, new, old))
         outputs = {
             "loss": tf.add_n(list(losses.values())),
             "accepted": tf.cast(accept, tf.int32),
         }
-        outputs.update({f"{self._exit_key(n)}_loss": v for n, v in losses.items()})
+        outputs.update(
+            {f"{exit_key(self.model, n)}_loss": v for n, v in losses.items()}
+        )
         return outputs
 
     def _infer(self, x):
         """Class scores for any batch size. Returns a map of `scores` (the last
         exit) and `exit_<k>_scores` for every exit k."""
         with self._frozen_scope():
-            scores = self.model.exit_scores(x, training=False)
-        outputs = {"scores": scores[self.model.exit_layers[-1].name]}
-        outputs.update({f"{self._exit_key(n)}_scores": v for n, v in scores.items()})
-        return outputs
-
-    def _exit_key(self, layer_name):
-        names = [layer.name for layer in self.model.exit_layers]
-        return f"exit_{names.index(layer_name)}"
+            return inference_outputs(self.model, x)
 
     def _get_weights(self, request=None):
         """A map of every learned weight and optimizer state, by name.
@@ -182,22 +163,13 @@ class SpelaTrainingModule(tf.Module):
         """Sets every learned weight and optimizer state (names as in
         get_weights). Returns `accepted`: 0 (and nothing changed) when a value
         is not finite."""
-        accept = tf.equal(tf.add_n([count_nonfinite(v) for v in values]), 0.0)
+        accept = tf.equal(
+            tf.add_n([acceptance.count_nonfinite(v) for v in values]), 0.0
+        )
         for variable, new in zip(self.all_variables, values):
-            variable.assign(select(accept, new, variable.read_value()))
+            variable.assign(acceptance.select(accept, new, variable.read_value()))
         return {"accepted": tf.cast(accept, tf.int32)}
 
 
 def _short_name(variable):
     return variable.path.split("/")[-1]
-
-
-def model_input_shape(model):
-    """The per-example input shape of a built SpelaModel."""
-    if model._input_shape_arg is not None:
-        return tuple(model._input_shape_arg)
-    raise ValueError(
-        "The model's input shape is unknown: start its layer list with "
-        "keras.Input(shape) to export it."
-    )
-

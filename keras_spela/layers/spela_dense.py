@@ -1,16 +1,15 @@
-"""SPELA layers: Keras layers that carry their own local learning rule."""
+"""SpelaDense: a densely-connected SPELA layer."""
 
 import numbers
 
 import keras
-import numpy as np
 
-from keras_spela import class_vectors as class_vectors_lib
 from keras_spela import rules
+from keras_spela.layers.spela_layer import SpelaLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_spela")
-class SpelaDense(keras.layers.Layer):
+class SpelaDense(SpelaLayer):
     """A densely-connected layer trained by its own SPELA local loss.
 
     The forward pass is `outputs = activation(inputs @ kernel + bias)` (with the
@@ -63,7 +62,8 @@ class SpelaDense(keras.layers.Layer):
 
     ```python
     layer = keras_spela.SpelaDense(34, num_classes=10)
-    step = layer.local_gradients(x, y)   # outputs, gradients, loss, scores
+    error = layer.local_error(x, rules.one_hot(y, 10))  # loss, dL/dz, scores
+    gradients = layer.parameter_gradients(error)       # kernel, bias
     scores = layer.class_scores(layer(x))
     ```
     """
@@ -85,20 +85,16 @@ class SpelaDense(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(units, (int, np.integer)) or units < 1:
+        super().__init__(num_classes, class_vectors, seed, **kwargs)
+        if (
+            not isinstance(units, numbers.Integral)
+            or isinstance(units, bool)
+            or units < 1
+        ):
             raise ValueError(
                 f"units must be a positive integer, received units={units!r}."
             )
-        if num_classes is not None and (
-            not isinstance(num_classes, (int, np.integer)) or num_classes < 2
-        ):
-            raise ValueError(
-                "num_classes must be an integer >= 2, received "
-                f"num_classes={num_classes!r}."
-            )
         self.units = int(units)
-        self.num_classes = None if num_classes is None else int(num_classes)
         self.rule = rules.DenseRule(
             activation=activation,
             negative_slope=float(negative_slope),
@@ -111,17 +107,7 @@ class SpelaDense(keras.layers.Layer):
             normalize_inputs=bool(normalize_inputs),
             binary_weights=bool(binary_weights),
         )
-        if isinstance(class_vectors, str):
-            if class_vectors not in class_vectors_lib.KINDS:
-                raise ValueError(
-                    f"Unknown class_vectors={class_vectors!r}. Expected one of "
-                    f"{class_vectors_lib.KINDS} or an array."
-                )
-            self.class_vectors_kind = class_vectors
-        else:
-            self.class_vectors_kind = np.asarray(class_vectors, np.float32)
         self.use_bias = bool(use_bias)
-        self.seed = seed
         if isinstance(kernel_initializer, str) and seed is not None:
             kernel_initializer = keras.initializers.get(
                 {"class_name": kernel_initializer, "config": {"seed": seed}}
@@ -131,22 +117,11 @@ class SpelaDense(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     def build(self, input_shape):
-        if self.num_classes is None:
-            raise ValueError(
-                f"Layer {self.name!r} needs num_classes before it is built: "
-                "pass num_classes= to SpelaDense or to SpelaModel."
-            )
         if len(input_shape) != 2:
             raise ValueError(
                 f"SpelaDense expects inputs of shape (batch, features), received "
                 f"{tuple(input_shape)}. Put a keras.layers.Flatten() before it."
             )
-        seed = self.seed
-        if seed is None:
-            seed = int(np.random.randint(0, 2**31 - 1))
-        vectors = class_vectors_lib.make_class_vectors(
-            self.class_vectors_kind, self.num_classes, self.units, seed
-        )
         self.kernel = self.add_weight(
             name="kernel",
             shape=(input_shape[-1], self.units),
@@ -157,12 +132,7 @@ class SpelaDense(keras.layers.Layer):
             self.bias = self.add_weight(
                 name="bias", shape=(self.units,), initializer=self.bias_initializer
             )
-        self.class_vectors = self.add_weight(
-            name="class_vectors",
-            shape=vectors.shape,
-            initializer=keras.initializers.Constant(vectors),
-            trainable=False,
-        )
+        self.add_class_vectors(self.units)
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_shape[-1]})
 
     def call(self, inputs):
@@ -171,73 +141,51 @@ class SpelaDense(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def class_scores(self, outputs):
-        """Cosine of `outputs` (this layer's outputs) to every class vector.
-
-        Returns:
-            `(batch_size, num_classes)` float32 scores in [-1, 1].
-        """
-        return rules.cosine_scores(outputs, self.class_vectors)
-
-    def local_error(self, inputs, targets, sample_weight=None, kernel=None):
+    def local_error(self, inputs, targets, sample_weight=None, weights=None):
         """Runs the forward pass and the local loss on one batch; changes
-        nothing.
-
-        Args:
-            inputs: `(batch, input_dim)` inputs of this layer (a constant).
-            targets: one-hot labels `(batch, num_classes)` (`rules.one_hot`).
-            sample_weight: optional `(batch,)` example weights.
-            kernel: the kernel to use instead of `self.kernel`, in any layout
-                `rules.dense_forward` takes (the TFLite Micro exporter passes
-                the row blocks of its transpose).
+        nothing (see `SpelaLayer.local_error`; `weights` may hold `"kernel"`
+        in any layout `rules.dense_forward` takes, and `"bias"`).
 
         Returns:
             A `rules.LocalError` (inputs, outputs, `dL/dz`, loss, scores).
         """
         if not self.built:
             self.build(tuple(inputs.shape))
-        if kernel is None:
-            kernel = self.kernel
+        weights = weights or {}
+        kernel = weights.get("kernel", self.kernel)
+        bias = weights.get("bias", self._bias())
         return rules.local_error(
-            *rules.dense_forward(inputs, kernel, self._bias(), self.rule),
+            *rules.dense_forward(inputs, kernel, bias, self.rule),
             targets,
             self.class_vectors,
             self.rule,
             sample_weight,
         )
 
-    def local_gradients(self, inputs, targets, sample_weight=None):
-        """Runs the closed-form local rule on one batch; changes nothing.
+    def parameter_gradient(self, error, name):
+        """`dL/dkernel = h^T dL/dz` or `dL/dbias = sum(dL/dz)`."""
+        if name == "kernel":
+            return rules.kernel_gradient(error.inputs, error.grad_z)
+        if name == "bias":
+            return rules.bias_gradient(error.grad_z)
+        raise ValueError(f"SpelaDense has no trainable weight {name!r}.")
 
-        Args:
-            inputs: `(batch, input_dim)` inputs of this layer (a constant).
-            targets: one-hot labels `(batch, num_classes)` (`rules.one_hot`).
-            sample_weight: optional `(batch,)` example weights.
-
-        Returns:
-            A `rules.LocalStep` whose `gradients` line up with
-            `self.trainable_variables` (`kernel`, then `bias`).
-        """
-        error = self.local_error(inputs, targets, sample_weight)
-        return rules.local_step(error, has_bias=self.use_bias)
+    def kernel_gradient_factors(self, error):
+        """`(h, dL/dz)`: `dL/dkernel = h^T dL/dz`."""
+        return error.inputs, error.grad_z
 
     def _bias(self):
         return self.bias if self.use_bias else None
 
     def get_config(self):
         config = super().get_config()
-        class_vectors = self.class_vectors_kind
-        if not isinstance(class_vectors, str):
-            class_vectors = class_vectors.tolist()
         config.update(
             {
                 "units": self.units,
-                "num_classes": self.num_classes,
                 "activation": self.rule.activation,
                 "negative_slope": self.rule.negative_slope,
                 "local_loss": self.rule.local_loss,
                 "temperature": self.rule.temperature,
-                "class_vectors": class_vectors,
                 "normalize_inputs": self.rule.normalize_inputs,
                 "binary_weights": self.rule.binary_weights,
                 "use_bias": self.use_bias,
@@ -247,7 +195,6 @@ class SpelaDense(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(
                     self.bias_initializer
                 ),
-                "seed": self.seed,
             }
         )
         return config

@@ -1,0 +1,7 @@
+"""SPELA layers: Keras layers that carry their own local learning rule."""
+
+from keras_spela.layers.spela_dense import SpelaDense
+from keras_spela.layers.spela_layer import SpelaLayer
+from keras_spela.layers.spela_layer import is_spela_layer
+
+__all__ = ["SpelaDense", "SpelaLayer", "is_spela_layer"]

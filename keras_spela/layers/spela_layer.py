@@ -1,0 +1,153 @@
+"""SpelaLayer: the interface that every kind of SPELA layer implements."""
+
+import numbers
+
+import keras
+import numpy as np
+
+from keras_spela import class_vectors as class_vectors_lib
+from keras_spela import rules
+
+
+def is_spela_layer(layer):
+    """Whether `layer` carries a SPELA local rule (and so is an exit)."""
+    return isinstance(layer, SpelaLayer)
+
+
+class SpelaLayer(keras.layers.Layer):
+    """Base class of the SPELA layers: a layer with its own local rule.
+
+    Every SPELA layer owns fixed class vectors (a non-trainable weight) and is
+    an exit of the network. `SpelaModel`'s steps, the LiteRT training module
+    and the TFLite Micro program use a SPELA layer only through this
+    interface, so a new kind of layer plugs in by implementing it:
+
+    - `call(inputs)`: the forward pass (`keras.layers.Layer`).
+    - `class_scores(outputs)`: `(batch, num_classes)` class scores of the
+      layer's outputs (the base class: cosine to every class vector).
+    - `local_error(inputs, targets, sample_weight, weights)`: the forward pass
+      and the local loss with its closed-form gradient at the pre-activation,
+      a `rules.LocalError`; changes nothing.
+    - `parameter_gradient(error, name)`: the closed-form gradient of the
+      local loss with respect to the trainable weight `name` ("kernel",
+      "bias", ...). `parameter_gradients(error)` lines them up with
+      `trainable_variables`.
+    - `kernel_gradient_factors(error)` (optional): `(h, g)` with
+      `d loss / d kernel = h^T g` for a 2-D `kernel`. Device programs use it
+      to update the kernel in blocks (`keras_spela.lite.micro_program`);
+      `None` (the default) means the kernel is updated whole.
+
+    Subclasses call `super().__init__(num_classes, class_vectors, seed,
+    **kwargs)` and `self.add_class_vectors(dim)` in `build`.
+
+    Args:
+        num_classes: number of classes; `SpelaModel` fills it in when None.
+        class_vectors: a kind from `class_vectors.KINDS` or an array of shape
+            `(num_classes, dim)` with unit rows.
+        seed: integer seed of the class vectors (None: numpy's global
+            generator, which `keras.utils.set_random_seed` seeds).
+    """
+
+    def __init__(self, num_classes=None, class_vectors="coulomb", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes is not None and (
+            not isinstance(num_classes, numbers.Integral)
+            or isinstance(num_classes, bool)
+            or num_classes < 2
+        ):
+            raise ValueError(
+                "num_classes must be an integer >= 2, received "
+                f"num_classes={num_classes!r}."
+            )
+        self.num_classes = None if num_classes is None else int(num_classes)
+        if isinstance(class_vectors, str):
+            if class_vectors not in class_vectors_lib.KINDS:
+                raise ValueError(
+                    f"Unknown class_vectors={class_vectors!r}. Expected one of "
+                    f"{class_vectors_lib.KINDS} or an array."
+                )
+            self.class_vectors_kind = class_vectors
+        else:
+            self.class_vectors_kind = np.asarray(class_vectors, np.float32)
+        if seed is not None and (
+            not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
+        ):
+            raise ValueError(f"seed must be an integer or None, received seed={seed!r}.")
+        self.seed = None if seed is None else int(seed)
+
+    def add_class_vectors(self, dim):
+        """Creates the `class_vectors` weight, `(num_classes, dim)`."""
+        if self.num_classes is None:
+            raise ValueError(
+                f"Layer {self.name!r} needs num_classes before it is built: "
+                f"pass num_classes= to {type(self).__name__} or to SpelaModel."
+            )
+        seed = self.seed
+        if seed is None:
+            seed = int(np.random.randint(0, 2**31 - 1))
+        vectors = class_vectors_lib.make_class_vectors(
+            self.class_vectors_kind, self.num_classes, dim, seed
+        )
+        self.class_vectors = self.add_weight(
+            name="class_vectors",
+            shape=vectors.shape,
+            initializer=keras.initializers.Constant(vectors),
+            trainable=False,
+        )
+
+    def class_scores(self, outputs):
+        """Cosine of `outputs` (this layer's outputs) to every class vector.
+
+        Returns:
+            `(batch_size, num_classes)` float32 scores in [-1, 1].
+        """
+        return rules.cosine_scores(outputs, self.class_vectors)
+
+    def local_error(self, inputs, targets, sample_weight=None, weights=None):
+        """Runs the forward pass and the local loss on one batch; changes
+        nothing.
+
+        Args:
+            inputs: this layer's inputs (a constant).
+            targets: one-hot labels `(batch, num_classes)` (`rules.one_hot`).
+            sample_weight: optional `(batch,)` example weights.
+            weights: optional `{weight name: value}` used instead of the
+                layer's own weights (a device program passes its variables,
+                or a layout of them that `rules` accepts).
+
+        Returns:
+            A `rules.LocalError`.
+        """
+        raise NotImplementedError
+
+    def parameter_gradient(self, error, name):
+        """`d loss / d weight` of the trainable weight `name`, in closed form."""
+        raise NotImplementedError
+
+    def parameter_gradients(self, error):
+        """The gradients of `error`'s local loss, lined up with
+        `self.trainable_variables`."""
+        return [
+            self.parameter_gradient(error, variable.path.split("/")[-1])
+            for variable in self.trainable_variables
+        ]
+
+    def kernel_gradient_factors(self, error):
+        """`(h, g)` with `d loss / d kernel = h^T g`, or None (see the class
+        docstring)."""
+        del error
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        class_vectors = self.class_vectors_kind
+        if not isinstance(class_vectors, str):
+            class_vectors = class_vectors.tolist()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "class_vectors": class_vectors,
+                "seed": self.seed,
+            }
+        )
+        return config

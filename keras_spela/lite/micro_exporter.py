@@ -1,0 +1,199 @@
+"""Export the train step of a SpelaModel for TFLite Micro."""
+
+import collections
+import hashlib
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_spela.lite import exporter
+from keras_spela.lite import flatbuffer_ops
+from keras_spela.lite import micro_arena
+from keras_spela.lite import schedule
+from keras_spela.lite.micro_program import MicroTrainingProgram
+from keras_spela.lite.trainable_module import frozen_constants
+from keras_spela.lite.trainable_module import inference_outputs
+
+MicroExport = collections.namedtuple(
+    "MicroExport",
+    [
+        "path",
+        "inference_path",
+        "size_bytes",
+        "operators",
+        "inputs",
+        "outputs",
+        "arena_bytes",
+    ],
+)
+
+
+def export_tflite_micro(
+    model,
+    filepath,
+    batch_size=8,
+    optimizer=None,
+    learning_rate=None,
+    train_layers="all",
+    inference_filepath=None,
+    expose_weights=False,
+    block_bytes=None,
+):
+    """Exports the train step of a SpelaModel for TFLite Micro.
+
+    TFLite Micro runs one entry subgraph (the variables' initial values are
+    assigned by a CALL_ONCE subgraph) and has no SELECT or INT64 kernels, so
+    the train step is written as its own single-function model with static
+    shapes and float32 optimizer state. It learns like `train` of
+    `export_tflite` and also returns the pre-update `scores` of the last exit,
+    so the same interpreter serves inference: a batch whose labels are all -1
+    is rejected (no update) and only scores it.
+
+    Memory: each learned kernel is stored as row blocks of its transpose and
+    updated one block at a time, and the operators are ordered so that each
+    variable copy lives only as long as its user
+    (`keras_spela.lite.micro_program`, `keras_spela.lite.schedule`). The
+    arena is then the weights, the optimizer state, one batch's activations
+    and a few blocks, plus TFLite Micro's bookkeeping per operator.
+
+    Inputs are found by name, never by position (TFLite Micro orders them
+    differently from the Python arguments): `x` float32 `(batch_size, ...)`
+    and `y` int32 `(batch_size,)`. Outputs: `loss`, `exit_<k>_loss`,
+    `accepted`, `scores` (and every learned weight with `expose_weights`).
+    A JSON description (`<filepath stem>.json`) is written beside the model:
+    input and output order, batch size, input shape, number of classes,
+    weight names, the number of resource variables, and the arena bytes the
+    step needs (measured with the TFLite Micro interpreter when
+    `tflite-micro` is installed).
+
+    Args:
+        model, batch_size, optimizer, learning_rate, train_layers: as for
+            `export_tflite`.
+        filepath: where to write the train-step model.
+        inference_filepath: where to write an inference-only model (the
+            weights as constants, any exit); default: `<filepath stem>
+            _infer.tflite`.
+        expose_weights: also output every learned weight after the step
+            (costs arena memory; used to read weights back, e.g. in tests).
+        block_bytes: the largest kernel block in bytes; None chooses
+            `default_block_bytes` (smaller blocks: fewer temporary bytes,
+            more operators).
+
+    Returns:
+        A `MicroExport(path, inference_path, size_bytes, operators, inputs,
+        outputs, arena_bytes)`; `inputs` and `outputs` list the tensor names in the
+        interpreter's index order.
+    """
+    optimizer, train_layers = exporter.export_settings(
+        model, batch_size, optimizer, learning_rate, train_layers
+    )
+    if block_bytes is None:
+        block_bytes = default_block_bytes(model, optimizer, train_layers)
+    program = MicroTrainingProgram(
+        model, optimizer, train_layers, batch_size, block_bytes
+    )
+    step = tf.function(
+        lambda x, y: program.step(x, y, expose_weights),
+        input_signature=[program.x_spec, program.y_spec],
+    )
+    concrete = step.get_concrete_function()
+    output_keys = sorted(concrete.structured_outputs)  # flattening order
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], program)
+    data = schedule.schedule_for_micro(exporter.convert(converter, False))
+    operators = flatbuffer_ops.check_builtin_only(data, "TFLite Micro train step")
+    exporter.write(filepath, data)
+
+    if inference_filepath is None:
+        inference_filepath = os.path.splitext(filepath)[0] + "_infer.tflite"
+    _export_inference_model(model, inference_filepath, batch_size, program.input_shape)
+    inputs, outputs = _io_names(data, output_keys)
+    arena_bytes = micro_arena.measure_micro_arena(data)
+    description = {
+        "inputs": inputs,
+        "outputs": outputs,
+        "batch_size": int(batch_size),
+        "input_shape": list(program.input_shape),
+        "num_classes": model.num_classes,
+        "exits": [f"exit_{k}" for k in range(len(model.exit_layers))],
+        "weight_names": list(program.weight_names),
+        "arena_bytes": arena_bytes,
+        "block_bytes": int(block_bytes),
+        # For MicroResourceVariables::Create / MicroInterpreter's
+        # resource_variables argument on the device.
+        "resource_variables": _count_resource_variables(data),
+        "optimizer": optimizer.get_config(),
+        # Lets a device check that this description belongs to the model.
+        "model_sha256": hashlib.sha256(data).hexdigest(),
+    }
+    with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
+        json.dump(description, f, indent=2)
+    return MicroExport(
+        filepath, inference_filepath, len(data), operators, inputs, outputs, arena_bytes
+    )
+
+
+def default_block_bytes(model, optimizer, train_layers):
+    """The kernel block size of `export_tflite_micro`: `sqrt(512 * L)` bytes
+    for `L` bytes of learned weights and optimizer state. Smaller blocks
+    shrink the step's temporaries but add operators, and TFLite Micro keeps
+    about 100 bytes per operator; this balances the two (measured on
+    64-256-34 and 784-256-34 nets, SGD and Adam, batch 8)."""
+    slots = len(optimizer.slot_shapes("w", ()))
+    learned = sum(
+        int(np.prod(variable.shape)) * 4 * (1 + slots)
+        for layer in model.exit_layers
+        if layer.name in train_layers
+        for variable in layer.trainable_variables
+    )
+    return max(1024, int(math.sqrt(512 * learned)))
+
+
+def _export_inference_model(model, filepath, batch_size, input_shape):
+    """Writes an inference-only model: every weight a constant, scores at
+    every exit."""
+    frozen = frozen_constants(model)
+
+    def infer(x):
+        with keras.StatelessScope(state_mapping=frozen):
+            return inference_outputs(model, x)
+
+    spec = tf.TensorSpec((batch_size,) + input_shape, tf.float32, name="x")
+    concrete = tf.function(infer, input_signature=[spec]).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete], tf.Module()
+    )
+    data = exporter.convert(converter, quantize_frozen=False)
+    flatbuffer_ops.check_builtin_only(data, "TFLite Micro inference model")
+    exporter.write(filepath, data)
+
+
+def _io_names(data, output_keys):
+    """Logical names of a single-function model's inputs and outputs, in the
+    interpreter's index order (tensor names look like `serving_default_x:0`
+    and `StatefulPartitionedCall:<k>`, k indexing the sorted output keys)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    inputs = [
+        d["name"].split(":")[0].replace("serving_default_", "")
+        for d in interpreter.get_input_details()
+    ]
+    outputs = [
+        output_keys[int(d["name"].split(":")[-1])]
+        for d in interpreter.get_output_details()
+    ]
+    return inputs, outputs
+
+
+def _count_resource_variables(data):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return int(
+        flatbuffer_utils.count_resource_variables(
+            flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+        )
+    )
