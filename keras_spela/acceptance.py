@@ -4,7 +4,7 @@ A batch is learned from only when every count of `rejection_counts` is zero:
 
 - `"inputs"`: NaN or infinite input values;
 - `"labels"`: labels outside `[0, num_classes)`;
-- `"layer <name>"`, per learning layer: a non-finite local loss, a
+- `"layers"`, one count per learning layer: a non-finite local loss, a
   non-finite layer input or `dL/dz`, or parameter gradients that could
   exceed `rules.MAX_GRADIENT` (so that squared gradients, Adam's second
   moment, stay finite in float32).
@@ -47,35 +47,34 @@ def input_rejections(x, y, num_classes):
 
 
 def layer_rejections(errors):
-    """Per learning layer `{"layer <name>": count}` from its `rules.LocalError`.
-
-    A sum is NaN or infinite when any of its terms is, so each tensor costs
-    one reduction and no temporary of its size (which would stay alive in a
-    TFLite Micro arena)."""
-    counts = {}
-    for name, error in errors.items():
-        bound = rules.gradient_bound(error)
-        counts[f"layer {name}"] = (
-            count_nonfinite(error.loss)
-            + count_nonfinite(tf.reduce_sum(error.inputs))
-            + count_nonfinite(tf.reduce_sum(error.grad_z))
-            + (1.0 - tf.cast(tf.less_equal(bound, rules.MAX_GRADIENT), tf.float32))
-        )
-    return counts
+    """`{"layers": (num_layers,) counts}`, in the order of `errors` (a dict
+    `{layer name: rules.LocalError}`), or `{}` without learning layers."""
+    if not errors:
+        return {}
+    errors = list(errors.values())
+    losses = tf.stack([error.loss for error in errors])
+    bounds = tf.stack([rules.gradient_bound(error) for error in errors])
+    values = tf.stack(
+        [count_nonfinite(e.inputs) + count_nonfinite(e.grad_z) for e in errors]
+    )
+    nonfinite_losses = 1.0 - tf.cast(
+        tf.less_equal(tf.abs(losses), _FLOAT32_MAX), tf.float32
+    )
+    unbounded = 1.0 - tf.cast(tf.less_equal(bounds, rules.MAX_GRADIENT), tf.float32)
+    return {"layers": nonfinite_losses + unbounded + values}
 
 
 def rejection_counts(x, y, errors, num_classes):
-    """Every count of the module docstring, `{reason: float32 scalar}`."""
+    """Every count of the module docstring, `{reason: float32 counts}`."""
     return {**input_rejections(x, y, num_classes), **layer_rejections(errors)}
 
 
 def accepted(counts):
     """True (a boolean scalar) when every count is zero."""
-    return tf.equal(tf.add_n(list(counts.values())), 0.0)
+    return tf.equal(tf.add_n([tf.reduce_sum(c) for c in counts.values()]), 0.0)
 
 
-def rejection_message(reason, num_classes):
-    """What a non-zero count of `reason` means, for an error message."""
+def _message(reason, num_classes):
     if reason == "inputs":
         return "the inputs contain NaN or infinite values"
     if reason == "labels":
@@ -86,16 +85,27 @@ def rejection_message(reason, num_classes):
     )
 
 
-def assert_accepted(counts, num_classes):
-    """Assertions that fail, naming the reason, when a count is not zero."""
+def assert_accepted(counts, num_classes, layer_names=()):
+    """Assertions that fail, naming the reason, when a count is not zero.
+
+    Args:
+        counts: from `input_rejections`, `layer_rejections` or
+            `rejection_counts`.
+        num_classes: for the message about labels.
+        layer_names: the learning layers, in the order of `counts["layers"]`.
+    """
+    named = {k: v for k, v in counts.items() if k != "layers"}
+    if "layers" in counts:
+        for index, name in enumerate(layer_names):
+            named[f"layer {name!r}"] = counts["layers"][index]
     return [
         tf.debugging.assert_equal(
             count,
             tf.constant(0.0, count.dtype),
-            message=f"Rejected batch: {rejection_message(reason, num_classes)}; "
+            message=f"Rejected batch: {_message(reason, num_classes)}; "
             "no weight was changed",
         )
-        for reason, count in counts.items()
+        for reason, count in named.items()
     ]
 
 

@@ -281,7 +281,9 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             # The XLA function skips the update of a rejected batch; the
             # assertions (which XLA would drop) then raise.
             losses, counts, scores = self._xla_functions["step"](x, y, sample_weight)
-            tf.group(acceptance.assert_accepted(counts, self.num_classes))
+            tf.group(
+                acceptance.assert_accepted(counts, self.num_classes, list(losses))
+            )
         else:
             errors, scores = self.compute_local_errors(x, y, sample_weight)
             gradients, variables, losses = self.compute_local_gradients(errors)
@@ -291,7 +293,7 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             if replicas > 1:
                 gradients = [g / replicas for g in gradients]
             checks = acceptance.assert_accepted(
-                acceptance.layer_rejections(errors), self.num_classes
+                acceptance.layer_rejections(errors), self.num_classes, list(errors)
             )
             # Every op of the update (iterations included) waits for them.
             with tf.control_dependencies(checks):

@@ -186,6 +186,7 @@ class MicroTrainingProgram(tf.Module):
         check = tf.cast(accept, tf.float32)
         for layer in self.learning:
             error = errors[layer.name]
+            checked = error._replace(grad_z=error.grad_z * check)
             if layer.name in self.kernel_blocks:
                 h, grad_z = layer.kernel_gradient_factors(error)
                 # Transposed once per layer (the MUL keeps the converter from
@@ -200,7 +201,6 @@ class MicroTrainingProgram(tf.Module):
                         grad_z_t[start:stop], h_t
                     )
                     block.apply(gradient, optimizer, coefficients, accept)
-            checked = error._replace(grad_z=error.grad_z * check)
             for name, tensor in self.whole[layer.name].items():
                 gradient = layer.parameter_gradient(checked, name)
                 tensor.apply(gradient, optimizer, coefficients, accept)
