@@ -2,8 +2,9 @@
 # Run this project's Python tests with Bazel, fully offline:
 #     bash tools/bazel_test.sh [extra bazel test flags...]
 # Runs `bazel test //...` (override the targets with BAZEL_TEST_TARGETS="//:datasets_test").
-# Needs bazel (tools/install_bazel.sh) and a Python with the project's dependencies: an
-# activated virtualenv, else $KERAS_SPELA_VENV, else <repo root>/.venv, else python3 on PATH.
+# Needs bazel (tools/install_bazel.sh) and a Python with the project's dependencies, chosen in
+# this order: $KERAS_SPELA_VENV when set (even if another virtualenv is active), else the
+# active virtualenv ($VIRTUAL_ENV) if it has them, else <repo root>/.venv, else python3 on PATH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -15,16 +16,31 @@ if ! command -v bazel >/dev/null 2>&1; then
 fi
 
 # py_test runs the `python3` found on PATH (passed through by --test_env=PATH in .bazelrc).
-if [ -z "${VIRTUAL_ENV:-}" ]; then
-  venv="${KERAS_SPELA_VENV:-$ROOT/.venv}"
-  if [ -x "$venv/bin/python3" ]; then
-    VIRTUAL_ENV="$(cd "$venv" && pwd -P)"
-    export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH"
-  fi
-fi
 check='import importlib.util as u, sys
 missing = [m for m in ("pytest", "numpy", "tensorflow", "keras") if u.find_spec(m) is None]
 sys.exit("missing: " + ", ".join(missing) if missing else 0)'
+
+use_venv() {  # puts the virtualenv $1 first on PATH
+  VIRTUAL_ENV="$(cd "$1" && pwd -P)"
+  export VIRTUAL_ENV PATH="$VIRTUAL_ENV/bin:$PATH"
+}
+
+if [ -n "${KERAS_SPELA_VENV:-}" ]; then
+  if [ ! -x "$KERAS_SPELA_VENV/bin/python3" ]; then
+    echo "bazel_test.sh: KERAS_SPELA_VENV=$KERAS_SPELA_VENV has no bin/python3" >&2
+    exit 1
+  fi
+  use_venv "$KERAS_SPELA_VENV"
+elif [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python3" ] \
+    && "$VIRTUAL_ENV/bin/python3" -c "$check" 2>/dev/null; then
+  use_venv "$VIRTUAL_ENV"
+elif [ -x "$ROOT/.venv/bin/python3" ]; then
+  if [ -n "${VIRTUAL_ENV:-}" ]; then
+    echo "bazel_test.sh: the active virtualenv $VIRTUAL_ENV lacks the project's" \
+         "dependencies; using $ROOT/.venv" >&2
+  fi
+  use_venv "$ROOT/.venv"
+fi
 if ! python3 -c "$check"; then
   echo "bazel_test.sh: $(command -v python3) lacks the modules above; activate the" \
        "project's virtualenv (or set KERAS_SPELA_VENV=/path/to/venv)" >&2
