@@ -17,6 +17,7 @@ if _backend != "tensorflow":
 from keras_spela import class_vectors
 from keras_spela import datasets
 from keras_spela import rules
+from keras_spela.acceptance import BatchRejectedError
 from keras_spela.layers import SpelaDense
 from keras_spela.layers import SpelaLayer
 from keras_spela.lite import DeviceOptimizer
@@ -26,6 +27,7 @@ from keras_spela.model import SpelaModel
 from keras_spela.version import __version__
 
 __all__ = [
+    "BatchRejectedError",
     "DeviceOptimizer",
     "SpelaDense",
     "SpelaLayer",

@@ -3,10 +3,12 @@
 A batch is learned from only when every count of `rejection_counts` is zero:
 
 - `"inputs"`: NaN or infinite input values;
-- `"labels"`: labels outside `[0, num_classes)`;
+- `"labels"`: labels outside `[0, num_classes)` (in exported train steps,
+  `PADDING_LABEL` marks a padding row instead, and a batch of padding only
+  is rejected);
 - `"layers"`, one count per learning layer: a non-finite local loss, a
   non-finite layer input or `dL/dz`, or parameter gradients that could
-  exceed `rules.MAX_GRADIENT` (so that squared gradients, Adam's second
+  exceed `rules.MAX_GRADIENT` (`SpelaLayer.gradient_bound`) (so that squared gradients, Adam's second
   moment, stay finite in float32).
 
 `SpelaModel.train_step` asserts every count (a clear error, before any
@@ -19,6 +21,15 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spela import rules
+
+class BatchRejectedError(ValueError):
+    """A batch that must not change any weight (host: raised by `fit`,
+    `evaluate`, `train_on_batch`, `test_on_batch`)."""
+
+
+# The label of a padding row in an exported train step: the row is ignored
+# (weight 0), so a device can learn from fewer examples than the static batch.
+PADDING_LABEL = -1
 
 # Largest finite float32; |x| <= this is false for NaN and +-inf.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -38,22 +49,48 @@ def count_bad_labels(labels, num_classes):
     return tf.reduce_sum(1.0 - in_range)
 
 
-def input_rejections(x, y, num_classes):
-    """The counts that need no forward pass: `{"inputs": ..., "labels": ...}`."""
+def padding_weights(y):
+    """Example weights of a device batch whose rows labelled `PADDING_LABEL`
+    are padding: `real * batch / count(real)`, so that the batch's local
+    losses and gradients are the means over its real examples (as for a
+    short last batch of `fit`). Exactly 1 for a batch without padding.
+
+    Returns:
+        `(weights, count)`: `(batch,)` float32 weights and the number of real
+        examples.
+    """
+    real = tf.cast(tf.greater_equal(y, 0), tf.float32)
+    count = tf.reduce_sum(real)
+    batch = tf.cast(tf.shape(y)[0], tf.float32)
+    return real * (batch / tf.maximum(count, 1.0)), count
+
+
+def input_rejections(x, y, num_classes, padding=False):
+    """The counts that need no forward pass: `{"inputs": ..., "labels": ...}`.
+
+    With `padding` (the exported train steps), labels equal to
+    `PADDING_LABEL` mark padding rows and are not counted, but a batch with
+    no real example is."""
     counts = {"labels": count_bad_labels(y, num_classes)}
+    if padding:
+        padded = tf.reduce_sum(tf.cast(tf.equal(y, PADDING_LABEL), tf.float32))
+        real = tf.cast(tf.shape(y)[0], tf.float32) - padded
+        counts["labels"] += tf.cast(tf.equal(real, 0.0), tf.float32) - padded
     if x.dtype.is_floating:
         counts["inputs"] = count_nonfinite(x)
     return counts
 
 
-def layer_rejections(errors):
-    """`{"layers": (num_layers,) counts}`, in the order of `errors` (a dict
-    `{layer name: rules.LocalError}`), or `{}` without learning layers."""
+def layer_rejections(layers, errors):
+    """`{"layers": (num_layers,) counts}`, one per learning layer in the
+    order of `errors` (`{layer name: rules.LocalError}`, from the SPELA
+    layers `layers`), or `{}` without learning layers."""
     if not errors:
         return {}
+    by_name = {layer.name: layer for layer in layers}
+    bounds = tf.stack([by_name[name].gradient_bound(e) for name, e in errors.items()])
     errors = list(errors.values())
     losses = tf.stack([error.loss for error in errors])
-    bounds = tf.stack([rules.gradient_bound(error) for error in errors])
     values = tf.stack(
         [count_nonfinite(e.inputs) + count_nonfinite(e.grad_z) for e in errors]
     )
@@ -64,9 +101,12 @@ def layer_rejections(errors):
     return {"layers": nonfinite_losses + unbounded + values}
 
 
-def rejection_counts(x, y, errors, num_classes):
+def rejection_counts(x, y, layers, errors, num_classes, padding=False):
     """Every count of the module docstring, `{reason: float32 counts}`."""
-    return {**input_rejections(x, y, num_classes), **layer_rejections(errors)}
+    return {
+        **input_rejections(x, y, num_classes, padding),
+        **layer_rejections(layers, errors),
+    }
 
 
 def accepted(counts):

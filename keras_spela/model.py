@@ -1,6 +1,8 @@
 """SpelaModel: a Keras model trained by its layers' local rules."""
 
+import functools
 import numbers
+import re
 
 import keras
 import tensorflow as tf
@@ -106,6 +108,22 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
                 layer.build(shape)
             shape = tuple(layer.compute_output_shape(shape))
         self.built = True
+        # A symbolic call (no computation): Keras' SavedModel export needs a
+        # model that has been called.
+        self(keras.KerasTensor(tuple(input_shape)))
+
+    def compute_output_spec(self, inputs, training=False):
+        return keras.KerasTensor((inputs.shape[0], self.num_classes))
+
+    @property
+    def learning_layers(self):
+        """Names of the SPELA layers that `fit` updates: those of
+        `train_layers` whose `trainable` is True (Keras' freezing)."""
+        return [
+            layer.name
+            for layer in self.exit_layers
+            if layer.name in self.train_layers and layer.trainable
+        ]
 
     def _make_trackers(self):
         names = ["loss", "accuracy"]
@@ -182,6 +200,11 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         if optimizer is None:
             optimizer = keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE)
         super().compile(optimizer=optimizer, **kwargs)
+        # Under a mixed_float16 policy Keras wraps the optimizer to unscale
+        # gradients of a scaled loss; SPELA's closed-form gradients are never
+        # scaled (and its layers keep their rule in float32).
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            self.optimizer = self.optimizer.inner_optimizer
         if self.built:
             self._build_optimizer()
 
@@ -202,12 +225,41 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
 
     def _build_optimizer(self):
         """Builds the optimizer for EVERY SPELA layer's variables, so that a
-        schedule training a subset first (fit_layerwise, train_layers) can
-        later train the others with the same optimizer."""
+        schedule training a subset first (fit_layerwise, train_layers, frozen
+        layers) can later train the others with the same optimizer."""
         if not self.optimizer.built:
             self.optimizer.build(
-                [v for layer in self.exit_layers for v in layer.trainable_variables]
+                [v for layer in self.exit_layers for v in layer.weights if v.trainable]
             )
+
+    # ------------------------------------------------------- Keras entry points
+    def fit(self, *args, callbacks=None, **kwargs):
+        for callback in callbacks or []:
+            self._set_monitor_mode(callback)
+        with _rejections_as_value_errors():
+            return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with _rejections_as_value_errors():
+            return super().evaluate(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        with _rejections_as_value_errors():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with _rejections_as_value_errors():
+            return super().test_on_batch(*args, **kwargs)
+
+    def _set_monitor_mode(self, callback):
+        """Gives a monitoring callback in mode "auto" (EarlyStopping,
+        ReduceLROnPlateau, ModelCheckpoint) the direction of a SpelaModel
+        metric, which Keras cannot infer: accuracies up, losses down."""
+        if getattr(callback, "mode", None) != "auto" or not hasattr(callback, "monitor"):
+            return
+        name = str(callback.monitor).removeprefix("val_")
+        if name in self._trackers:
+            callback.mode = "max" if name.endswith("accuracy") else "min"
 
     # ------------------------------------------------------------- local rule
     def compute_local_errors(
@@ -223,7 +275,7 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             sample_weight: optional `(batch,)` example weights.
             training: passed to the non-SPELA layers (Dropout, BatchNorm).
             train_layers: names of the SPELA layers that learn; None uses
-                the model's `train_layers`.
+                the model's `learning_layers`.
             weights: optional `{layer name: {weight name: value}}` used
                 instead of those layers' own weights (device programs).
 
@@ -233,7 +285,7 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             scores}` for every exit.
         """
         if train_layers is None:
-            train_layers = self.train_layers
+            train_layers = self.learning_layers
         targets = rules.one_hot(y, self.num_classes)
         return sweep(
             self.stack, x, targets, sample_weight, train_layers, training, weights
@@ -273,7 +325,11 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         self._build_optimizer()
         # Under tf.distribute (even one replica) the optimizer merges across
         # replicas, which XLA cannot compile.
-        if self.xla_local_steps and not tf.distribute.has_strategy():
+        if (
+            self.xla_local_steps
+            and self.learning_layers
+            and not tf.distribute.has_strategy()
+        ):
             if "step" not in self._xla_functions:
                 self._xla_functions["step"] = tf.function(
                     self._gated_local_update, jit_compile=True
@@ -293,11 +349,14 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             if replicas > 1:
                 gradients = [g / replicas for g in gradients]
             checks = acceptance.assert_accepted(
-                acceptance.layer_rejections(errors), self.num_classes, list(errors)
+                acceptance.layer_rejections(self.exit_layers, errors),
+                self.num_classes,
+                list(errors),
             )
             # Every op of the update (iterations included) waits for them.
             with tf.control_dependencies(checks):
-                self.optimizer.apply_gradients(zip(gradients, variables))
+                if variables:
+                    self.optimizer.apply_gradients(zip(gradients, variables))
         return self._update_metrics(y, sample_weight, scores, losses)
 
     def _gated_local_update(self, x, y, sample_weight):
@@ -305,7 +364,7 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         batch (the step of `compile(jit_compile=True)`)."""
         errors, scores = self.compute_local_errors(x, y, sample_weight)
         gradients, variables, losses = self.compute_local_gradients(errors)
-        counts = acceptance.layer_rejections(errors)
+        counts = acceptance.layer_rejections(self.exit_layers, errors)
 
         def update():
             self.optimizer.apply_gradients(zip(gradients, variables))
@@ -345,6 +404,8 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         silent = {
             f"{layer.name}_loss" for layer in self.exit_layers if layer.name not in losses
         }
+        if not losses:
+            silent.add("loss")
         return {
             name: tracker.result()
             for name, tracker in self._trackers.items()
@@ -380,7 +441,7 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             tf.debugging.assert_equal(
                 tf.shape(x)[0],
                 tf.shape(y)[0],
-                message="x and y must have the same number of rows",
+                message="Rejected batch: x and y must have the same number of rows",
             )
         ]
         with tf.control_dependencies(checks):
@@ -415,3 +476,19 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         if input_shape is not None:
             layers = [keras.Input(tuple(input_shape))] + layers
         return cls(layers, **config)
+
+
+class _rejections_as_value_errors:
+    """Turns a batch rejection raised inside a compiled step (a graph
+    assertion, with a long graph traceback) into one `ValueError` line."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is None or not issubclass(kind, tf.errors.InvalidArgumentError):
+            return False
+        match = re.search(r"(Rejected batch: .*?no weight was changed)", error.message)
+        if match is None:
+            return False
+        raise acceptance.BatchRejectedError(match.group(1) + ".") from None

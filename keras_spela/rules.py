@@ -25,15 +25,17 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "linear")
 LOCAL_LOSSES = ("cosine", "log_cosine", "euclidean", "softmax_cosine")
 
-# Rows whose norm is at or below this are treated as zero: normalising them
-# returns zeros and their cosine gradient is dropped (the cosine of a zero
-# vector is undefined), so an all-zero row never divides by zero.
-NORM_EPSILON = 1e-6
+# Rows whose norm is at or below this (float32's smallest normal number) are
+# treated as zero: normalising them returns zeros and their cosine gradient is
+# dropped (the cosine of a zero vector is undefined). Every other row, however
+# small, is a direction: the cosine losses are scale-free, and so is the rule.
+NORM_EPSILON = float(np.finfo(np.float32).tiny)
 
 # A batch is learned from only when no parameter gradient can exceed this
 # (`gradient_bound`): squared gradients (Adam's second moment) then stay
@@ -114,10 +116,21 @@ class DenseRule:
             )
 
 
+def row_norm(t):
+    """The L2 norm of every row, `(batch, 1)`, for rows of any float32
+    magnitude: computed on the row divided by its largest magnitude, so that
+    no square underflows (rows of 1e-20) or overflows."""
+    largest = tf.maximum(
+        tf.reduce_max(t, axis=-1, keepdims=True),
+        -tf.reduce_min(t, axis=-1, keepdims=True),
+    )
+    scale = tf.maximum(largest, NORM_EPSILON)
+    return scale * tf.sqrt(tf.reduce_sum(tf.square(t / scale), axis=-1, keepdims=True))
+
+
 def normalize_rows(h):
-    """Scales every row of `h` to unit L2 norm; rows of norm ~0 stay zero."""
-    norm = tf.sqrt(tf.reduce_sum(tf.square(h), axis=-1, keepdims=True))
-    return h / tf.maximum(norm, NORM_EPSILON)
+    """Scales every row of `h` to unit L2 norm; all-zero rows stay zero."""
+    return h / tf.maximum(row_norm(h), NORM_EPSILON)
 
 
 def one_hot(labels, num_classes):
@@ -218,7 +231,7 @@ def cosine_scores(outputs, class_vectors):
 
 def _scores_and_norm(outputs, class_vectors):
     """`(scores, norm, 1 / max(norm, NORM_EPSILON))`, row factors `(batch, 1)`."""
-    norm = tf.sqrt(tf.reduce_sum(tf.square(outputs), axis=-1, keepdims=True))
+    norm = row_norm(outputs)
     inverse_norm = 1.0 / tf.maximum(norm, NORM_EPSILON)
     scores = tf.matmul(outputs, class_vectors, transpose_b=True) * inverse_norm
     return scores, norm, inverse_norm
@@ -317,14 +330,21 @@ def transposed_kernel_gradient(grad_z_t, h_t):
     return tf.matmul(grad_z_t, h_t, transpose_b=True)
 
 
-def gradient_bound(error):
-    """An upper bound of every entry of `dL/dkernel` and `dL/dbias` of a
-    `LocalError`: `batch * max|dL/dz| * max(max|h|, 1)` (scalar). Cheap:
-    it reads activations, not gradients."""
+def gradient_bound(error, has_bias=True):
+    """An upper bound of every entry of a dense layer's `dL/dkernel` (and
+    `dL/dbias`): `batch * max|dL/dz| * max|h|` (with a bias: `max(max|h|,
+    1)`), a scalar. Cheap: it reads activations, not gradients."""
     h, grad_z = error.inputs, error.grad_z
     batch = tf.cast(tf.shape(grad_z)[0], grad_z.dtype)
-    largest_input = tf.maximum(_largest_magnitude(h), 1.0)
+    largest_input = _largest_magnitude(h)
+    if has_bias:
+        largest_input = tf.maximum(largest_input, 1.0)
     return batch * _largest_magnitude(grad_z) * largest_input
+
+
+def largest_magnitude(tensors):
+    """`max |t|` over a list of tensors (scalar)."""
+    return tf.reduce_max(tf.stack([_largest_magnitude(t) for t in tensors]))
 
 
 def _largest_magnitude(t):

@@ -33,6 +33,8 @@ def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=Fals
     h = x
     for layer in stack:
         if is_spela_layer(layer) and layer.name in learning:
+            # What Keras' __call__ would do: inputs in the layer's dtype.
+            h = tf.cast(h, layer.compute_dtype)
             error = layer.local_error(h, targets, sample_weight, weights.get(layer.name))
             errors[layer.name] = error
             scores[layer.name] = error.scores

@@ -45,9 +45,13 @@ def _run_both(keras_optimizer, device_optimizer, seed=0):
     keras_optimizer.build(variables)
 
     values = [tf.constant(v) for v in initial]
+    # As exported: a slot starts as a copy of its weight (read as zero first).
+    by_name = dict(zip(names, initial))
     state = [
-        tf.fill(shape, tf.constant(init, tf.float32))
-        for _, shape, init in device_optimizer.state_shapes(names, SHAPES)
+        tf.constant(by_name[name.rsplit("_", 1)[0]])
+        if init is None
+        else tf.fill(shape, tf.constant(init, tf.float32))
+        for name, shape, init in device_optimizer.state_shapes(names, SHAPES)
     ]
     trajectory = []
     for _ in range(STEPS):
@@ -114,18 +118,30 @@ def test_updated_values_state_equals_keras_slots(kind):
 def test_state_shapes_names_and_initial_values():
     names, shapes = ["a", "b"], [(2, 3), (3,)]
     assert DeviceOptimizer("sgd", 0.1).state_shapes(names, shapes) == []
+    # Slots (initial None) start as copies of their weights, read as zero
+    # until the first step.
     assert DeviceOptimizer("sgd", 0.1, momentum=0.5).state_shapes(names, shapes) == [
-        ("a_momentum", (2, 3), 0.0),
-        ("b_momentum", (3,), 0.0),
+        ("a_momentum", (2, 3), None),
+        ("b_momentum", (3,), None),
+        ("momentum_started", (), 0.0),
     ]
     assert DeviceOptimizer("adam", 0.1).state_shapes(names, shapes) == [
-        ("a_m", (2, 3), 0.0),
-        ("b_m", (3,), 0.0),
-        ("a_v", (2, 3), 0.0),
-        ("b_v", (3,), 0.0),
+        ("a_m", (2, 3), None),
+        ("b_m", (3,), None),
+        ("a_v", (2, 3), None),
+        ("b_v", (3,), None),
         ("adam_beta_1_power", (), 1.0),
         ("adam_beta_2_power", (), 1.0),
     ]
+
+
+def test_visible_slots_are_zero_before_the_first_step():
+    optimizer = DeviceOptimizer("adam", 0.1)
+    slots = [tf.ones((2,)), tf.ones((2,))]
+    before = optimizer.visible_slots(slots, [tf.constant(1.0), tf.constant(1.0)])
+    after = optimizer.visible_slots(slots, [tf.constant(0.9), tf.constant(0.999)])
+    assert [np.asarray(s).tolist() for s in before] == [[0.0, 0.0], [0.0, 0.0]]
+    assert [np.asarray(s).tolist() for s in after] == [[1.0, 1.0], [1.0, 1.0]]
 
 
 def test_from_keras_copies_sgd_settings():

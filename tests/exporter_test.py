@@ -489,7 +489,7 @@ def test_train_signature_rejects_bad_batch_without_change(exports, digits, optim
         "inf in x": with_x(np.inf),
         "-inf in x": with_x(-np.inf),
         "label 10": with_label(NUM_CLASSES),
-        "label -1": with_label(-1),
+        "label -2": with_label(-2),
         "finite x that overflows in the layer": (np.full_like(x, 3e38), y),
     }
     before = _read(get_weights)
@@ -505,6 +505,70 @@ def test_train_signature_rejects_bad_batch_without_change(exports, digits, optim
     assert any(not np.array_equal(after[k], before[k]) for k in before)
 
 
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
+def test_padding_rows_make_a_short_batch_learn_like_fit(tmp_path, digits, optimizer_name):
+    """Rows labelled -1 are padding: 2 full batches and a short one of 5
+    (padded to the static batch) end at the weights of `fit` with a short
+    last batch, on LiteRT and TFLite Micro; a batch of padding only changes
+    nothing."""
+    (x_train, y_train), _ = digits
+    n = 2 * BATCH + 5
+    x, y = x_train[:n], y_train[:n].astype(np.int32)
+    model = make_model(seed=6)
+    model.compile(OPTIMIZERS[optimizer_name]())
+    lite = keras_spela.export_tflite(model, str(tmp_path / "m.tflite"), batch_size=BATCH)
+    micro = keras_spela.export_tflite_micro(
+        model, str(tmp_path / "micro.tflite"), batch_size=BATCH, expose_weights=True
+    )
+    initial = copy_weights(host_weights(model))
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    expected = host_weights(model)
+
+    batches = []
+    for start in range(0, n, BATCH):
+        xb = np.zeros((BATCH, 64), np.float32)
+        yb = np.full((BATCH,), -1, np.int32)
+        xb[: len(x[start : start + BATCH])] = x[start : start + BATCH]
+        yb[: len(y[start : start + BATCH])] = y[start : start + BATCH]
+        batches.append((xb, yb))
+    _, train, get_weights, _ = _raw_runners(lite.path)
+    micro_trainer = DeviceTrainer(micro.path, runtime="micro")
+    runners = {"litert": (train, lambda: _read(get_weights)),
+               "micro": (lambda x, y: micro_trainer._backend.train(x, y),
+                         micro_trainer.get_weights)}
+    for runtime, (step, read) in runners.items():
+        for xb, yb in batches:
+            assert int(step(x=xb, y=yb)["accepted"]) == 1, runtime
+        weights = read()
+        for name, reference in expected.items():
+            assert moved(reference, initial[name]), name
+            assert relative_error(weights[name], reference) <= 1e-5, (runtime, name)
+        before = copy_weights(read())
+        padding_only = (np.zeros((BATCH, 64), np.float32), np.full((BATCH,), -1, np.int32))
+        assert int(step(x=padding_only[0], y=padding_only[1])["accepted"]) == 0, runtime
+        assert_weights_identical(before, read())
+
+
+def test_optimizer_state_does_not_store_the_weights_twice(tmp_path):
+    """Adam's moments start as copies of their weights (read as zero by the
+    first step), so the file holds the kernel values once, not as extra
+    kernel-sized zero constants."""
+    model = make_model(units=(512, 16), seed=7)
+    sizes = {
+        name: keras_spela.export_tflite(
+            model, str(tmp_path / f"{name}.tflite"), batch_size=8, optimizer=name,
+            learning_rate=1e-2,
+        ).size_bytes
+        for name in ("sgd", "adam")
+    }
+    kernel_bytes = 64 * 512 * 4
+    assert sizes["adam"] - sizes["sgd"] < kernel_bytes / 4, sizes
+    # A fresh model reports zero moments.
+    state = DeviceTrainer(str(tmp_path / "adam.tflite")).get_weights()
+    moments = [k for k in state if k.endswith(("_kernel_m", "_kernel_v"))]
+    assert len(moments) == 4 and not any(np.any(state[k]) for k in moments)
+
+
 def test_set_weights_signature_refuses_nan(exports):
     _, _, get_weights, set_weights = _raw_runners(exports["paths"]["adam"])
     before = _read(get_weights)
@@ -514,6 +578,9 @@ def test_set_weights_signature_refuses_nan(exports):
     assert int(set_weights(**bad)["accepted"]) == 0
     assert_weights_identical(before, _read(get_weights))
     good = {k: v + 0.5 for k, v in before.items()}
+    # Adam has started (beta^t < 1): its moments are read as they are set.
+    good["adam_beta_1_power"] = np.float32(0.5)
+    good["adam_beta_2_power"] = np.float32(0.5)
     assert int(set_weights(**good)["accepted"]) == 1
     assert_weights_identical(good, _read(get_weights))
 
@@ -760,7 +827,7 @@ def test_micro_rejects_bad_labels_without_change(tmp_path, digits):
     before = copy_weights(trainer.get_weights())
     backend = trainer._backend
     x = x_train[BATCH : 2 * BATCH]
-    for label in (NUM_CLASSES, -1):
+    for label in (NUM_CLASSES, -2):
         y = y_train[BATCH : 2 * BATCH].astype(np.int32)
         y[0] = label
         assert int(backend.train(x, y)["accepted"]) == 0

@@ -108,9 +108,9 @@ class SpelaDense(SpelaLayer):
             binary_weights=bool(binary_weights),
         )
         self.use_bias = bool(use_bias)
-        if isinstance(kernel_initializer, str) and seed is not None:
+        if isinstance(kernel_initializer, str) and self.seed is not None:
             kernel_initializer = keras.initializers.get(
-                {"class_name": kernel_initializer, "config": {"seed": seed}}
+                {"class_name": kernel_initializer, "config": {"seed": self.seed}}
             )
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -169,6 +169,10 @@ class SpelaDense(SpelaLayer):
         if name == "bias":
             return rules.bias_gradient(error.grad_z)
         raise ValueError(f"SpelaDense has no trainable weight {name!r}.")
+
+    def gradient_bound(self, error):
+        """`rules.gradient_bound`: from activations, no gradient needed."""
+        return rules.gradient_bound(error, has_bias=self.use_bias)
 
     def kernel_gradient_factors(self, error):
         """`(h, dL/dz)`: `dL/dkernel = h^T dL/dz`."""

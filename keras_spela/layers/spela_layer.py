@@ -32,6 +32,10 @@ class SpelaLayer(keras.layers.Layer):
       local loss with respect to the trainable weight `name` ("kernel",
       "bias", ...). `parameter_gradients(error)` lines them up with
       `trainable_variables`.
+    - `gradient_bound(error)`: a scalar bound of every entry of the
+      parameter gradients (batches whose bound exceeds `rules.MAX_GRADIENT`
+      are rejected); the base class takes the exact maximum of
+      `parameter_gradients`, a layer may give a cheaper bound.
     - `kernel_gradient_factors(error)` (optional): `(h, g)` with
       `d loss / d kernel = h^T g` for a 2-D `kernel`. Device programs use it
       to update the kernel in blocks (`keras_spela.lite.micro_program`);
@@ -49,7 +53,17 @@ class SpelaLayer(keras.layers.Layer):
     """
 
     def __init__(self, num_classes=None, class_vectors="coulomb", seed=None, **kwargs):
+        # The local rule divides by norms and sums small products: it runs in
+        # float32 under any global precision policy (mixed_float16 included).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        if self.compute_dtype != "float32":
+            raise ValueError(
+                f"SPELA layers compute their local rule in float32; {self.name!r} "
+                f"received dtype={kwargs['dtype']!r} (compute dtype "
+                f"{self.compute_dtype}). Leave dtype unset: the layers around it "
+                "may still use a mixed precision policy."
+            )
         if num_classes is not None and (
             not isinstance(num_classes, numbers.Integral)
             or isinstance(num_classes, bool)
@@ -131,6 +145,10 @@ class SpelaLayer(keras.layers.Layer):
             self.parameter_gradient(error, variable.path.split("/")[-1])
             for variable in self.trainable_variables
         ]
+
+    def gradient_bound(self, error):
+        """A bound of `max |gradient|` over `parameter_gradients(error)`."""
+        return rules.largest_magnitude(self.parameter_gradients(error))
 
     def kernel_gradient_factors(self, error):
         """`(h, g)` with `d loss / d kernel = h^T g`, or None (see the class

@@ -9,6 +9,8 @@ of values, so the exporter can gate it (a rejected batch changes nothing).
 The tests check it against Keras' optimizers step by step.
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -44,12 +46,16 @@ class DeviceOptimizer:
     ):
         if kind not in KINDS:
             raise ValueError(f"Unknown optimizer kind={kind!r}; expected one of {KINDS}.")
-        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        if (
+            not isinstance(learning_rate, numbers.Real)
+            or isinstance(learning_rate, bool)
+            or not learning_rate > 0
+        ):
             raise ValueError(
                 "The device optimizer needs a constant learning_rate > 0, "
                 f"received learning_rate={learning_rate!r}."
             )
-        if not 0.0 <= momentum < 1.0:
+        if not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), received {momentum!r}.")
         self.kind = kind
         self.learning_rate = float(learning_rate)
@@ -105,7 +111,7 @@ class DeviceOptimizer:
             )
         if learning_rate is None:
             learning_rate = config["learning_rate"]
-            if not isinstance(learning_rate, (int, float)):
+            if not isinstance(learning_rate, numbers.Real):
                 raise ValueError(
                     "The model's optimizer uses a learning-rate schedule; pass a "
                     "constant learning_rate= to the exporter."
@@ -137,17 +143,26 @@ class DeviceOptimizer:
         }
 
     def slot_shapes(self, name, shape):
-        """The per-variable state of a variable: `[(name, shape, initial)]`."""
+        """The per-variable state of a variable: `[(name, shape, initial)]`.
+
+        A slot's initial value is None: it starts as a copy of the variable's
+        own initial value, which the first step reads as zero (`advance`
+        gives the factor). An exported model then stores those values once
+        (identical constants share one buffer) instead of kernel-sized
+        zeros."""
         if self.kind == "sgd" and self.momentum > 0:
-            return [(f"{name}_momentum", shape, 0.0)]
+            return [(f"{name}_momentum", shape, None)]
         if self.kind == "adam":
-            return [(f"{name}_m", shape, 0.0), (f"{name}_v", shape, 0.0)]
+            return [(f"{name}_m", shape, None), (f"{name}_v", shape, None)]
         return []
 
     def shared_state_shapes(self):
-        """The state shared by all variables (Adam's running `beta^t`)."""
+        """The state shared by all variables: Adam's running `beta^t`, or
+        whether momentum has started (1.0 after the first step)."""
         if self.kind == "adam":
             return [("adam_beta_1_power", (), 1.0), ("adam_beta_2_power", (), 1.0)]
+        if self.momentum > 0:
+            return [("momentum_started", (), 0.0)]
         return []
 
     def state_shapes(self, names, shapes):
@@ -170,14 +185,29 @@ class DeviceOptimizer:
 
         Returns:
             `(new_shared, coefficients)`; pass `coefficients` to
-            `updated_variable` for every variable of this step.
+            `updated_variable` for every variable of this step. They hold
+            `started`, 0.0 before the first step (the slots then count as
+            zero) and 1.0 after it.
         """
-        if self.kind != "adam":
-            return [], None
-        beta_1_power = shared[0] * self.beta_1
-        beta_2_power = shared[1] * self.beta_2
-        alpha = self.learning_rate * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
-        return [beta_1_power, beta_2_power], alpha
+        if self.kind == "adam":
+            started = tf.cast(tf.less(shared[0], 1.0), tf.float32)
+            beta_1_power = shared[0] * self.beta_1
+            beta_2_power = shared[1] * self.beta_2
+            alpha = (
+                self.learning_rate * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
+            )
+            return [beta_1_power, beta_2_power], (alpha, started)
+        if self.momentum > 0:
+            return [tf.ones_like(shared[0])], (None, shared[0])
+        return [], None
+
+    def visible_slots(self, slots, shared):
+        """The slots as the optimizer sees them (zero before the first
+        step), for `get_weights`."""
+        if not slots:
+            return []
+        started = self.advance(shared)[1][1]
+        return [slot * started for slot in slots]
 
     def updated_variable(self, gradient, value, slots, coefficients):
         """One variable's update as a pure function.
@@ -195,13 +225,16 @@ class DeviceOptimizer:
         if self.kind == "sgd":
             if self.momentum == 0:
                 return value - gradient * lr, []
-            m = slots[0] * self.momentum - gradient * lr
+            # Keras: m = m * momentum - g * lr (m is zero before the first step).
+            m = slots[0] * (self.momentum * coefficients[1]) - gradient * lr
             step = m * self.momentum - gradient * lr if self.nesterov else m
             return value + step, [m]
+        alpha, started = coefficients
         m, v = slots
-        m = m + (gradient - m) * (1.0 - self.beta_1)
-        v = v + (tf.square(gradient) - v) * (1.0 - self.beta_2)
-        return value - (m * coefficients) / (tf.sqrt(v) + self.epsilon), [m, v]
+        # Keras: m += (g - m) (1 - beta_1), v likewise (zero before step 1).
+        m = m * (self.beta_1 * started) + gradient * (1.0 - self.beta_1)
+        v = v * (self.beta_2 * started) + tf.square(gradient) * (1.0 - self.beta_2)
+        return value - (m * alpha) / (tf.sqrt(v) + self.epsilon), [m, v]
 
     def updated_values(self, gradients, values, state):
         """One optimizer step over several variables, as a pure function.

@@ -69,7 +69,8 @@ def export_tflite(
             `"all"`, an integer k (the last k), a layer name or a list of
             names. The others, and every non-SPELA layer, become constants.
         quantize_frozen: store the frozen constants as int8 (dynamic-range
-            quantisation); learning layers' weights stay float32 variables.
+            quantisation, one scale per tensor, which tflite-runtime 2.14
+            loads); learning layers' weights stay float32 variables.
             The converter quantises every constant matrix of 1024 or more
             entries, including the class vectors of a learning layer with
             `num_classes * units >= 1024`, so its device training then
@@ -149,7 +150,21 @@ def export_settings(model, batch_size, optimizer, learning_rate, train_layers):
             **{**optimizer.get_config(), "learning_rate": learning_rate}
         )
     names = [layer.name for layer in model.exit_layers]
-    return optimizer, resolve_train_layers(names, train_layers)
+    learning = resolve_train_layers(names, train_layers)
+    frozen = [layer.name for layer in model.exit_layers if not layer.trainable]
+    named = isinstance(train_layers, (str, list, tuple)) and train_layers != "all"
+    if named and set(learning) & set(frozen):
+        raise ValueError(
+            f"train_layers names frozen SPELA layers {sorted(set(learning) & set(frozen))} "
+            "(trainable=False); unfreeze them or leave them out."
+        )
+    learning = [name for name in learning if name not in frozen]
+    if not learning:
+        raise ValueError(
+            "No SPELA layer would learn on the device: every layer of train_layers "
+            f"is frozen (trainable=False): {frozen}."
+        )
+    return optimizer, learning
 
 
 def convert(converter, quantize_frozen):
@@ -159,6 +174,10 @@ def convert(converter, quantize_frozen):
     converter.experimental_enable_resource_variables = True
     if quantize_frozen:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # Per-tensor int8 dense weights: per-channel ones need FULLY_CONNECTED
+        # version 12, which tflite-runtime 2.14 (and older LiteRT builds on
+        # devices) cannot load; the file is also smaller.
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     try:
         return converter.convert()
     except Exception as error:  # the converter raises several types

@@ -56,8 +56,12 @@ class _LearnedTensor(tf.Module):
     def __init__(self, name, value, optimizer):
         super().__init__(name=name)
         self.variable = tf.Variable(value, name=name)
+        # Slots start as copies of the value, read as zero by the first step.
         self.slots = [
-            tf.Variable(tf.fill(shape, tf.constant(init, tf.float32)), name=slot)
+            tf.Variable(
+                value if init is None else tf.fill(shape, tf.constant(init, tf.float32)),
+                name=slot,
+            )
             for slot, shape, init in optimizer.slot_shapes(name, value.shape)
         ]
 
@@ -159,21 +163,26 @@ class MicroTrainingProgram(tf.Module):
         return weights
 
     def step(self, x, y, expose_weights=False):
-        """One train step. Returns `loss`, `exit_<k>_loss` per learning
-        layer, `accepted`, the pre-update `scores` of the last exit (labels
-        of -1 make it a pure inference call) and, with `expose_weights`,
+        """One train step (rows labelled -1 are padding). Returns `loss`,
+        `exit_<k>_loss` per learning layer, `accepted`, the pre-update
+        `scores` of the last exit (labels all -1 make it a pure inference
+        call) and, with `expose_weights`,
         every learned weight after the update (`<layer>_kernel`,
         `<layer>_bias`, in the Keras layout)."""
         names = [layer.name for layer in self.learning]
+        sample_weight, _ = acceptance.padding_weights(y)
         with keras.StatelessScope(state_mapping=self._frozen):
             errors, scores = self.model.compute_local_errors(
                 x,
                 y,
+                sample_weight,
                 training=False,
                 train_layers=names,
                 weights={name: self._weights(name) for name in names},
             )
-        counts = acceptance.rejection_counts(x, y, errors, self.model.num_classes)
+        counts = acceptance.rejection_counts(
+            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True
+        )
         accept = acceptance.accepted(counts)
 
         optimizer = self.device_optimizer

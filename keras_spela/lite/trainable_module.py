@@ -84,10 +84,19 @@ class SpelaTrainingModule(tf.Module):
             self.weight_names, [tuple(w.shape) for w in self.weights]
         )
         self.state_names = [name for name, _, _ in state_specs]
+        # Slots start as copies of their weights (read as zero by the first
+        # step): the file stores each weight's initial values once.
+        initial = {n: w for n, w in zip(self.weight_names, self.weights)}
         self.state = [
-            tf.Variable(tf.fill(shape, tf.constant(init, tf.float32)), name=name)
+            tf.Variable(
+                _slot_owner(initial, name).numpy()
+                if init is None
+                else tf.fill(shape, tf.constant(init, tf.float32)),
+                name=name,
+            )
             for name, shape, init in state_specs
         ]
+        self._slot_count = len(state_specs) - len(optimizer.shared_state_shapes())
         # Everything that does not learn on the device is frozen as a constant.
         self._frozen = frozen_constants(model, learned)
         input_shape = model_input_shape(model)
@@ -118,16 +127,19 @@ class SpelaTrainingModule(tf.Module):
         return keras.StatelessScope(state_mapping=self._frozen)
 
     def _train(self, x, y):
-        """Learns from one batch. Returns a map of `loss` (sum of the layers'
-        local losses), `exit_<k>_loss` per learning layer (k = its exit
-        index), and `accepted` (1 when the batch was learned from, 0 when it
-        was rejected)."""
+        """Learns from one batch (rows labelled -1 are padding). Returns a
+        map of `loss` (sum of the layers' local losses), `exit_<k>_loss` per
+        learning layer (k = its exit index), and `accepted` (1 when the batch
+        was learned from, 0 when it was rejected)."""
+        weights, _ = acceptance.padding_weights(y)
         with self._frozen_scope():
             errors, _ = self.model.compute_local_errors(
-                x, y, training=False, train_layers=self.train_layer_names
+                x, y, weights, training=False, train_layers=self.train_layer_names
             )
             gradients, _, losses = self.model.compute_local_gradients(errors)
-        counts = acceptance.rejection_counts(x, y, errors, self.model.num_classes)
+        counts = acceptance.rejection_counts(
+            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True
+        )
         accept = acceptance.accepted(counts)
         values = [w.read_value() for w in self.weights]
         state = [s.read_value() for s in self.state]
@@ -157,7 +169,14 @@ class SpelaTrainingModule(tf.Module):
         """A map of every learned weight and optimizer state, by name.
         `request` (any int32 scalar) is ignored: it is there because the
         Java/Kotlin `runSignature` refuses a signature without inputs."""
-        return {n: v.read_value() for n, v in zip(self.all_names, self.all_variables)}
+        slots = [s.read_value() for s in self.state[: self._slot_count]]
+        shared = [s.read_value() for s in self.state[self._slot_count :]]
+        values = (
+            [w.read_value() for w in self.weights]
+            + self.device_optimizer.visible_slots(slots, shared)
+            + shared
+        )
+        return dict(zip(self.all_names, values))
 
     def _set_weights(self, *values):
         """Sets every learned weight and optimizer state (names as in
@@ -169,6 +188,12 @@ class SpelaTrainingModule(tf.Module):
         for variable, new in zip(self.all_variables, values):
             variable.assign(acceptance.select(accept, new, variable.read_value()))
         return {"accepted": tf.cast(accept, tf.int32)}
+
+
+def _slot_owner(weights, slot_name):
+    """The weight of a slot named `<weight name>_<slot>`."""
+    owner = slot_name.rsplit("_", 1)[0]
+    return weights[owner]
 
 
 def _short_name(variable):
