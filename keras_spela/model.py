@@ -65,6 +65,9 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
     """
 
     def __init__(self, layers, num_classes, train_layers="all", name=None, **kwargs):
+        # The model's own computations (scores, the local rules) run in
+        # float32; plain Keras layers in the stack follow their own policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(name=name, **kwargs)
         layers, input_shape = chain.unpack_layers(layers)
         if (

@@ -66,6 +66,20 @@ def test_mixed_float16_trains_like_float32(float32_accuracy):
     assert accuracy >= float32_accuracy - 0.05, (accuracy, float32_accuracy)
 
 
+def test_mixed_float16_export_refused_clearly_and_float32_copy_exports(tmp_path):
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _model(extra_layers=[keras.layers.Dense(64, name="plain")])
+        with pytest.raises(ValueError, match=r"\['plain'\] compute in float16"):
+            keras_spela.export_tflite(model, str(tmp_path / "m.tflite"))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy = _model(extra_layers=[keras.layers.Dense(64, name="plain")])
+    copy.set_weights(model.get_weights())
+    keras_spela.export_tflite(copy, str(tmp_path / "m.tflite"), batch_size=4)
+
+
 @pytest.mark.parametrize("x_dtype", [np.float64, np.float16])
 def test_float_inputs_of_other_dtypes_train(x_dtype, float32_accuracy):
     model = _model()

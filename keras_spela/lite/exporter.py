@@ -131,6 +131,19 @@ def export_settings(model, batch_size, optimizer, learning_rate, train_layers):
     if not model.built:
         raise ValueError("Build the model first: start its layers with keras.Input.")
     model_input_shape(model)
+    half = [
+        layer.name
+        for layer in model.stack
+        if getattr(layer, "compute_dtype", "float32") not in ("float32", None)
+    ]
+    if half:
+        raise ValueError(
+            f"The layers {half} compute in {model.get_layer(half[0]).compute_dtype} "
+            "(a mixed precision policy), which TFLite builtin kernels do not "
+            "run. Rebuild the model under keras.mixed_precision."
+            "set_global_policy('float32'), copy the weights with "
+            "set_weights(model.get_weights()), and export that model."
+        )
     if (
         not isinstance(batch_size, numbers.Integral)
         or isinstance(batch_size, bool)
