@@ -8,6 +8,7 @@ need a Flex or custom operator is never written.
 """
 
 import collections
+import hashlib
 import json
 import math
 import os
@@ -226,6 +227,7 @@ def export_tflite_micro(
         # resource_variables argument on the device.
         "resource_variables": _count_resource_variables(data),
         "optimizer": module.device_optimizer.get_config(),
+        "model_sha256": hashlib.sha256(data).hexdigest(),
     }
     with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
         json.dump(description, f, indent=2)
