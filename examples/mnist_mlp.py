@@ -69,23 +69,40 @@ digits that ship with `keras_spela`, so it runs with no download.
 """
 
 import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import pathlib
 import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ logging is configured when TensorFlow is imported, before
+# absl parses the flags: --verbose is looked up by hand here.
+VERBOSE = any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in sys.argv[1:])
+if not VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING lines
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# capture_native_stderr (numpy only) lives in the repository's device trainer.
+sys.path.insert(0, str(REPO / "export"))
+from device_trainer import capture_native_stderr  # noqa: E402
 
 from absl import app
 from absl import flags
 from absl import logging
-import keras
 import numpy as np
 
-try:
-    import keras_spela
-except ImportError:  # Running from a source checkout without installing.
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    import keras_spela
+# Importing TensorFlow prints oneDNN, CUDA and CPU-feature notices from C++
+# straight to stderr, and so does its first look for a GPU: captured (shown
+# only if the import fails).
+with capture_native_stderr(not VERBOSE):
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+    import keras
+
+    try:
+        import keras_spela
+    except ImportError:  # Running from a source checkout without installing.
+        sys.path.insert(0, str(REPO))
+        import keras_spela
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
@@ -128,6 +145,10 @@ flags.DEFINE_string(
     "{dataset} is replaced by the dataset name.",
 )
 flags.DEFINE_integer("seed", 0, "Seed of the initial weights, class vectors and shuffling.")
+flags.DEFINE_bool(
+    "verbose", False,
+    "Show TensorFlow's and the converter's own log lines (captured by default).",
+)
 flags.DEFINE_integer(
     "max_examples", 0,
     "Use only the first N training and N test examples (smoke runs); 0 = all.",

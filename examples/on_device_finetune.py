@@ -63,31 +63,45 @@ python examples/on_device_finetune.py --dataset fashion_mnist --hidden 1000 \\
 """
 
 import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ logging is configured when TensorFlow is imported, before
+# absl parses the flags: --verbose is looked up by hand here.
+VERBOSE = any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in sys.argv[1:])
+if not VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING lines
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# The device-side trainer is a script of the repository, not part of the
+# package; it imports numpy only.
+sys.path.insert(0, str(REPO / "export"))
+from device_trainer import DeviceTrainer  # noqa: E402
+from device_trainer import capture_native_stderr  # noqa: E402
+
 from absl import app
 from absl import flags
 from absl import logging
-import keras
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-try:
-    import keras_spela
-except ImportError:  # Running from a source checkout without installing.
-    sys.path.insert(0, str(REPO))
-    import keras_spela
+# Importing TensorFlow prints oneDNN, CUDA and CPU-feature notices from C++
+# straight to stderr, and so does its first look for a GPU: captured (shown
+# only if the import fails).
+with capture_native_stderr(not VERBOSE):
+    import tensorflow as tf
 
-# The device-side trainer is a script of the repository, not part of the package.
-sys.path.insert(0, str(REPO / "export"))
-from device_trainer import DeviceTrainer  # noqa: E402
+    tf.config.list_physical_devices()
+    import keras
+
+    try:
+        import keras_spela
+    except ImportError:  # Running from a source checkout without installing.
+        sys.path.insert(0, str(REPO))
+        import keras_spela
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
@@ -130,6 +144,11 @@ flags.DEFINE_string(
     "Where the exported models, the device data and the learned weights go.",
 )
 flags.DEFINE_integer("seed", 0, "Seed of the split, the weights and the shuffling.")
+flags.DEFINE_bool(
+    "verbose", False,
+    "Show TensorFlow's, the converter's and the runtimes' own log lines "
+    "(captured by default, shown only when a step fails).",
+)
 
 """
 ## Data: what the host sees, and what only the device sees
@@ -246,23 +265,25 @@ def export(model):
     optimizer = keras_spela.DeviceOptimizer(
         FLAGS.device_optimizer, FLAGS.device_learning_rate
     )
-    litert = keras_spela.export_tflite(
-        model,
-        os.path.join(FLAGS.output_dir, "spela.tflite"),
-        batch_size=FLAGS.batch_size,
-        optimizer=optimizer,
-    )
+    with capture_native_stderr(not FLAGS.verbose):  # the converter's C++ lines
+        litert = keras_spela.export_tflite(
+            model,
+            os.path.join(FLAGS.output_dir, "spela.tflite"),
+            batch_size=FLAGS.batch_size,
+            optimizer=optimizer,
+        )
     print(
         f"exported {litert.path}: {litert.size_bytes / 1024:.0f} KiB, "
         f"{sum(litert.operators.values())} builtin operators "
         f"({len(litert.operators)} kinds), signatures train/infer/get_weights/set_weights"
     )
-    micro = keras_spela.export_tflite_micro(
-        model,
-        os.path.join(FLAGS.output_dir, "spela_micro.tflite"),
-        batch_size=FLAGS.batch_size,
-        optimizer=optimizer,
-    )
+    with capture_native_stderr(not FLAGS.verbose):
+        micro = keras_spela.export_tflite_micro(
+            model,
+            os.path.join(FLAGS.output_dir, "spela_micro.tflite"),
+            batch_size=FLAGS.batch_size,
+            optimizer=optimizer,
+        )
     arena = "not measured" if micro.arena_bytes is None else f"{micro.arena_bytes / 1024:.0f} KiB"
     print(
         f"exported {micro.path}: {micro.size_bytes / 1024:.0f} KiB, TFLite Micro "
@@ -309,7 +330,7 @@ def check_runtime():
 
 
 def finetune_in_process(model_path, device_data, tests):
-    trainer = DeviceTrainer(model_path, runtime=FLAGS.runtime)
+    trainer = DeviceTrainer(model_path, runtime=FLAGS.runtime, quiet=not FLAGS.verbose)
     print(f"device runtime: {trainer.runtime}, batch {trainer.batch_size}, exits {trainer.exits}")
     before = device_accuracy(trainer, tests)
     start = time.perf_counter()
@@ -326,16 +347,17 @@ def restart(trainer, model_path, tests, after):
     """Saves the learned weights, loads a fresh model, restores them."""
     path = os.path.join(FLAGS.output_dir, "personal_weights.npz")
     trainer.save_weights(path)  # get_weights -> file
-    fresh = DeviceTrainer(model_path, runtime=FLAGS.runtime)
+    fresh = DeviceTrainer(model_path, runtime=FLAGS.runtime, quiet=not FLAGS.verbose)
     fresh.load_weights(path)  # file -> set_weights
     restored = device_accuracy(fresh, tests)
     same = restored == after
     print(f"saved {path}; a freshly loaded model with these weights: same accuracy: {same}")
 
 
-def finetune_in_subprocess(model_path, device_data, tests):
+def finetune_in_subprocess(model_path, litert_path, device_data, tests):
     """Runs export/device_trainer.py with --device_python, then reads back the
-    weights it saved to measure both test sets here (LiteRT, in process)."""
+    weights it saved to measure both test sets here (LiteRT, in process, with
+    the LiteRT export: a micro step has no get_weights/set_weights)."""
     data_path = os.path.join(FLAGS.output_dir, "device_data.npz")
     x_new, y_new = tests["new"]
     np.savez(data_path, x_train=device_data[0], y_train=device_data[1],
@@ -348,12 +370,17 @@ def finetune_in_subprocess(model_path, device_data, tests):
     ]
     if FLAGS.runtime != "micro":
         command += ["--save_weights", weights_path]
+    if FLAGS.verbose:
+        command += ["--verbose"]
     print("$ " + " ".join(command), flush=True)
-    before = device_accuracy(DeviceTrainer(model_path, runtime="litert"), tests)
-    subprocess.run(command, check=True)
+    before = device_accuracy(
+        DeviceTrainer(litert_path, runtime="litert", quiet=not FLAGS.verbose), tests
+    )
+    if subprocess.run(command).returncode != 0:
+        raise SystemExit("the device phase failed; its error is the line above")
     if FLAGS.runtime == "micro":
         return before, None
-    reader = DeviceTrainer(model_path, runtime="litert")
+    reader = DeviceTrainer(litert_path, runtime="litert", quiet=not FLAGS.verbose)
     reader.load_weights(weights_path)
     return before, device_accuracy(reader, tests)
 
@@ -399,7 +426,7 @@ def main(argv):
     model_path = micro_path if FLAGS.runtime == "micro" else litert_path
 
     if FLAGS.device_python:
-        before, after = finetune_in_subprocess(model_path, device_data, tests)
+        before, after = finetune_in_subprocess(model_path, litert_path, device_data, tests)
     else:
         before, after = finetune_in_process(model_path, device_data, tests)
     rows[f"device before ({FLAGS.runtime})"] = before

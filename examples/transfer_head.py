@@ -51,25 +51,42 @@ python examples/transfer_head.py --backbone ResNet50 --weights imagenet  # inter
 """
 
 import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
 import pathlib
 import sys
 import tempfile
 import time
 
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow's C++ logging is configured when TensorFlow is imported, before
+# absl parses the flags: --verbose is looked up by hand here.
+VERBOSE = any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in sys.argv[1:])
+if not VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING lines
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# capture_native_stderr (numpy only) lives in the repository's device trainer.
+sys.path.insert(0, str(REPO / "export"))
+from device_trainer import capture_native_stderr  # noqa: E402
+
 from absl import app
 from absl import flags
 from absl import logging
-import keras
 import numpy as np
 
-try:
-    import keras_spela
-except ImportError:  # Running from a source checkout without installing.
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    import keras_spela
+# Importing TensorFlow prints oneDNN, CUDA and CPU-feature notices from C++
+# straight to stderr, and so does its first look for a GPU: captured (shown
+# only if the import fails).
+with capture_native_stderr(not VERBOSE):
+    import tensorflow as tf
+
+    tf.config.list_physical_devices()
+    import keras
+
+    try:
+        import keras_spela
+    except ImportError:  # Running from a source checkout without installing.
+        sys.path.insert(0, str(REPO))
+        import keras_spela
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
@@ -105,6 +122,10 @@ flags.DEFINE_string(
     "output_dir", None, "Where to write the exported model (default: a temporary directory)."
 )
 flags.DEFINE_integer("seed", 0, "Seed of weights, class vectors and shuffling.")
+flags.DEFINE_bool(
+    "verbose", False,
+    "Show TensorFlow's and the converter's own log lines (captured by default).",
+)
 
 """
 ## Data
@@ -323,7 +344,8 @@ def main(argv):
     if FLAGS.export:
         output_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="spela_transfer_")
         path = os.path.join(output_dir, "frozen_block_head.tflite")
-        exported = keras_spela.export_tflite(model, path, batch_size=16)
+        with capture_native_stderr(not FLAGS.verbose):  # the converter's C++ lines
+            exported = keras_spela.export_tflite(model, path, batch_size=16)
         ops = sorted(exported.operators)
         print(
             f"exported {path}: {exported.size_bytes / 1024:.0f} KiB, builtin operators "

@@ -4,6 +4,9 @@ Runs the `train` / `infer` / `get_weights` / `set_weights` signatures of a
 model written by `keras_spela.export_tflite` on LiteRT (`ai-edge-litert`,
 first choice) or `tflite-runtime` (fallback), or the single-graph train step
 written by `keras_spela.export_tflite_micro` on TFLite Micro (`tflite-micro`).
+Which kind a file is comes from the file itself (read with a small
+flatbuffer reader, before any interpreter sees it), never from the files
+beside it.
 
 As a script:
 
@@ -11,49 +14,448 @@ As a script:
         --epochs 5 --save_weights weights.npz
 
 where `data.npz` holds `x_train`, `y_train` and optionally `x_test`, `y_test`.
+A user mistake (a missing or wrong file, bad data, a rejected batch) ends
+with one `error:` line on stderr and exit code 1 (2 for bad arguments).
 """
 
 import argparse
+import contextlib
+import hashlib
 import json
+import math
 import os
+import re
+import struct
 import sys
+import tempfile
 import time
+import zipfile
 
 import numpy as np
 
 RUNTIMES = ("litert", "tflite_runtime", "micro")
+# The signatures that make a model a keras_spela `export_tflite` model.
+SIGNATURES = ("train", "infer", "get_weights", "set_weights")
+# The optional per-example weight input of a train step: when the model has
+# it, DeviceTrainer pads a short batch with zero-weight rows instead of
+# dropping it (see `DeviceTrainer.fit`).
+SAMPLE_WEIGHT = "sample_weight"
 
 
 class DeviceTrainingError(ValueError):
-    """A batch or a weight set that the device model must not learn from."""
+    """Something DeviceTrainer refuses: a batch, a weight set, a data file or
+    a model file. Raised before anything changed (a batch the model itself
+    rejected changed nothing either)."""
 
 
+class ModelFileError(DeviceTrainingError):
+    """A file that is not a model DeviceTrainer can run (or a TFLite Micro
+    description that does not belong to the model). The message names the
+    file and the problem."""
+
+
+class RuntimeUnavailableError(ImportError):
+    """The runtime that the model (or `runtime=`) needs is not installed."""
+
+
+# ------------------------------------------------------------------ quiet
+@contextlib.contextmanager
+def capture_native_stderr(enabled=True):
+    """Captures what native code writes to file descriptor 2 in the block.
+
+    TensorFlow, LiteRT and TFLite Micro print INFO lines and notices from C++
+    straight to fd 2 (`INFO: Created TensorFlow Lite XNNPACK delegate for
+    CPU.`, oneDNN and CUDA notices, ...), where no Python setting reaches
+    them. Inside the block fd 2 goes to a temporary file; if the block
+    raises, what was captured is written to stderr before the exception
+    propagates, otherwise it is dropped. Python's `sys.stderr` (warnings,
+    logging) keeps going to the real stderr. Process-wide: output that other
+    threads send to fd 2 meanwhile is captured too; if the process crashes
+    inside the block (a segfault), what was captured is lost (use
+    `enabled=False`, the CLIs' `--verbose`, to see it).
+
+    Args:
+        enabled: False runs the block without capturing (`--verbose`).
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2
+        yield
+        return
+    python_stderr, replacement, failed = sys.stderr, None, False
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            try:
+                if python_stderr.fileno() == 2:
+                    replacement = os.fdopen(os.dup(saved), "w", buffering=1)
+                    sys.stderr = replacement
+            except (OSError, ValueError, AttributeError):
+                pass  # sys.stderr is not fd 2 (pytest, a notebook): leave it
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if replacement is not None:
+                if sys.stderr is replacement:
+                    sys.stderr = python_stderr
+                replacement.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                captured.seek(0)
+                text = captured.read()
+                if text:
+                    try:
+                        os.write(2, text)
+                    except OSError:
+                        pass
+
+
+# ------------------------------------------------------ flatbuffer reader
+class TFLiteFormatError(ValueError):
+    """The bytes are not a well-formed TFLite flatbuffer."""
+
+
+# TensorType of the TFLite schema.
+_TENSOR_TYPES = {
+    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string",
+    6: "bool", 7: "int16", 8: "complex64", 9: "int8", 10: "float64",
+    11: "complex128", 12: "uint64", 13: "resource", 14: "variant", 15: "uint32",
+    16: "uint16", 17: "int4", 18: "bfloat16",
+}
+
+
+class TensorInfo(tuple):
+    """`(name, shape, dtype, index)` of one tensor of a subgraph."""
+
+    __slots__ = ()
+
+    def __new__(cls, name, shape, dtype, index):
+        return super().__new__(cls, (name, tuple(shape), dtype, index))
+
+    name = property(lambda self: self[0])
+    shape = property(lambda self: self[1])
+    dtype = property(lambda self: self[2])
+    index = property(lambda self: self[3])
+
+
+def _need(data, pos, size, what):
+    if pos < 0 or size < 0 or pos + size > len(data):
+        raise TFLiteFormatError(
+            f"{what} reaches byte {pos + size}, past the end of the file "
+            f"({len(data)} bytes): the file is truncated or corrupt"
+        )
+
+
+def _read(data, fmt, pos, what):
+    _need(data, pos, struct.calcsize(fmt), what)
+    return struct.unpack_from(fmt, data, pos)[0]
+
+
+class _Table:
+    """One flatbuffer table; every read is bounds-checked."""
+
+    def __init__(self, data, pos, what):
+        self.data, self.pos, self.what = data, pos, what
+        self.vtable = pos - _read(data, "<i", pos, what)
+        self.vtable_size = _read(data, "<H", self.vtable, what)
+        self.table_size = _read(data, "<H", self.vtable + 2, what)
+        if self.vtable_size < 4 or self.vtable_size % 2 or self.table_size < 4:
+            raise TFLiteFormatError(f"{what} has a corrupt vtable: the file is not a TFLite model")
+        _need(data, self.vtable, self.vtable_size, what)
+        _need(data, pos, self.table_size, what)
+
+    def _field(self, index):
+        entry = 4 + 2 * index
+        if entry >= self.vtable_size:
+            return None
+        offset = _read(self.data, "<H", self.vtable + entry, self.what)
+        if offset == 0:
+            return None
+        if offset >= self.table_size:
+            raise TFLiteFormatError(f"{self.what}: field {index} lies outside its table")
+        return self.pos + offset
+
+    def scalar(self, index, fmt, default=0):
+        pos = self._field(index)
+        return default if pos is None else _read(self.data, fmt, pos, self.what)
+
+    def _target(self, index):
+        pos = self._field(index)
+        return None if pos is None else pos + _read(self.data, "<I", pos, self.what)
+
+    def table(self, index, what):
+        target = self._target(index)
+        return None if target is None else _Table(self.data, target, what)
+
+    def _vector(self, index, element_size, what):
+        target = self._target(index)
+        if target is None:
+            return None, 0
+        length = _read(self.data, "<I", target, what)
+        _need(self.data, target + 4, length * element_size, what)
+        return target + 4, length
+
+    def tables(self, index, what):
+        start, length = self._vector(index, 4, what)
+        tables = []
+        for i in range(length):
+            slot = start + 4 * i
+            tables.append(_Table(self.data, slot + _read(self.data, "<I", slot, what), f"{what} {i}"))
+        return tables
+
+    def ints(self, index, what):
+        start, length = self._vector(index, 4, what)
+        return list(struct.unpack_from(f"<{length}i", self.data, start)) if length else []
+
+    def byte_vector(self, index, what):
+        return self._vector(index, 1, what)[1]
+
+    def string(self, index, what):
+        start, length = self._vector(index, 1, what)
+        if start is None:
+            return None
+        return bytes(self.data[start : start + length]).decode("utf-8", "replace")
+
+
+def read_model_structure(data):
+    """Reads the structure of a `.tflite` flatbuffer in pure Python.
+
+    Walks the schema's root table `Model` (operator codes, subgraphs with
+    their tensors, inputs, outputs and operators, buffers, metadata,
+    signature defs), checking every offset against the file size, so that a
+    truncated or corrupt file is refused before an interpreter (which may
+    crash on it) sees it.
+
+    Args:
+        data: the bytes of the file.
+
+    Returns:
+        `{"subgraphs": [{"name", "inputs", "outputs", "tensors"}],
+        "signatures": {key: {"subgraph", "inputs", "outputs"}}}`: inputs and
+        outputs of a subgraph are lists of `TensorInfo` in index order,
+        those of a signature dicts `{name: TensorInfo}`.
+
+    Raises:
+        TFLiteFormatError: what is wrong with the bytes.
+    """
+    if len(data) < 8 or bytes(data[4:8]) != b"TFL3":
+        if len(data) == 0:
+            raise TFLiteFormatError("the file is empty")
+        if bytes(data[:4]) == b"PK\x03\x04":
+            raise TFLiteFormatError(
+                "it is a zip archive (a saved .keras model?), not a .tflite flatbuffer; "
+                "export the model with keras_spela.export_tflite or export/export_tflite.py"
+            )
+        if bytes(data[:8]) == b"\x89HDF\r\n\x1a\n":
+            raise TFLiteFormatError("it is an HDF5 file (a .h5 Keras model?), not a .tflite flatbuffer")
+        raise TFLiteFormatError(
+            "it lacks the TFLite file identifier 'TFL3' at bytes 4..8: not a .tflite model"
+        )
+    root = _Table(data, _read(data, "<I", 0, "the root offset"), "the Model table")
+    codes = root.tables(1, "operator code")
+    for code in codes:
+        code.string(1, "an operator code's custom name")
+    root.string(3, "the model description")
+    buffers = root.tables(4, "buffer")
+    for i, buffer in enumerate(buffers):
+        buffer.byte_vector(0, f"the data of buffer {i}")
+        offset, size = buffer.scalar(1, "<Q"), buffer.scalar(2, "<Q")
+        if offset > 1:
+            _need(data, offset, size, f"the data of buffer {i}")
+    for i, metadata in enumerate(root.tables(6, "metadata")):
+        metadata.string(0, f"the name of metadata {i}")
+        if metadata.scalar(1, "<I") >= len(buffers):
+            raise TFLiteFormatError(f"metadata {i} names a buffer that does not exist")
+    subgraphs = []
+    for s, subgraph in enumerate(root.tables(2, "subgraph")):
+        where = f"subgraph {s}"
+        tensors = []
+        for t, tensor in enumerate(subgraph.tables(0, f"{where} tensor")):
+            if tensor.scalar(2, "<I") >= max(len(buffers), 1):
+                raise TFLiteFormatError(f"{where} tensor {t} names a buffer that does not exist")
+            dtype = tensor.scalar(1, "<b")
+            tensor.ints(7, f"{where} tensor {t} shape signature")
+            tensors.append(
+                TensorInfo(
+                    tensor.string(3, f"{where} tensor {t} name") or "",
+                    tensor.ints(0, f"{where} tensor {t} shape"),
+                    _TENSOR_TYPES.get(dtype, f"type {dtype}"),
+                    t,
+                )
+            )
+
+        def tensor_list(indices, what, optional=False):
+            for i in indices:
+                if not (-1 if optional else 0) <= i < len(tensors):
+                    raise TFLiteFormatError(f"{what} name tensor {i} of {len(tensors)}")
+            return [tensors[i] for i in indices if i >= 0]
+
+        inputs = tensor_list(subgraph.ints(1, f"{where} inputs"), f"{where} inputs")
+        outputs = tensor_list(subgraph.ints(2, f"{where} outputs"), f"{where} outputs")
+        for o, op in enumerate(subgraph.tables(3, f"{where} operator")):
+            what = f"{where} operator {o}"
+            if op.scalar(0, "<I") >= len(codes):
+                raise TFLiteFormatError(f"{what} uses an operator code that does not exist")
+            for field, kind in ((1, "inputs"), (2, "outputs"), (8, "intermediates")):
+                tensor_list(op.ints(field, f"{what} {kind}"), f"{what} {kind}", optional=True)
+            op.table(4, f"{what} options")
+            op.byte_vector(5, f"{what} custom options")
+        subgraphs.append(
+            {
+                "name": subgraph.string(4, f"{where} name") or "",
+                "inputs": inputs,
+                "outputs": outputs,
+                "tensors": tensors,
+            }
+        )
+    if not subgraphs:
+        raise TFLiteFormatError("it has no subgraph")
+    signatures = {}
+    for g, signature in enumerate(root.tables(7, "signature")):
+        key = signature.string(2, f"signature {g} key") or ""
+        index = signature.scalar(4, "<I")
+        if index >= len(subgraphs):
+            raise TFLiteFormatError(f"signature {key!r} names a subgraph that does not exist")
+        tensors = subgraphs[index]["tensors"]
+        entry = {"subgraph": index}
+        for field, kind in ((0, "inputs"), (1, "outputs")):
+            named = {}
+            for m, tensor_map in enumerate(signature.tables(field, f"signature {key!r} {kind}")):
+                name = tensor_map.string(0, f"signature {key!r} {kind} {m} name") or ""
+                t = tensor_map.scalar(1, "<I")
+                if t >= len(tensors):
+                    raise TFLiteFormatError(f"signature {key!r} names a tensor that does not exist")
+                named[name] = tensors[t]
+            entry[kind] = named
+        signatures[key] = entry
+    return {"subgraphs": subgraphs, "signatures": signatures}
+
+
+def _io_names(structure, subgraph_index, kind):
+    """Names of the inputs/outputs of a subgraph, in index order: from the
+    signature over that subgraph when there is one, else from the tensor
+    names (`serving_default_x:0` -> `x`); None for an output without a name."""
+    tensors = structure["subgraphs"][subgraph_index][kind]
+    for signature in structure["signatures"].values():
+        if signature["subgraph"] == subgraph_index:
+            by_index = {t.index: name for name, t in signature[kind].items()}
+            return [by_index.get(t.index) for t in tensors]
+    if kind == "outputs":
+        return [None] * len(tensors)
+    return [re.sub(r"^serving_default_|:\d+$", "", t.name) for t in tensors]
+
+
+def _model_kind(structure):
+    """'signatures' (export_tflite), 'micro' (export_tflite_micro's step),
+    or raises TFLiteFormatError saying what the model is instead."""
+    signatures = structure["signatures"]
+    if all(name in signatures for name in SIGNATURES):
+        return "signatures"
+    if not any(name in signatures for name in SIGNATURES):
+        inputs = _io_names(structure, 0, "inputs")
+        if "x" in inputs and "y" in inputs:
+            return "micro"
+    listed = sorted(signatures) if signatures else "none"
+    raise TFLiteFormatError(
+        f"not a keras_spela export: it has neither the signatures "
+        f"{', '.join(SIGNATURES)} of export_tflite (its signatures: {listed}) "
+        f"nor the x and y inputs of export_tflite_micro's train step (its inputs: "
+        f"{_io_names(structure, 0, 'inputs')})"
+    )
+
+
+# ---------------------------------------------------------------- runtime
 def load_interpreter_class(runtime="auto"):
-    """The `Interpreter` class of LiteRT, or of tflite-runtime as a fallback."""
+    """The `Interpreter` class of LiteRT, or of tflite-runtime as a fallback.
+
+    Returns:
+        `(runtime name, Interpreter class)`.
+
+    Raises:
+        RuntimeUnavailableError: the runtime (any of them for "auto") is not
+            installed.
+    """
     if runtime in ("auto", "litert"):
         try:
             from ai_edge_litert.interpreter import Interpreter
 
             return "litert", Interpreter
-        except ImportError:
+        except ImportError as error:
             if runtime == "litert":
-                raise
-    from tflite_runtime.interpreter import Interpreter
-
+                raise RuntimeUnavailableError(
+                    f"runtime 'litert' needs the ai-edge-litert package "
+                    f"(pip install ai-edge-litert): {error}"
+                ) from None
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except ImportError as error:
+        needed = (
+            "LiteRT (pip install ai-edge-litert) or tflite-runtime"
+            if runtime == "auto" else "the tflite-runtime package"
+        )
+        raise RuntimeUnavailableError(
+            f"running an export_tflite model here needs {needed}: {error}"
+        ) from None
     return "tflite_runtime", Interpreter
+
+
+def _read_model_file(model_path):
+    path = os.fspath(model_path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: the model file does not exist")
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: not a file (a directory?); give the exported .tflite file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        structure = read_model_structure(data)
+        kind = _model_kind(structure)
+    except TFLiteFormatError as error:
+        raise ModelFileError(f"{path}: {error}") from None
+    return path, data, structure, kind
 
 
 class DeviceTrainer:
     """Trains and runs an exported SPELA model on a device runtime.
 
+    Which kind of model a file is comes from the file: a model with the
+    `train`, `infer`, `get_weights` and `set_weights` signatures
+    (`export_tflite`) runs on LiteRT or tflite-runtime; a train step with
+    inputs `x` and `y` and none of those signatures (`export_tflite_micro`)
+    runs on TFLite Micro, with its JSON description. Both are checked before
+    an interpreter sees them.
+
     Args:
-        model_path: a `.tflite` file from `export_tflite` (LiteRT or
-            tflite-runtime) or from `export_tflite_micro` (TFLite Micro; its
-            `.json` description must sit beside it).
-        runtime: `"auto"` (LiteRT, else tflite-runtime; TFLite Micro when the
-            model has a micro description), `"litert"`, `"tflite_runtime"`
-            or `"micro"`.
+        model_path: a `.tflite` file from `export_tflite` or
+            `export_tflite_micro`.
+        runtime: `"auto"` (from the model: LiteRT, else tflite-runtime, for
+            a signature model; TFLite Micro for a micro train step),
+            `"litert"`, `"tflite_runtime"` or `"micro"` (must fit the model).
         num_threads: interpreter threads (LiteRT / tflite-runtime).
+        description_path: the JSON description of a micro train step;
+            default `<model stem>.json`. It must be the one written with this
+            model: its keys, types, input order, batch size, input shape and
+            outputs are checked against the model's tensors, and its
+            `model_sha256`, when present, against the file's SHA-256.
+        quiet: capture what the runtime's C++ code prints to stderr while the
+            interpreter is created (shown only if that fails).
+
+    Raises:
+        ModelFileError: the file (or the description) is missing, not a
+            model, corrupt, truncated, not a keras_spela export, or does
+            not fit `runtime`. The message names the file and the problem.
+        RuntimeUnavailableError: the runtime is not installed.
+        ValueError: an unknown `runtime`.
 
     Example:
 
@@ -65,26 +467,58 @@ class DeviceTrainer:
     ```
     """
 
-    def __init__(self, model_path, runtime="auto", num_threads=None):
+    def __init__(
+        self, model_path, runtime="auto", num_threads=None, description_path=None, quiet=True
+    ):
         if runtime not in ("auto",) + RUNTIMES:
             raise ValueError(f"runtime must be 'auto' or one of {RUNTIMES}, received {runtime!r}.")
-        description = os.path.splitext(model_path)[0] + ".json"
-        if runtime == "auto" and os.path.exists(description):
-            runtime = "micro"
-        self.model_path = model_path
-        if runtime == "micro":
-            self._backend = _MicroBackend(model_path, description)
+        path, data, structure, kind = _read_model_file(model_path)
+        if kind == "micro":
+            if runtime not in ("auto", "micro"):
+                raise ModelFileError(
+                    f"{path}: a TFLite Micro train step (export_tflite_micro: one graph, "
+                    f"no train/infer signatures); run it with runtime='micro', or run "
+                    f"the export_tflite model on {runtime!r}"
+                )
+            if description_path is None:
+                description_path = os.path.splitext(path)[0] + ".json"
+            backend = _MicroBackend(path, data, structure, os.fspath(description_path), quiet)
         else:
-            self._backend = _SignatureBackend(model_path, runtime, num_threads)
-        self.runtime = self._backend.runtime
-        self.batch_size = self._backend.batch_size
-        self.input_shape = self._backend.input_shape
-        self.num_classes = self._backend.num_classes
-        self.exits = self._backend.exits
+            if runtime == "micro":
+                raise ModelFileError(
+                    f"{path}: a model written by export_tflite (signatures "
+                    f"{', '.join(SIGNATURES)}), not a TFLite Micro train step; run it "
+                    f"with runtime 'litert' or 'tflite_runtime', or export the micro "
+                    f"step with export_tflite_micro"
+                )
+            backend = _SignatureBackend(path, data, structure, runtime, num_threads, quiet)
+        self._attach(backend)
+        self.model_path = path
+
+    @classmethod
+    def _from_backend(cls, backend):
+        """A trainer over any object with the backend interface (tests)."""
+        trainer = cls.__new__(cls)
+        trainer._attach(backend)
+        trainer.model_path = None
+        return trainer
+
+    def _attach(self, backend):
+        self._backend = backend
+        self.runtime = backend.runtime
+        self.batch_size = backend.batch_size
+        self.input_shape = tuple(backend.input_shape)
+        self.num_classes = backend.num_classes
+        self.exits = list(backend.exits)
+        # True when the train step takes a per-example weight input: short
+        # batches are then padded with zero-weight rows, not dropped.
+        self.accepts_sample_weight = bool(getattr(backend, "accepts_sample_weight", False))
 
     # ----------------------------------------------------------------- train
     def train_batch(self, x, y):
-        """Learns from one batch of exactly `batch_size` examples.
+        """Learns from one batch of exactly `batch_size` examples (at most
+        `batch_size` when the model takes sample weights: a shorter batch is
+        padded with zero-weight rows).
 
         Returns:
             A dict of the model's losses (`loss`, `<layer>_loss`).
@@ -96,7 +530,15 @@ class DeviceTrainer:
                 weights are then unchanged).
         """
         x, y = self._check_batch(x, y)
-        outputs = self._backend.train(x, y)
+        return self._train_checked(x, y)
+
+    def _train_checked(self, x, y):
+        n, weight = len(x), None
+        if self.accepts_sample_weight:
+            rows = np.arange(self.batch_size) % n  # padding: copies of real rows
+            x, y = x[rows], y[rows]
+            weight = (np.arange(self.batch_size) < n).astype(np.float32)
+        outputs = self._backend.train(x, y, weight) if weight is not None else self._backend.train(x, y)
         if int(outputs.pop("accepted")) != 1:
             raise DeviceTrainingError(
                 "The device model rejected the batch (non-finite loss); its "
@@ -107,31 +549,55 @@ class DeviceTrainer:
     def fit(self, x, y, epochs=1, shuffle=True, seed=0, verbose=1):
         """Trains for `epochs` passes over `(x, y)` in batches of `batch_size`.
 
-        The last `len(x) % batch_size` examples of each (shuffled) epoch are
-        left out: the train signature has a static batch size.
+        The train signature has a static batch size. When the model takes
+        a per-example weight (`accepts_sample_weight`), the last, short batch
+        of each epoch is padded with zero-weight rows; otherwise its
+        `len(x) % batch_size` examples are left out of that (shuffled) epoch,
+        and at least `batch_size` examples are needed.
 
         Returns:
-            A dict `{"loss": [mean loss per epoch], ...}`.
+            A dict `{"loss": [mean loss per epoch], ...}` (each step weighted
+            by its number of real examples).
+
+        Raises:
+            DeviceTrainingError: bad data (nothing is trained), or a batch
+                that the model rejected (the steps before it were learned).
         """
         x, y = self._check_arrays(x, y)
-        if len(x) < self.batch_size:
-            raise DeviceTrainingError(
-                f"fit needs at least batch_size={self.batch_size} examples, "
-                f"received {len(x)}."
-            )
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
+            raise DeviceTrainingError(f"epochs must be a positive integer, received {epochs!r}.")
+        if len(x) == 0:
+            raise DeviceTrainingError("fit needs at least one example, received 0.")
+        if self.accepts_sample_weight:
+            steps = math.ceil(len(x) / self.batch_size)
+            used = len(x)
+        else:
+            if len(x) < self.batch_size:
+                raise DeviceTrainingError(
+                    f"fit needs at least batch_size={self.batch_size} examples, "
+                    f"received {len(x)}."
+                )
+            steps = len(x) // self.batch_size
+            used = steps * self.batch_size
         rng = np.random.default_rng(seed)
         history = {}
-        steps = len(x) // self.batch_size
         for epoch in range(epochs):
             order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
             totals = {}
             start = time.perf_counter()
             for step in range(steps):
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
-                for key, value in self.train_batch(x[index], y[index]).items():
-                    totals[key] = totals.get(key, 0.0) + value
+                try:
+                    losses = self._train_checked(x[index], y[index])
+                except DeviceTrainingError as error:
+                    raise DeviceTrainingError(
+                        f"Epoch {epoch + 1}/{epochs}, step {step + 1}/{steps}: {error}"
+                        + (" The steps before it were learned." if epoch or step else "")
+                    ) from None
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value * len(index)
             for key, value in totals.items():
-                history.setdefault(key, []).append(value / steps)
+                history.setdefault(key, []).append(value / used)
             if verbose:
                 seconds = time.perf_counter() - start
                 print(
@@ -183,7 +649,7 @@ class DeviceTrainer:
         if missing or unknown:
             raise DeviceTrainingError(
                 f"set_weights needs exactly the names of get_weights; missing "
-                f"{missing}, unknown {unknown}."
+                f"{_some(missing)}, unknown {_some(unknown)}."
             )
         values = {}
         for name, value in weights.items():
@@ -204,8 +670,11 @@ class DeviceTrainer:
 
     def load_weights(self, path):
         """Restores weights written by `save_weights`."""
-        with np.load(path) as data:
-            self.set_weights({k: data[k] for k in data.files})
+        arrays = load_npz(path, "weights file")
+        try:
+            self.set_weights(arrays)
+        except DeviceTrainingError as error:
+            raise DeviceTrainingError(f"{path}: {error}") from None
 
     # ---------------------------------------------------------------- checks
     def _check_inputs(self, x):
@@ -245,7 +714,13 @@ class DeviceTrainer:
 
     def _check_batch(self, x, y):
         x, y = self._check_arrays(x, y)
-        if len(x) != self.batch_size:
+        if self.accepts_sample_weight:
+            if not 1 <= len(x) <= self.batch_size:
+                raise DeviceTrainingError(
+                    f"The train signature takes batches of 1 to at most "
+                    f"{self.batch_size} examples, received {len(x)}."
+                )
+        elif len(x) != self.batch_size:
             raise DeviceTrainingError(
                 f"The train signature takes batches of exactly {self.batch_size} "
                 f"examples, received {len(x)}."
@@ -253,34 +728,117 @@ class DeviceTrainer:
         return x, y
 
 
+def load_npz(path, what="data file"):
+    """The arrays of an `.npz` file, as a dict; DeviceTrainingError (naming
+    the file) when it is missing or not an `.npz` archive."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DeviceTrainingError(
+            f"{path}: the {what} does not exist" if not os.path.exists(path)
+            else f"{path}: the {what} is not a file"
+        )
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DeviceTrainingError(
+            f"{path}: the {what} is not an .npz archive written by np.savez ({_one_line(error)})"
+        ) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DeviceTrainingError(
+            f"{path}: the {what} holds one .npy array, not an .npz archive of named arrays (np.savez)"
+        )
+    try:
+        with loaded:
+            return {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DeviceTrainingError(f"{path}: the {what} is damaged ({_one_line(error)})") from None
+
+
+def _tensor_problem(tensor, what, dtype, shape=None):
+    """None if `tensor` has the dtype and shape (None entries: any positive
+    size), else what is wrong with it."""
+    if tensor.dtype != dtype:
+        return f"{what} is {tensor.dtype}, not {dtype}"
+    if shape is not None and (
+        len(tensor.shape) != len(shape)
+        or any(s is not None and s != t for s, t in zip(shape, tensor.shape))
+    ):
+        return f"{what} has shape {tensor.shape}, expected {tuple(shape)}"
+    if any(d < 1 for d in tensor.shape):
+        return f"{what} has a dynamic or empty shape {tensor.shape}"
+    return None
+
+
 class _SignatureBackend:
     """LiteRT or tflite-runtime, through the model's signature runners."""
 
-    def __init__(self, model_path, runtime, num_threads):
+    def __init__(self, model_path, data, structure, runtime, num_threads, quiet):
+        signatures = structure["signatures"]
+        train, infer = signatures["train"], signatures["infer"]
+        x, y = train["inputs"].get("x"), train["inputs"].get("y")
+        problems = []
+        if x is None or y is None:
+            problems.append(f"its train signature takes {sorted(train['inputs'])}, not x and y")
+        elif x.dtype != "float32" or len(x.shape) < 1 or any(d < 1 for d in x.shape):
+            problems.append(f"train's x is {x.dtype} of shape {x.shape}, not a float32 batch of static shape")
+        else:
+            batch = x.shape[0]
+            problems.append(_tensor_problem(y, "train's y", "int32", (batch,)))
+            if SAMPLE_WEIGHT in train["inputs"]:
+                problems.append(
+                    _tensor_problem(
+                        train["inputs"][SAMPLE_WEIGHT], f"train's {SAMPLE_WEIGHT}", "float32", (batch,)
+                    )
+                )
+            infer_x = infer["inputs"].get("x")
+            if infer_x is not None and tuple(infer_x.shape[1:]) != tuple(x.shape[1:]):
+                problems.append(f"infer's x {infer_x.shape} and train's x {x.shape} disagree")
+        unknown = sorted(set(train["inputs"]) - {"x", "y", SAMPLE_WEIGHT})
+        if unknown:
+            problems.append(f"its train signature takes inputs {unknown} that DeviceTrainer does not know")
+        if "accepted" not in train["outputs"] or "loss" not in train["outputs"]:
+            problems.append(f"its train signature returns {sorted(train['outputs'])}, not accepted and loss")
+        scores = infer["outputs"].get("scores")
+        if "x" not in infer["inputs"] or scores is None or len(scores.shape) != 2:
+            problems.append("its infer signature does not map x to (batch, classes) scores")
+        if sorted(signatures["set_weights"]["inputs"]) != sorted(signatures["get_weights"]["outputs"]):
+            problems.append("its set_weights inputs are not the get_weights outputs")
+        problems = [p for p in problems if p]
+        if problems:
+            raise ModelFileError(f"{model_path}: not a valid export_tflite model: {'; '.join(problems)}")
+
         self.runtime, interpreter_class = load_interpreter_class(runtime)
-        self.interpreter = interpreter_class(model_path=model_path, num_threads=num_threads)
-        signatures = self.interpreter.get_signature_list()
-        needed = {"train", "infer", "get_weights", "set_weights"}
-        if not needed <= set(signatures):
-            raise ValueError(
-                f"{model_path} lacks the signatures {sorted(needed - set(signatures))}; "
-                "export it with keras_spela.export_tflite."
-            )
-        self._train = self.interpreter.get_signature_runner("train")
-        self._infer = self.interpreter.get_signature_runner("infer")
-        self._get = self.interpreter.get_signature_runner("get_weights")
-        self._set = self.interpreter.get_signature_runner("set_weights")
-        x_detail = self._train.get_input_details()["x"]
-        self.batch_size = int(x_detail["shape"][0])
-        self.input_shape = tuple(int(d) for d in x_detail["shape"][1:])
+        self.batch_size = int(x.shape[0])
+        self.input_shape = tuple(int(d) for d in x.shape[1:])
+        self.num_classes = int(scores.shape[-1])
+        self.accepts_sample_weight = SAMPLE_WEIGHT in train["inputs"]
+        self.exposes_weights = True
         self.exits = sorted(
-            (n[: -len("_scores")] for n in signatures["infer"]["outputs"] if n.startswith("exit_")),
+            (n[: -len("_scores")] for n in infer["outputs"] if re.fullmatch(r"exit_\d+_scores", n)),
             key=lambda name: int(name.split("_")[1]),
         )
-        probe = self._infer(x=np.zeros((1,) + self.input_shape, np.float32))
-        self.num_classes = int(probe["scores"].shape[-1])
+        if not self.exits:
+            raise ModelFileError(f"{model_path}: its infer signature has no exit_<k>_scores output")
+        try:
+            with capture_native_stderr(quiet):
+                self._model_data = data  # the interpreter reads from these bytes
+                self.interpreter = interpreter_class(model_content=data, num_threads=num_threads)
+                self._train = self.interpreter.get_signature_runner("train")
+                self._infer = self.interpreter.get_signature_runner("infer")
+                self._get = self.interpreter.get_signature_runner("get_weights")
+                self._set = self.interpreter.get_signature_runner("set_weights")
+                # Runs once so that the runtime allocates (and prints) now.
+                self._infer(x=np.zeros((1,) + self.input_shape, np.float32))
+        except (ValueError, RuntimeError) as error:
+            raise ModelFileError(
+                f"{model_path}: {self.runtime} could not load the model: {_one_line(error)}"
+            ) from None
 
-    def train(self, x, y):
+    def train(self, x, y, sample_weight=None):
+        if self.accepts_sample_weight:
+            if sample_weight is None:
+                sample_weight = np.ones((len(x),), np.float32)
+            return self._train(x=x, y=y, **{SAMPLE_WEIGHT: sample_weight})
         return self._train(x=x, y=y)
 
     def infer(self, x):
@@ -295,6 +853,17 @@ class _SignatureBackend:
             raise DeviceTrainingError("The device model refused the weights.")
 
 
+def _some(names, shown=6):
+    """A list of names for a message, cut after `shown` of them."""
+    if len(names) <= shown:
+        return str(names)
+    return "[" + ", ".join(repr(n) for n in names[:shown]) + f", ... ({len(names)} in all)]"
+
+
+def _one_line(error):
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _micro_arena_size(description):
     """The measured arena plus 1 KiB, or 64 MiB when it was not measured
     (exported without tflite-micro installed)."""
@@ -302,34 +871,178 @@ def _micro_arena_size(description):
     return int(measured) + 1024 if measured else 64 * 1024 * 1024
 
 
+def _is_int(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_str_list(value, nonempty=False):
+    return (
+        isinstance(value, list)
+        and all(isinstance(v, str) for v in value)
+        and (len(value) > 0 or not nonempty)
+    )
+
+
+# Keys of a micro description that DeviceTrainer needs, with their checks.
+_DESCRIPTION_KEYS = {
+    "inputs": (lambda v: _is_str_list(v, True), "a non-empty list of names"),
+    "outputs": (lambda v: _is_str_list(v, True), "a non-empty list of names"),
+    "batch_size": (lambda v: _is_int(v, 1), "a positive integer"),
+    "input_shape": (
+        lambda v: isinstance(v, list) and all(_is_int(d, 1) for d in v),
+        "a list of positive integers",
+    ),
+    "num_classes": (lambda v: _is_int(v, 2), "an integer of at least 2"),
+    "exits": (lambda v: _is_str_list(v, True), "a non-empty list of names"),
+    "weight_names": (lambda v: _is_str_list(v), "a list of names"),
+    "arena_bytes": (lambda v: v is None or _is_int(v, 1), "a positive integer or null"),
+}
+
+
+def check_micro_description(description, data, structure):
+    """Problems of a micro description against its model, as a list of
+    strings (empty: it belongs to the model).
+
+    Args:
+        description: the parsed JSON.
+        data: the bytes of the model.
+        structure: `read_model_structure(data)`.
+    """
+    if not isinstance(description, dict):
+        return [f"it must hold a JSON object, found a JSON {type(description).__name__}"]
+    missing = [k for k in _DESCRIPTION_KEYS if k not in description]
+    if missing:
+        return [f"it is missing the keys {missing} of an export_tflite_micro description"]
+    problems = [
+        f"{key!r} must be {kind}, found {description[key]!r}"
+        for key, (valid, kind) in _DESCRIPTION_KEYS.items()
+        if not valid(description[key])
+    ]
+    if "model_sha256" in description:
+        digest = description["model_sha256"]
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            problems.append(f"'model_sha256' must be 64 hex digits, found {digest!r}")
+        elif digest.lower() != hashlib.sha256(data).hexdigest():
+            problems.append(
+                f"its model_sha256 {digest[:12]}... is not the SHA-256 of the model "
+                f"({hashlib.sha256(data).hexdigest()[:12]}...): it was written for another "
+                f"(an earlier?) export"
+            )
+    if problems:
+        return problems
+
+    graph = structure["subgraphs"][0]
+    inputs = _io_names(structure, 0, "inputs")
+    if description["inputs"] != inputs:
+        problems.append(f"its inputs {description['inputs']} are not the model's inputs {inputs} (in index order)")
+        return problems
+    tensors = dict(zip(inputs, graph["inputs"]))
+    batch, shape = description["batch_size"], tuple(description["input_shape"])
+    x, y = tensors["x"], tensors["y"]
+    if x.shape != (batch,) + shape:
+        problems.append(
+            f"its batch_size {batch} and input_shape {list(shape)} do not match the "
+            f"model's x tensor {x.shape}"
+        )
+    problems.append(_tensor_problem(x, "the model's x", "float32"))
+    problems.append(_tensor_problem(y, "the model's y", "int32", (x.shape[0] if x.shape else None,)))
+    if SAMPLE_WEIGHT in tensors:
+        problems.append(
+            _tensor_problem(tensors[SAMPLE_WEIGHT], f"the model's {SAMPLE_WEIGHT}", "float32", (x.shape[:1] or (None,)))
+        )
+    outputs = _io_names(structure, 0, "outputs")
+    declared = description["outputs"]
+    if len(declared) != len(outputs) or any(o is not None and o != d for o, d in zip(outputs, declared)):
+        problems.append(
+            f"its outputs {declared} are not the model's {len(outputs)} outputs "
+            f"{outputs if any(o is not None for o in outputs) else ''}".rstrip()
+        )
+    elif not {"accepted", "scores", "loss"} <= set(declared):
+        problems.append(f"its outputs {declared} lack accepted, scores or loss")
+    else:
+        scores = graph["outputs"][declared.index("scores")]
+        if len(scores.shape) != 2 or scores.shape[-1] != description["num_classes"]:
+            problems.append(
+                f"its num_classes {description['num_classes']} does not match the "
+                f"model's scores {scores.shape}"
+            )
+        missing_exits = [e for e in description["exits"] if f"{e}_loss" not in declared]
+        if missing_exits:
+            problems.append(f"its exits {missing_exits} have no <exit>_loss output")
+    return [p for p in problems if p]
+
+
 class _MicroBackend:
     """TFLite Micro: one interpreter running the single-graph train step."""
 
     runtime = "micro"
 
-    def __init__(self, model_path, description_path):
-        from tflite_micro import runtime as micro_runtime
+    def __init__(self, model_path, data, structure, description_path, quiet):
+        where = f"{description_path} (the description of {model_path})"
+        if not os.path.isfile(description_path):
+            raise ModelFileError(
+                f"{where}: no description found; a TFLite Micro train step needs the JSON "
+                f"that export_tflite_micro writes beside it (or pass description_path=)"
+            )
+        try:
+            with open(description_path, "rb") as f:
+                text = f.read()
+        except OSError as error:
+            raise ModelFileError(f"{where}: cannot be read ({error.strerror or error})") from None
+        try:
+            description = json.loads(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{where}: not valid JSON (not UTF-8 text)") from None
+        except ValueError as error:
+            raise ModelFileError(f"{where}: not valid JSON ({error})") from None
+        problems = check_micro_description(description, data, structure)
+        if problems:
+            raise ModelFileError(
+                f"{where}: does not belong to the model: {'; '.join(problems)}. "
+                f"Re-export with export_tflite_micro, or remove the stale description"
+            )
+        try:
+            from tflite_micro import runtime as micro_runtime
+        except ImportError as error:
+            raise RuntimeUnavailableError(
+                f"{model_path} is a TFLite Micro train step; running it here needs the "
+                f"tflite-micro package (pip install tflite-micro): {error}"
+            ) from None
+        self.description = description
+        arena = _micro_arena_size(description)
+        try:
+            with capture_native_stderr(quiet):
+                self.interpreter = micro_runtime.Interpreter.from_bytes(data, arena_size=arena)
+        except (RuntimeError, ValueError) as error:
+            hint = (
+                "" if "model_sha256" in description else
+                "; the description has no model_sha256 to tie it to this model: if it "
+                "comes from an earlier export, re-export with export_tflite_micro"
+            )
+            raise ModelFileError(
+                f"{model_path}: TFLite Micro could not prepare the step in an arena of "
+                f"{arena} bytes (arena_bytes of {description_path} + 1 KiB): "
+                f"{_one_line(error)}{hint}"
+            ) from None
+        self.inputs = description["inputs"]
+        self.outputs = description["outputs"]
+        self.batch_size = int(description["batch_size"])
+        self.input_shape = tuple(description["input_shape"])
+        self.num_classes = int(description["num_classes"])
+        self.exits = list(description["exits"])
+        self.accepts_sample_weight = SAMPLE_WEIGHT in self.inputs
+        self.exposes_weights = all(n in self.outputs for n in description["weight_names"])
 
-        with open(description_path) as f:
-            self.description = json.load(f)
-        with open(model_path, "rb") as f:
-            data = f.read()
-        self.interpreter = micro_runtime.Interpreter.from_bytes(
-            data, arena_size=_micro_arena_size(self.description)
-        )
-        self.inputs = self.description["inputs"]
-        self.outputs = self.description["outputs"]
-        self.batch_size = int(self.description["batch_size"])
-        self.input_shape = tuple(self.description["input_shape"])
-        self.num_classes = int(self.description["num_classes"])
-        self.exits = list(self.description["exits"])
+    def train(self, x, y, sample_weight=None):
+        return self._invoke(x, y, sample_weight)
 
-    def train(self, x, y):
-        return self._invoke(x, y)
-
-    def _invoke(self, x, y):
+    def _invoke(self, x, y, sample_weight=None):
         self.interpreter.set_input(x, self.inputs.index("x"))
         self.interpreter.set_input(y, self.inputs.index("y"))
+        if self.accepts_sample_weight:
+            if sample_weight is None:
+                sample_weight = np.ones((len(x),), np.float32)
+            self.interpreter.set_input(sample_weight, self.inputs.index(SAMPLE_WEIGHT))
         self.interpreter.invoke()
         return {
             name: self.interpreter.get_output(i) for i, name in enumerate(self.outputs)
@@ -344,12 +1057,14 @@ class _MicroBackend:
             padded[: len(chunk)] = chunk
             labels = np.full((self.batch_size,), -1, np.int32)
             scores.append(self._invoke(padded, labels)["scores"][: len(chunk)])
+        if not scores:
+            return {self.exits[-1]: np.zeros((0, self.num_classes), np.float32)}
         return {self.exits[-1]: np.concatenate(scores)}  # the last exit only
 
     def get_weights(self):
         names = self.description["weight_names"]
-        if not all(name in self.outputs for name in names):
-            raise ValueError(
+        if not self.exposes_weights:
+            raise DeviceTrainingError(
                 "This TFLite Micro model does not output its weights; export it "
                 "with export_tflite_micro(..., expose_weights=True)."
             )
@@ -367,30 +1082,123 @@ class _MicroBackend:
         )
 
 
-def _main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="exported .tflite model")
-    parser.add_argument("--data", required=True, help=".npz with x_train, y_train[, x_test, y_test]")
-    parser.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--load_weights", default=None)
-    parser.add_argument("--save_weights", default=None)
-    args = parser.parse_args(argv)
-    trainer = DeviceTrainer(args.model, runtime=args.runtime)
+# ------------------------------------------------------------ command line
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, received {value}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, received {value}")
+    return value
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line (argparse would print the whole usage first); exit code 2.
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def _data_arrays(path):
+    arrays = load_npz(path, "--data file")
+    known = {"x_train", "y_train", "x_test", "y_test"}
+    problems = []
+    if not {"x_train", "y_train"} <= set(arrays):
+        problems.append("it needs x_train and y_train")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        problems.append("x_test and y_test go together")
+    unknown = sorted(set(arrays) - known)
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    if problems:
+        raise DeviceTrainingError(
+            f"{path}: the --data file holds {sorted(arrays)}; {'; '.join(problems)} "
+            f"(keys x_train, y_train and optionally x_test, y_test)"
+        )
+    return arrays
+
+
+def _checked_split(trainer, arrays, path, split):
+    x_key, y_key = f"x_{split}", f"y_{split}"
+    try:
+        return trainer._check_arrays(arrays[x_key], arrays[y_key])
+    except DeviceTrainingError as error:
+        raise DeviceTrainingError(f"{path}: {x_key}/{y_key}: {error}") from None
+
+
+def _run(args):
+    trainer = DeviceTrainer(
+        args.model,
+        runtime=args.runtime,
+        num_threads=args.num_threads,
+        description_path=args.description,
+        quiet=not args.verbose,
+    )
+    arrays = _data_arrays(args.data)
+    train = _checked_split(trainer, arrays, args.data, "train")
+    test = _checked_split(trainer, arrays, args.data, "test") if "x_test" in arrays else None
+    if trainer.runtime == "micro" and args.load_weights:
+        raise DeviceTrainingError(
+            "--load_weights: TFLite Micro models have no set_weights (their weights "
+            "live in the arena); re-export from the host to change them"
+        )
+    if args.save_weights and not getattr(trainer._backend, "exposes_weights", True):
+        raise DeviceTrainingError(
+            f"--save_weights: {args.model} does not output its weights; export it with "
+            "export_tflite_micro(..., expose_weights=True)"
+        )
+    if args.save_weights:
+        directory = os.path.dirname(os.path.abspath(args.save_weights))
+        if not os.path.isdir(directory):
+            raise DeviceTrainingError(f"--save_weights {args.save_weights}: the directory {directory} does not exist")
     print(f"runtime {trainer.runtime}, batch {trainer.batch_size}, exits {trainer.exits}")
     if args.load_weights:
         trainer.load_weights(args.load_weights)
-    with np.load(args.data) as data:
-        arrays = {k: data[k] for k in data.files}
-    if "x_test" in arrays:
-        print("before:", trainer.evaluate(arrays["x_test"], arrays["y_test"]))
-    trainer.fit(arrays["x_train"], arrays["y_train"], epochs=args.epochs, seed=args.seed)
-    if "x_test" in arrays:
-        print("after:", trainer.evaluate(arrays["x_test"], arrays["y_test"]))
+    if test is not None:
+        print("before:", trainer.evaluate(*test))
+    try:
+        trainer.fit(*train, epochs=args.epochs, seed=args.seed)
+    except DeviceTrainingError as error:
+        raise DeviceTrainingError(f"{args.data}: {error}") from None
+    if test is not None:
+        print("after:", trainer.evaluate(*test))
     if args.save_weights:
         trainer.save_weights(args.save_weights)
         print(f"saved weights to {args.save_weights}")
+
+
+def _main(argv=None):
+    parser = _ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="exported .tflite model")
+    parser.add_argument("--data", required=True, help=".npz with x_train, y_train[, x_test, y_test]")
+    parser.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES)
+    parser.add_argument("--description", default=None, help="JSON description of a micro step (default: <model stem>.json)")
+    parser.add_argument("--epochs", type=_positive_int, default=1)
+    parser.add_argument("--seed", type=_non_negative_int, default=0)
+    parser.add_argument("--num_threads", type=_positive_int, default=None)
+    parser.add_argument("--load_weights", default=None)
+    parser.add_argument("--save_weights", default=None)
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show the runtime's own (C++) log lines, normally captured",
+    )
+    args = parser.parse_args(argv)
+    try:
+        _run(args)
+    except (DeviceTrainingError, RuntimeUnavailableError, NotImplementedError, OSError) as error:
+        sys.stdout.flush()
+        print(f"{parser.prog}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
     return 0
 
 

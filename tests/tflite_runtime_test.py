@@ -10,6 +10,7 @@ subprocess and compares the weights it learned with SpelaModel.fit.
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,6 +173,7 @@ def device_run(tmp_path_factory):
     lines = [l for l in result.stdout.splitlines() if l.startswith("REPORT ")]
     assert lines, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(lines[-1][len("REPORT "):])
+    report["stderr"] = result.stderr
     device = {}
     for job in jobs:
         with np.load(job["weights"]) as data:
@@ -180,6 +182,11 @@ def device_run(tmp_path_factory):
                 "scores": np.load(job["scores"]),
             }
     return {"host": host, "device": device, "report": report}
+
+
+def test_device_process_prints_nothing_on_stderr(device_run):
+    """tflite-runtime's C++ INFO lines (XNNPACK delegate) are captured."""
+    assert device_run["report"]["stderr"] == ""
 
 
 def test_device_python_has_no_tensorflow(device_run):
@@ -223,6 +230,119 @@ def test_device_trainer_script_imports_no_tensorflow():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------- model files
+BAD_FILE_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    trainer_dir, jobs_path = sys.argv[1], sys.argv[2]
+    sys.path.insert(0, trainer_dir)
+    import device_trainer
+
+    results = {}
+    with open(jobs_path) as f:
+        jobs = json.load(f)
+    for name, job in jobs.items():
+        try:
+            trainer = device_trainer.DeviceTrainer(job["model"], runtime=job["runtime"])
+            results[name] = {"ok": True, "runtime": trainer.runtime}
+        except BaseException as error:
+            results[name] = {
+                "ok": False,
+                "mro": [c.__name__ for c in type(error).__mro__],
+                "message": str(error),
+            }
+    print("REPORT " + json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def bad_file_run(tmp_path_factory):
+    """DeviceTrainer on files that are no valid model, in the tflite-runtime
+    Python: {case: result}, and the files with what their error must say."""
+    import tensorflow as tf
+
+    python = _tflite_python_or_skip()
+    out = tmp_path_factory.mktemp("bad_files")
+    keras.utils.set_random_seed(0)
+    model = SpelaModel([keras.Input((64,)), SpelaDense(32), SpelaDense(16)], num_classes=10)
+    lite = keras_spela.export_tflite(model, str(out / "good.tflite"), batch_size=BATCH)
+    micro = keras_spela.export_tflite_micro(model, str(out / "micro.tflite"), batch_size=BATCH)
+    data = pathlib.Path(lite.path).read_bytes()
+    files = {
+        "empty": (b"", "empty"),
+        "random": (np.random.default_rng(0).bytes(5000), "TFL3"),
+        "truncated": (data[: len(data) // 2], "truncated"),
+        "truncated_end": (data[:-100], "truncated"),
+        "plain": (
+            tf.lite.TFLiteConverter.from_keras_model(
+                keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+            ).convert(),
+            "not a keras_spela export",
+        ),
+        "micro_infer": (pathlib.Path(micro.inference_path).read_bytes(), "not a keras_spela export"),
+    }
+    cases = {}
+    for name, (content, match) in files.items():
+        path = out / f"{name}.tflite"
+        path.write_bytes(content)
+        cases[name] = (path, match, "ModelFileError")
+    model.save(out / "spela.keras")
+    cases["keras"] = (out / "spela.keras", r"zip archive.*\.keras", "ModelFileError")
+    cases["missing"] = (out / "missing.tflite", "does not exist", "ModelFileError")
+    # Valid models that this Python cannot run: clear errors too.
+    cases["micro step"] = (pathlib.Path(micro.path), "tflite-micro", "RuntimeUnavailableError")
+    jobs = {}
+    for name, (path, _, _) in cases.items():
+        for runtime in ("auto", "tflite_runtime"):
+            jobs[f"{name}|{runtime}"] = {"model": str(path), "runtime": runtime}
+    jobs["good|auto"] = {"model": lite.path, "runtime": "auto"}
+    jobs["good|litert"] = {"model": lite.path, "runtime": "litert"}
+    jobs_path = out / "jobs.json"
+    jobs_path.write_text(json.dumps(jobs))
+    script = out / "bad_file_script.py"
+    script.write_text(BAD_FILE_SCRIPT)
+    result = subprocess.run(
+        [python, str(script), str(DEVICE_TRAINER.parent), str(jobs_path)],
+        capture_output=True, text=True, env=_device_env(), timeout=300,
+    )
+    lines = [l for l in result.stdout.splitlines() if l.startswith("REPORT ")]
+    assert result.returncode == 0 and lines, (
+        f"exit code {result.returncode}\n" + result.stdout[-3000:] + result.stderr[-3000:]
+    )
+    return json.loads(lines[-1][len("REPORT "):]), cases, lite.path
+
+
+BAD_CASES = ["empty", "random", "truncated", "truncated_end", "plain", "micro_infer",
+             "keras", "missing", "micro step"]
+
+
+@pytest.mark.parametrize("runtime", ["auto", "tflite_runtime"])
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_tflite_runtime_refuses_bad_model_files(bad_file_run, case, runtime):
+    results, cases, _ = bad_file_run
+    path, match, error = cases[case]
+    if case == "micro step" and runtime == "tflite_runtime":
+        match, error = "runtime='micro'", "ModelFileError"  # the wrong runtime for it
+    result = results[f"{case}|{runtime}"]
+    assert not result["ok"], result
+    assert error in result["mro"], result
+    assert str(path) in result["message"], result["message"]
+    assert re.search(match, result["message"]), (match, result["message"])
+    assert "\n" not in result["message"]
+
+
+def test_tflite_runtime_is_chosen_from_the_model(bad_file_run):
+    results, _, lite_path = bad_file_run
+    assert results["good|auto"] == {"ok": True, "runtime": "tflite_runtime"}
+    # LiteRT is not installed in that Python: a clear error, not a traceback.
+    assert not results["good|litert"]["ok"]
+    assert "RuntimeUnavailableError" in results["good|litert"]["mro"]
+    assert "ai-edge-litert" in results["good|litert"]["message"]
 
 
 if __name__ == "__main__":
