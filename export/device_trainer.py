@@ -36,10 +36,12 @@ import numpy as np
 RUNTIMES = ("litert", "tflite_runtime", "micro")
 # The signatures that make a model a keras_spela `export_tflite` model.
 SIGNATURES = ("train", "infer", "get_weights", "set_weights")
-# The optional per-example weight input of a train step: when the model has
-# it, DeviceTrainer pads a short batch with zero-weight rows instead of
-# dropping it (see `DeviceTrainer.fit`).
-SAMPLE_WEIGHT = "sample_weight"
+# Rows of a train batch labelled PADDING_LABEL are padding: the model ignores
+# them (a batch of padding only is rejected). Models that do so say how many
+# real examples they learned from in the train output PADDING_OUTPUT;
+# DeviceTrainer then pads a short batch instead of dropping it.
+PADDING_LABEL = -1
+PADDING_OUTPUT = "examples"
 
 
 class DeviceTrainingError(ValueError):
@@ -510,15 +512,15 @@ class DeviceTrainer:
         self.input_shape = tuple(backend.input_shape)
         self.num_classes = backend.num_classes
         self.exits = list(backend.exits)
-        # True when the train step takes a per-example weight input: short
-        # batches are then padded with zero-weight rows, not dropped.
-        self.accepts_sample_weight = bool(getattr(backend, "accepts_sample_weight", False))
+        # True when the train step ignores rows labelled PADDING_LABEL: short
+        # batches are then padded, not dropped.
+        self.accepts_padding = bool(getattr(backend, "accepts_padding", False))
 
     # ----------------------------------------------------------------- train
     def train_batch(self, x, y):
-        """Learns from one batch of exactly `batch_size` examples (at most
-        `batch_size` when the model takes sample weights: a shorter batch is
-        padded with zero-weight rows).
+        """Learns from one batch of exactly `batch_size` examples (1 to
+        `batch_size` when the model ignores padding rows, `accepts_padding`:
+        a shorter batch is padded with zero rows labelled -1).
 
         Returns:
             A dict of the model's losses (`loss`, `<layer>_loss`).
@@ -533,12 +535,13 @@ class DeviceTrainer:
         return self._train_checked(x, y)
 
     def _train_checked(self, x, y):
-        n, weight = len(x), None
-        if self.accepts_sample_weight:
-            rows = np.arange(self.batch_size) % n  # padding: copies of real rows
-            x, y = x[rows], y[rows]
-            weight = (np.arange(self.batch_size) < n).astype(np.float32)
-        outputs = self._backend.train(x, y, weight) if weight is not None else self._backend.train(x, y)
+        n = len(x)
+        if self.accepts_padding and n < self.batch_size:
+            padded_x = np.zeros((self.batch_size,) + self.input_shape, np.float32)
+            padded_y = np.full((self.batch_size,), PADDING_LABEL, np.int32)
+            padded_x[:n], padded_y[:n] = x, y
+            x, y = padded_x, padded_y
+        outputs = self._backend.train(x, y)
         if int(outputs.pop("accepted")) != 1:
             raise DeviceTrainingError(
                 "The device model rejected the batch (non-finite loss); its "
@@ -549,11 +552,14 @@ class DeviceTrainer:
     def fit(self, x, y, epochs=1, shuffle=True, seed=0, verbose=1):
         """Trains for `epochs` passes over `(x, y)` in batches of `batch_size`.
 
-        The train signature has a static batch size. When the model takes
-        a per-example weight (`accepts_sample_weight`), the last, short batch
-        of each epoch is padded with zero-weight rows; otherwise its
-        `len(x) % batch_size` examples are left out of that (shuffled) epoch,
-        and at least `batch_size` examples are needed.
+        The train signature has a static batch size. When the model ignores
+        padding rows (`accepts_padding`, every model of this keras_spela),
+        the last, short batch of each epoch is padded with rows labelled -1
+        and learned from like `SpelaModel.fit`'s short last batch (the mean
+        over its real examples), so every example is learned from, and fewer
+        examples than `batch_size` train too. Models exported before that
+        leave the `len(x) % batch_size` last examples of each (shuffled)
+        epoch out and need at least `batch_size` examples.
 
         Returns:
             A dict `{"loss": [mean loss per epoch], ...}` (each step weighted
@@ -568,7 +574,7 @@ class DeviceTrainer:
             raise DeviceTrainingError(f"epochs must be a positive integer, received {epochs!r}.")
         if len(x) == 0:
             raise DeviceTrainingError("fit needs at least one example, received 0.")
-        if self.accepts_sample_weight:
+        if self.accepts_padding:
             steps = math.ceil(len(x) / self.batch_size)
             used = len(x)
         else:
@@ -714,7 +720,7 @@ class DeviceTrainer:
 
     def _check_batch(self, x, y):
         x, y = self._check_arrays(x, y)
-        if self.accepts_sample_weight:
+        if self.accepts_padding:
             if not 1 <= len(x) <= self.batch_size:
                 raise DeviceTrainingError(
                     f"The train signature takes batches of 1 to at most "
@@ -784,16 +790,10 @@ class _SignatureBackend:
         else:
             batch = x.shape[0]
             problems.append(_tensor_problem(y, "train's y", "int32", (batch,)))
-            if SAMPLE_WEIGHT in train["inputs"]:
-                problems.append(
-                    _tensor_problem(
-                        train["inputs"][SAMPLE_WEIGHT], f"train's {SAMPLE_WEIGHT}", "float32", (batch,)
-                    )
-                )
             infer_x = infer["inputs"].get("x")
             if infer_x is not None and tuple(infer_x.shape[1:]) != tuple(x.shape[1:]):
                 problems.append(f"infer's x {infer_x.shape} and train's x {x.shape} disagree")
-        unknown = sorted(set(train["inputs"]) - {"x", "y", SAMPLE_WEIGHT})
+        unknown = sorted(set(train["inputs"]) - {"x", "y"})
         if unknown:
             problems.append(f"its train signature takes inputs {unknown} that DeviceTrainer does not know")
         if "accepted" not in train["outputs"] or "loss" not in train["outputs"]:
@@ -811,7 +811,7 @@ class _SignatureBackend:
         self.batch_size = int(x.shape[0])
         self.input_shape = tuple(int(d) for d in x.shape[1:])
         self.num_classes = int(scores.shape[-1])
-        self.accepts_sample_weight = SAMPLE_WEIGHT in train["inputs"]
+        self.accepts_padding = PADDING_OUTPUT in train["outputs"]
         self.exposes_weights = True
         self.exits = sorted(
             (n[: -len("_scores")] for n in infer["outputs"] if re.fullmatch(r"exit_\d+_scores", n)),
@@ -834,11 +834,7 @@ class _SignatureBackend:
                 f"{model_path}: {self.runtime} could not load the model: {_one_line(error)}"
             ) from None
 
-    def train(self, x, y, sample_weight=None):
-        if self.accepts_sample_weight:
-            if sample_weight is None:
-                sample_weight = np.ones((len(x),), np.float32)
-            return self._train(x=x, y=y, **{SAMPLE_WEIGHT: sample_weight})
+    def train(self, x, y):
         return self._train(x=x, y=y)
 
     def infer(self, x):
@@ -946,10 +942,6 @@ def check_micro_description(description, data, structure):
         )
     problems.append(_tensor_problem(x, "the model's x", "float32"))
     problems.append(_tensor_problem(y, "the model's y", "int32", (x.shape[0] if x.shape else None,)))
-    if SAMPLE_WEIGHT in tensors:
-        problems.append(
-            _tensor_problem(tensors[SAMPLE_WEIGHT], f"the model's {SAMPLE_WEIGHT}", "float32", (x.shape[:1] or (None,)))
-        )
     outputs = _io_names(structure, 0, "outputs")
     declared = description["outputs"]
     if len(declared) != len(outputs) or any(o is not None and o != d for o, d in zip(outputs, declared)):
@@ -1030,19 +1022,15 @@ class _MicroBackend:
         self.input_shape = tuple(description["input_shape"])
         self.num_classes = int(description["num_classes"])
         self.exits = list(description["exits"])
-        self.accepts_sample_weight = SAMPLE_WEIGHT in self.inputs
+        self.accepts_padding = PADDING_OUTPUT in self.outputs
         self.exposes_weights = all(n in self.outputs for n in description["weight_names"])
 
-    def train(self, x, y, sample_weight=None):
-        return self._invoke(x, y, sample_weight)
+    def train(self, x, y):
+        return self._invoke(x, y)
 
-    def _invoke(self, x, y, sample_weight=None):
+    def _invoke(self, x, y):
         self.interpreter.set_input(x, self.inputs.index("x"))
         self.interpreter.set_input(y, self.inputs.index("y"))
-        if self.accepts_sample_weight:
-            if sample_weight is None:
-                sample_weight = np.ones((len(x),), np.float32)
-            self.interpreter.set_input(sample_weight, self.inputs.index(SAMPLE_WEIGHT))
         self.interpreter.invoke()
         return {
             name: self.interpreter.get_output(i) for i, name in enumerate(self.outputs)

@@ -2,8 +2,8 @@
 predicts per exit, and its command line trains and saves weights. The runtime
 comes from the model; files that are no valid model, and micro descriptions
 that do not belong to their model, give one clear ModelFileError on LiteRT
-and TFLite Micro; short batches (padded with a sample-weight input, dropped
-without one)."""
+and TFLite Micro; short batches are padded with rows labelled -1 (and
+dropped for models that do not ignore such rows)."""
 
 import hashlib
 import json
@@ -127,8 +127,8 @@ def test_fit_drops_incomplete_last_batch(fresh, digits):
     (x_train, y_train), _ = digits
     a = DeviceTrainer(path, runtime="litert")
     b = DeviceTrainer(path, runtime="litert")
-    if a.accepts_sample_weight:
-        pytest.skip("this train signature takes sample weights: fit pads the last batch")
+    if a.accepts_padding:
+        pytest.skip("this train signature ignores padding rows: fit pads the last batch")
     a.fit(x_train[: 3 * BATCH + 5], y_train[: 3 * BATCH + 5], shuffle=False, verbose=0)
     b.fit(x_train[: 3 * BATCH], y_train[: 3 * BATCH], shuffle=False, verbose=0)
     wa, wb = a.get_weights(), b.get_weights()
@@ -557,58 +557,57 @@ def test_interpreter_creation_prints_nothing(fresh, tmp_path):
 
 # ------------------------------------------------- the incomplete last batch
 class _RecordingBackend:
-    """A train step with a per-example weight input, recording its calls."""
+    """A train step that ignores padding rows, recording its calls."""
 
     runtime = "fake"
     batch_size = 4
     input_shape = (2,)
     num_classes = 3
     exits = ["exit_0"]
-    accepts_sample_weight = True
+    accepts_padding = True
 
     def __init__(self):
         self.calls = []
 
-    def train(self, x, y, sample_weight=None):
-        self.calls.append((x.copy(), y.copy(), np.array(sample_weight)))
-        return {"accepted": np.int32(1), "loss": np.float32(np.sum(sample_weight))}
+    def train(self, x, y):
+        self.calls.append((x.copy(), y.copy()))
+        return {"accepted": np.int32(1), "loss": np.float32(np.sum(y >= 0)),
+                "examples": np.int32(np.sum(y >= 0))}
 
 
-def test_fit_pads_short_batches_with_zero_weight_rows():
-    """With a `sample_weight` input, fit pads the last batch (and a data set
-    smaller than one batch) with zero-weight copies of real examples."""
-    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+def test_fit_pads_short_batches_with_padding_rows():
+    """When the model ignores rows labelled -1, fit pads the last batch (and
+    a data set smaller than one batch) with zero rows labelled -1."""
+    x = np.arange(1, 21, dtype=np.float32).reshape(10, 2)
     y = np.arange(10) % 3
     backend = _RecordingBackend()
     trainer = DeviceTrainer._from_backend(backend)
     history = trainer.fit(x, y, shuffle=False, verbose=0)
     assert len(backend.calls) == 3
     used = []
-    for bx, by, weight in backend.calls:
-        assert bx.shape == (4, 2) and by.shape == (4,) and weight.shape == (4,)
-        assert weight.dtype == np.float32 and set(np.unique(weight)) <= {0.0, 1.0}
-        assert np.all(np.isfinite(bx)) and by.min() >= 0 and by.max() < 3
-        used += [tuple(row) for row, w in zip(bx, weight) if w == 1]
+    for bx, by in backend.calls:
+        assert bx.shape == (4, 2) and by.shape == (4,) and by.dtype == np.int32
+        assert np.all(bx[by == -1] == 0) and by.max() < 3
+        used += [tuple(row) for row, label in zip(bx, by) if label >= 0]
     assert sorted(used) == sorted(tuple(row) for row in x)  # each once
-    np.testing.assert_array_equal(backend.calls[-1][2], [1, 1, 0, 0])
+    np.testing.assert_array_equal(backend.calls[-1][1], [2, 0, -1, -1])
     # The epoch's loss weighs each step by its real examples.
     assert history["loss"] == [pytest.approx((4 * 4 + 4 * 4 + 2 * 2) / 10)]
 
     backend.calls.clear()
     trainer.fit(x[:3], y[:3], verbose=0)
     assert len(backend.calls) == 1
-    np.testing.assert_array_equal(backend.calls[0][2], [1, 1, 1, 0])
+    np.testing.assert_array_equal(backend.calls[0][1] >= 0, [1, 1, 1, 0])
     backend.calls.clear()
     trainer.train_batch(x[:2], y[:2])
-    np.testing.assert_array_equal(backend.calls[0][2], [1, 1, 0, 0])
+    np.testing.assert_array_equal(backend.calls[0][1], [0, 1, -1, -1])
     with pytest.raises(DeviceTrainingError, match="at most"):
         trainer.train_batch(x[:5], y[:5])
 
 
-@pytest.mark.xfail(strict=True, reason="needs a per-example weight input in the train signature")
 def test_fit_learns_from_every_example(fresh, digits):
     """Each example influences the weights: changing the label of one in
-    the incomplete last batch must change them (today it is dropped)."""
+    the incomplete last batch changes them."""
     _, path, _ = fresh
     (x_train, y_train), _ = digits
     x, y = x_train[: 3 * BATCH + 5], y_train[: 3 * BATCH + 5]
@@ -626,7 +625,6 @@ def test_fit_learns_from_every_example(fresh, digits):
     assert all(influenced.values()), f"examples that did not influence the weights: {influenced}"
 
 
-@pytest.mark.xfail(strict=True, reason="needs a per-example weight input in the train signature")
 def test_fit_accepts_fewer_examples_than_batch_size(fresh, digits):
     _, path, _ = fresh
     (x_train, y_train), _ = digits

@@ -164,13 +164,14 @@ class MicroTrainingProgram(tf.Module):
 
     def step(self, x, y, expose_weights=False):
         """One train step (rows labelled -1 are padding). Returns `loss`,
-        `exit_<k>_loss` per learning layer, `accepted`, the pre-update
+        `exit_<k>_loss` per learning layer, `accepted`, `examples` (real
+        rows), the pre-update
         `scores` of the last exit (labels all -1 make it a pure inference
         call) and, with `expose_weights`,
         every learned weight after the update (`<layer>_kernel`,
         `<layer>_bias`, in the Keras layout)."""
         names = [layer.name for layer in self.learning]
-        sample_weight, _ = acceptance.padding_weights(y)
+        sample_weight, examples = acceptance.padding_weights(y)
         with keras.StatelessScope(state_mapping=self._frozen):
             errors, scores = self.model.compute_local_errors(
                 x,
@@ -217,6 +218,7 @@ class MicroTrainingProgram(tf.Module):
         outputs = {
             "loss": tf.add_n([error.loss for error in errors.values()]),
             "accepted": tf.cast(accept, tf.int32),
+            "examples": tf.cast(examples, tf.int32),
             "scores": scores[self.model.exit_layers[-1].name],
         }
         for name, error in errors.items():

@@ -129,9 +129,10 @@ class SpelaTrainingModule(tf.Module):
     def _train(self, x, y):
         """Learns from one batch (rows labelled -1 are padding). Returns a
         map of `loss` (sum of the layers' local losses), `exit_<k>_loss` per
-        learning layer (k = its exit index), and `accepted` (1 when the batch
-        was learned from, 0 when it was rejected)."""
-        weights, _ = acceptance.padding_weights(y)
+        learning layer (k = its exit index), `accepted` (1 when the batch
+        was learned from, 0 when it was rejected) and `examples` (its number
+        of real, non-padding rows)."""
+        weights, examples = acceptance.padding_weights(y)
         with self._frozen_scope():
             errors, _ = self.model.compute_local_errors(
                 x, y, weights, training=False, train_layers=self.train_layer_names
@@ -153,6 +154,7 @@ class SpelaTrainingModule(tf.Module):
         outputs = {
             "loss": tf.add_n(list(losses.values())),
             "accepted": tf.cast(accept, tf.int32),
+            "examples": tf.cast(examples, tf.int32),
         }
         outputs.update(
             {f"{exit_key(self.model, n)}_loss": v for n, v in losses.items()}
