@@ -18,6 +18,7 @@ from keras_spela import class_vectors
 from keras_spela import datasets
 from keras_spela import rules
 from keras_spela.acceptance import BatchRejectedError
+from keras_spela.layers import SpelaConv2D
 from keras_spela.layers import SpelaDense
 from keras_spela.layers import SpelaLayer
 from keras_spela.lite import DeviceOptimizer
@@ -29,6 +30,7 @@ from keras_spela.version import __version__
 __all__ = [
     "BatchRejectedError",
     "DeviceOptimizer",
+    "SpelaConv2D",
     "SpelaDense",
     "SpelaLayer",
     "SpelaModel",

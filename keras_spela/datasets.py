@@ -163,6 +163,47 @@ SUPPORTED_TFDS_DATASETS = tuple(_TFDS_SPECS)
 """Names accepted by `load_tfds()` and `dataset_spec()`."""
 
 
+def load_canvas_digits(canvas_size=20, seed=0, split_seed=0):
+    """The embedded digits placed at a random offset on a larger canvas.
+
+    A small offline image task for convolutional networks: every 8x8 digit
+    of `load_digits` (normalised to `[0, 1]`) is pasted at an offset drawn
+    once per image from `numpy.random.default_rng(seed)` onto a zero canvas
+    of `canvas_size x canvas_size` pixels. A dense network sees the digit
+    at a different place in every image; a convolution does not care. The
+    train/test split is `load_digits`'s (1,437 / 360 with the defaults).
+
+    Args:
+        canvas_size: side of the square canvas, at least 8.
+        seed: seed of the offsets.
+        split_seed: seed of the split, as for `load_digits`.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: float32 images of shape
+        `(N, canvas_size, canvas_size, 1)` and int32 labels.
+
+    Example:
+
+    >>> (x_train, y_train), _ = load_canvas_digits()
+    >>> x_train.shape
+    (1437, 20, 20, 1)
+    """
+    if not isinstance(canvas_size, (int, np.integer)) or canvas_size < 8:
+        raise ValueError(
+            f"canvas_size must be an integer >= 8, received canvas_size={canvas_size!r}."
+        )
+    (x_train, y_train), (x_test, y_test) = load_digits(
+        split_seed=split_seed, flatten=False
+    )
+    rng = np.random.default_rng(seed)
+    images = np.concatenate([x_train, x_test])
+    offsets = rng.integers(0, canvas_size - 8 + 1, size=(len(images), 2))
+    canvas = np.zeros((len(images), canvas_size, canvas_size, 1), np.float32)
+    for index, (row, column) in enumerate(offsets):
+        canvas[index, row : row + 8, column : column + 8] = images[index]
+    return (canvas[: len(x_train)], y_train), (canvas[len(x_train) :], y_test)
+
+
 def dataset_spec(name):
     """Returns the number of classes and image shape of a TFDS dataset.
 

@@ -1,7 +1,8 @@
 """SPELA layers: Keras layers that carry their own local learning rule."""
 
+from keras_spela.layers.spela_conv2d import SpelaConv2D
 from keras_spela.layers.spela_dense import SpelaDense
 from keras_spela.layers.spela_layer import SpelaLayer
 from keras_spela.layers.spela_layer import is_spela_layer
 
-__all__ = ["SpelaDense", "SpelaLayer", "is_spela_layer"]
+__all__ = ["SpelaConv2D", "SpelaDense", "SpelaLayer", "is_spela_layer"]

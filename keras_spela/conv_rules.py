@@ -1,0 +1,190 @@
+"""The local rule of a convolutional SPELA layer, in closed form.
+
+A `SpelaConv2D` layer computes `z = conv(h, K) + b`, `a = act(z)`,
+`p = maxpool(a)` (its output) and compares the channel means
+`g = mean_{y,x} p` with fixed class vectors in `R^filters` with one of the
+dense losses (`rules.output_gradient`). Backwards, in closed form:
+
+- `dL/dp = dL/dg / (H' W')` at every position;
+- `dL/da`: `dL/dp` copied to the pooled window (RESIZE_NEAREST_NEIGHBOR)
+  where `a` equals the window's maximum (EQUAL, CAST, MUL; ties give the
+  gradient to every maximal cell), zero elsewhere;
+- `dL/dz = dL/da * act'(z)`;
+- `dL/dK[i, j, c, o] = sum_{b,y,x} h[b, s y + i, s x + j, c] dL/dz[b, y, x, o]`:
+  ONE forward CONV_2D with batch and channels swapped (input `h^T`
+  `(C, H, W, B)`, filter `dL/dz^T` `(H', W', B, O)`, dilation = the stride),
+  then TRANSPOSE; `dL/db = sum dL/dz`.
+
+Every op is a TFLite builtin that TFLite Micro also has. SAME padding is an
+explicit PAD of the input, so every convolution here is VALID.
+"""
+
+import dataclasses
+import numbers
+
+import tensorflow as tf
+
+from keras_spela import rules
+
+PADDINGS = ("valid", "same")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvRule:
+    """The static settings of a convolutional SPELA layer's rule.
+
+    Args:
+        kernel_size: `(kh, kw)`.
+        strides: `(sh, sw)`.
+        padding: `"valid"` or `"same"`.
+        pool_size: `(ph, pw)`; `(1, 1)` for no pooling.
+        dense: the `rules.DenseRule` of the activation and the loss.
+    """
+
+    kernel_size: tuple
+    strides: tuple
+    padding: str
+    pool_size: tuple
+    dense: rules.DenseRule
+
+
+def pair(value, name):
+    """`(a, b)` from an int or a pair of positive ints; ValueError naming
+    the argument otherwise."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+            for v in value
+        )
+    ):
+        raise ValueError(
+            f"{name} must be a positive integer or a pair of them, received "
+            f"{name}={value!r}."
+        )
+    return int(value[0]), int(value[1])
+
+
+def same_padding(size, kernel, stride):
+    """`(before, after)` padding of one axis for Keras' "same"."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def padded_input(inputs, rule):
+    """The input with "same" padding applied (VALID convolutions after it)."""
+    if rule.padding == "valid":
+        return inputs
+    _, height, width, _ = inputs.shape
+    pads = [
+        same_padding(height, rule.kernel_size[0], rule.strides[0]),
+        same_padding(width, rule.kernel_size[1], rule.strides[1]),
+    ]
+    return tf.pad(inputs, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
+
+
+def output_shapes(input_shape, rule):
+    """`(conv (H, W), pooled (H', W'))` spatial sizes for an input shape
+    `(batch, H, W, C)`; ValueError when a map shrinks below one pixel."""
+    _, height, width, _ = input_shape
+    sizes = []
+    for axis, size in enumerate((height, width)):
+        kernel, stride = rule.kernel_size[axis], rule.strides[axis]
+        if rule.padding == "same":
+            size = size + sum(same_padding(size, kernel, stride))
+        conv = (size - kernel) // stride + 1
+        pooled = conv // rule.pool_size[axis]
+        if conv < 1 or pooled < 1:
+            raise ValueError(
+                f"The input of spatial size {(height, width)} is too small for "
+                f"kernel_size={rule.kernel_size}, strides={rule.strides}, "
+                f"padding={rule.padding!r} and pool_size={rule.pool_size}: the "
+                "map would shrink below one pixel."
+            )
+        sizes.append((conv, pooled))
+    return (sizes[0][0], sizes[1][0]), (sizes[0][1], sizes[1][1])
+
+
+def conv_forward(inputs, kernel, bias, rule):
+    """Forward pass: `(h, z, a, p)` with `h` the padded input, `z` the
+    pre-activation, `a` the activation and `p` the pooled output."""
+    h = padded_input(inputs, rule)
+    z = tf.nn.conv2d(h, kernel, strides=(1,) + rule.strides + (1,), padding="VALID")
+    if bias is not None:
+        z = z + bias
+    a = rules.activate(z, rule.dense)
+    p = a
+    if rule.pool_size != (1, 1):
+        p = tf.nn.max_pool2d(a, rule.pool_size, rule.pool_size, padding="VALID")
+    return h, z, a, p
+
+
+def pooled_features(outputs):
+    """The channel means of a layer's outputs, `(batch, filters)`."""
+    return tf.reduce_mean(outputs, axis=[1, 2])
+
+
+def _unpool(grad_p, a, p, rule):
+    """`dL/da` from `dL/dp` through the max-pool (see the module docstring)."""
+    if rule.pool_size == (1, 1):
+        return grad_p
+    height, width = p.shape[1] * rule.pool_size[0], p.shape[2] * rule.pool_size[1]
+
+    def upsample(t):
+        return tf.raw_ops.ResizeNearestNeighbor(
+            images=t, size=[height, width], align_corners=False, half_pixel_centers=False
+        )
+
+    covered = a[:, :height, :width, :]
+    mask = tf.cast(tf.equal(covered, upsample(p)), a.dtype)
+    grad_a = upsample(grad_p) * mask
+    rest_h, rest_w = a.shape[1] - height, a.shape[2] - width
+    if rest_h or rest_w:
+        grad_a = tf.pad(grad_a, [[0, 0], [0, rest_h], [0, rest_w], [0, 0]])
+    return grad_a
+
+
+def conv_local_error(h, z, a, p, targets, class_vectors, rule, sample_weight=None):
+    """The local loss and `dL/dz` from a forward pass (`conv_forward`).
+
+    Returns:
+        A `rules.LocalError` with `inputs = h` (padded), `outputs = p`.
+    """
+    features = pooled_features(p)
+    loss, grad_g, scores = rules.output_gradient(
+        features, targets, class_vectors, rule.dense, sample_weight
+    )
+    positions = float(p.shape[1] * p.shape[2])
+    grad_p = tf.ones_like(p) * tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
+    grad_a = _unpool(grad_p, a, p, rule)
+    grad_z = grad_a * rules.activation_derivative(z, a, rule.dense)
+    return rules.LocalError(h, p, grad_z, loss, scores)
+
+
+def conv_kernel_gradient(h, grad_z, rule):
+    """`dL/dK`, `(kh, kw, C, O)`: one CONV_2D of `h^T` by `dL/dz^T`."""
+    kh, kw = rule.kernel_size
+    inputs = tf.transpose(h, [3, 1, 2, 0])  # (C, H, W, B)
+    filters = tf.transpose(grad_z, [1, 2, 0, 3])  # (H', W', B, O)
+    product = tf.nn.conv2d(
+        inputs, filters, strides=1, padding="VALID", dilations=(1,) + rule.strides + (1,)
+    )  # (C, >= kh, >= kw, O)
+    return tf.transpose(product[:, :kh, :kw, :], [1, 2, 0, 3])
+
+
+def conv_bias_gradient(grad_z):
+    """`dL/db = sum over batch and positions of dL/dz`, `(O,)`."""
+    return tf.reduce_sum(grad_z, axis=[0, 1, 2])
+
+
+def conv_gradient_bound(error):
+    """A bound of every entry of `dL/dK` and `dL/db`:
+    `batch * H' * W' * max|dL/dz| * max(max|h|, 1)`, from activations."""
+    grad_z = error.grad_z
+    terms = tf.cast(tf.reduce_prod(tf.shape(grad_z)[:3]), grad_z.dtype)
+    largest = rules.largest_magnitude([grad_z])
+    return terms * largest * tf.maximum(rules.largest_magnitude([error.inputs]), 1.0)
