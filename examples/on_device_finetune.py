@@ -63,45 +63,20 @@ python examples/on_device_finetune.py --dataset fashion_mnist --hidden 1000 \\
 """
 
 import os
-import pathlib
 import subprocess
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TensorFlow's C++ logging is configured when TensorFlow is imported, before
-# absl parses the flags: --verbose is looked up by hand here.
-VERBOSE = any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in sys.argv[1:])
-if not VERBOSE:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING lines
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# The device-side trainer is a script of the repository, not part of the
-# package; it imports numpy only.
-sys.path.insert(0, str(REPO / "export"))
-from device_trainer import DeviceTrainer  # noqa: E402
-from device_trainer import capture_native_stderr  # noqa: E402
+from example_setup import REPO  # first: imports TensorFlow quietly
+from example_setup import capture_native_stderr
+from example_setup import keras
+from example_setup import keras_spela
+from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-
-# Importing TensorFlow prints oneDNN, CUDA and CPU-feature notices from C++
-# straight to stderr, and so does its first look for a GPU: captured (shown
-# only if the import fails).
-with capture_native_stderr(not VERBOSE):
-    import tensorflow as tf
-
-    tf.config.list_physical_devices()
-    import keras
-
-    try:
-        import keras_spela
-    except ImportError:  # Running from a source checkout without installing.
-        sys.path.insert(0, str(REPO))
-        import keras_spela
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel

@@ -51,42 +51,17 @@ python examples/transfer_head.py --backbone ResNet50 --weights imagenet  # inter
 """
 
 import os
-import pathlib
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-# TensorFlow's C++ logging is configured when TensorFlow is imported, before
-# absl parses the flags: --verbose is looked up by hand here.
-VERBOSE = any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in sys.argv[1:])
-if not VERBOSE:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING lines
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-# capture_native_stderr (numpy only) lives in the repository's device trainer.
-sys.path.insert(0, str(REPO / "export"))
-from device_trainer import capture_native_stderr  # noqa: E402
+from example_setup import capture_native_stderr
+from example_setup import keras
+from example_setup import keras_spela
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-
-# Importing TensorFlow prints oneDNN, CUDA and CPU-feature notices from C++
-# straight to stderr, and so does its first look for a GPU: captured (shown
-# only if the import fails).
-with capture_native_stderr(not VERBOSE):
-    import tensorflow as tf
-
-    tf.config.list_physical_devices()
-    import keras
-
-    try:
-        import keras_spela
-    except ImportError:  # Running from a source checkout without installing.
-        sys.path.insert(0, str(REPO))
-        import keras_spela
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel

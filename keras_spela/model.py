@@ -1,6 +1,5 @@
 """SpelaModel: a Keras model trained by its layers' local rules."""
 
-import functools
 import numbers
 import re
 
