@@ -164,14 +164,19 @@ def activate(z, rule):
 
 
 def activation_derivative(z, a, rule):
-    """`act'(z)`, given `z` and `a = act(z)` (a step of 0 at exactly 0).
+    """`act'(z)`, given `z` and `a = act(z)`.
 
-    Written with `a` only (`a > 0` exactly when `z > 0` for the ReLU family),
-    so `z` need not be kept until the backward step."""
-    if rule.activation in ("leaky_relu", "relu"):
-        slope = rule.negative_slope if rule.activation == "leaky_relu" else 0.0
-        positive = tf.cast(tf.greater(a, 0.0), a.dtype)
+    Written with `a` only, so `z` need not be kept until the backward step.
+    At exactly `z = 0` (a flat image region with a zero bias) it takes the
+    value TensorFlow's gradient takes for `leaky_relu` (1: `a >= 0` exactly
+    when `z >= 0`); `relu`, whose `a = 0` does not tell `z = 0` from `z < 0`,
+    takes 0 there."""
+    if rule.activation == "leaky_relu":
+        slope = rule.negative_slope
+        positive = tf.cast(tf.greater_equal(a, 0.0), a.dtype)
         return slope + (1.0 - slope) * positive
+    if rule.activation == "relu":
+        return tf.cast(tf.greater(a, 0.0), a.dtype)
     if rule.activation == "tanh":
         return 1.0 - tf.square(a)
     if rule.activation == "sigmoid":

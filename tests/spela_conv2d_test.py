@@ -1,0 +1,213 @@
+"""SpelaConv2D: the closed-form conv rule against a GradientTape scoped to
+the layer, every option; training on the canvas digits with fit; .keras
+round trip; bad arguments; device training equal to fit on LiteRT and TFLite
+Micro."""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_spela
+from keras_spela import SpelaConv2D
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
+from keras_spela import rules
+from keras_spela.lite import flatbuffer_ops
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "export"))
+
+from device_trainer import DeviceTrainer  # noqa: E402
+
+NUM_CLASSES = 10
+CASES = {
+    "3x3 valid pool 2": dict(kernel_size=3),
+    "3x3 same stride 2": dict(kernel_size=3, strides=2, padding="same"),
+    "1-D (1, 5) kernel": dict(kernel_size=(1, 5), pool_size=(1, 2)),
+    "pool 3 (map not divisible)": dict(kernel_size=3, pool_size=3, padding="same"),
+    "no pool, tanh, cosine": dict(kernel_size=2, pool_size=1, activation="tanh",
+                                  local_loss="cosine"),
+    "stride 2 valid, log_cosine": dict(kernel_size=3, strides=(2, 1), local_loss="log_cosine"),
+    "relu, euclidean, no bias": dict(kernel_size=3, activation="relu", local_loss="euclidean",
+                                    use_bias=False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_closed_form_gradients_match_a_tape_scoped_to_the_layer(case):
+    config = CASES[case]
+    shape = (5, 1, 17, 3) if config["kernel_size"] == (1, 5) else (5, 9, 10, 3)
+    rng = np.random.default_rng(list(CASES).index(case))
+    layer = SpelaConv2D(6, num_classes=4, seed=1, **config)
+    x = tf.constant(rng.normal(size=shape).astype(np.float32))
+    targets = rules.one_hot(tf.constant(rng.integers(0, 4, 5).astype(np.int32)), 4)
+    weights = rng.random(5).astype(np.float32)
+    layer.build(x.shape)
+    with tf.GradientTape() as tape:
+        error = layer.local_error(x, targets, tf.constant(weights))
+    expected = tape.gradient(error.loss, layer.trainable_variables)
+    gradients = layer.parameter_gradients(error)
+    assert len(gradients) == (2 if config.get("use_bias", True) else 1)
+    for gradient, reference, variable in zip(gradients, expected, layer.trainable_variables):
+        assert gradient.shape == variable.shape
+        assert np.max(np.abs(reference.numpy())) > 1e-6
+        np.testing.assert_allclose(gradient.numpy(), reference.numpy(), rtol=1e-4, atol=1e-7)
+    assert tuple(error.outputs.shape) == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(error.outputs.numpy(), layer(x).numpy(), rtol=1e-6)
+    bound = float(layer.gradient_bound(error))
+    assert bound >= max(float(np.max(np.abs(g.numpy()))) for g in gradients)
+
+
+@pytest.mark.parametrize("pool_size", [2, 3])
+def test_pooling_ties_are_broken_like_the_tape(pool_size):
+    # Flat regions (the canvas background) make every cell of a window equal:
+    # the gradient goes to the first one, as TensorFlow's MaxPoolGrad does.
+    layer = SpelaConv2D(3, 2, pool_size=pool_size, num_classes=3, seed=0)
+    x = np.zeros((4, 9, 9, 1), np.float32)
+    x[:, 2:5, 3:6] = np.random.default_rng(0).random((4, 3, 3, 1))
+    targets = rules.one_hot(tf.constant([0, 1, 2, 0]), 3)
+    layer.build(x.shape)
+    with tf.GradientTape() as tape:
+        error = layer.local_error(tf.constant(x), targets)
+    expected = tape.gradient(error.loss, layer.trainable_variables)
+    for gradient, reference in zip(layer.parameter_gradients(error), expected):
+        np.testing.assert_allclose(gradient.numpy(), reference.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def test_oracle_detects_a_wrong_conv_gradient():
+    layer = SpelaConv2D(4, 3, num_classes=3, seed=0)
+    x = tf.random.stateless_normal((4, 8, 8, 2), seed=(1, 2))
+    targets = rules.one_hot(tf.constant([0, 1, 2, 0]), 3)
+    layer.build(x.shape)
+    with tf.GradientTape() as tape:
+        error = layer.local_error(x, targets)
+    expected = tape.gradient(error.loss, layer.kernel)
+    wrong = layer.parameter_gradient(error._replace(grad_z=error.grad_z * 1.01), "kernel")
+    with pytest.raises(AssertionError):
+        np.testing.assert_allclose(wrong.numpy(), expected.numpy(), rtol=1e-4, atol=1e-7)
+
+
+def _canvas_model(seed=0, filters=(16, 32)):
+    keras.utils.set_random_seed(seed)
+    return SpelaModel(
+        [keras.Input((20, 20, 1)),
+         SpelaConv2D(filters[0], 3, padding="same", name="conv1"),
+         SpelaConv2D(filters[1], 3, padding="same", name="conv2"),
+         keras.layers.Flatten(),
+         SpelaDense(34, name="dense")],
+        num_classes=NUM_CLASSES,
+    )
+
+
+@pytest.fixture(scope="module")
+def canvas():
+    return keras_spela.datasets.load_canvas_digits()
+
+
+def test_canvas_digits_train_with_fit(canvas, tmp_path):
+    (x, y), (x_test, y_test) = canvas
+    model = _canvas_model(filters=(32, 64))
+    model.compile(keras.optimizers.Adam(3e-3))
+    history = model.fit(x, y, batch_size=50, epochs=10, verbose=0,
+                        validation_data=(x_test, y_test))
+    assert {"conv1_loss", "conv2_accuracy", "val_dense_accuracy"} <= set(history.history)
+    # The second conv exit learns the shifted digits (a dense MLP on the
+    # canvas reaches about 49%, see the CNN issue's table).
+    assert max(history.history["val_conv2_accuracy"]) >= 0.85, history.history
+    path = str(tmp_path / "cnn.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        restored.predict(x_test[:20], exit="conv2", verbose=0),
+        model.predict(x_test[:20], exit="conv2", verbose=0), rtol=1e-5, atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_conv_device_training_equals_host_fit(canvas, tmp_path, optimizer):
+    (x, y), _ = canvas
+    batch, steps = 8, 20
+    x, y = x[: batch * steps + 3], y[: batch * steps + 3]  # a short last batch too
+    model = _canvas_model(seed=1, filters=(4, 8))
+    model.compile({
+        "sgd": keras.optimizers.SGD(0.1),
+        "momentum": keras.optimizers.SGD(0.05, momentum=0.9),
+        "adam": keras.optimizers.Adam(3e-3),
+    }[optimizer])
+    lite = keras_spela.export_tflite(model, str(tmp_path / "cnn.tflite"), batch_size=batch)
+    micro = keras_spela.export_tflite_micro(
+        model, str(tmp_path / "cnn_micro.tflite"), batch_size=batch, expose_weights=True
+    )
+    for path in (lite.path, micro.path):
+        operators = flatbuffer_ops.check_builtin_only(pathlib.Path(path).read_bytes())
+        assert operators["CONV_2D"] >= 4  # forward and filter gradient per layer
+    initial = DeviceTrainer(lite.path).get_weights()
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    expected = {
+        f"{layer.name}_{v.path.split('/')[-1]}": v.numpy()
+        for layer in model.exit_layers for v in layer.trainable_variables
+    }
+    for runtime, path in (("litert", lite.path), ("micro", micro.path)):
+        trainer = DeviceTrainer(path, runtime=runtime)
+        trainer.fit(x, y, epochs=1, shuffle=False, verbose=0)
+        weights = trainer.get_weights()
+        for name, reference in expected.items():
+            assert np.max(np.abs(reference - initial[name])) > 1e-4, name
+            error = np.max(np.abs(weights[name] - reference)) / np.max(np.abs(reference))
+            assert error <= 1e-5, (runtime, name, error)
+
+
+def test_conv_bad_batch_rejected_on_the_device_without_change(canvas, tmp_path):
+    (x, y), _ = canvas
+    model = _canvas_model(seed=2, filters=(4, 8))
+    lite = keras_spela.export_tflite(model, str(tmp_path / "cnn.tflite"), batch_size=8)
+    trainer = DeviceTrainer(lite.path)
+    before = trainer.get_weights()
+    bad = x[:8].copy()
+    bad[0, 3, 3, 0] = np.nan
+    outputs = trainer._backend.train(bad, y[:8].astype(np.int32))
+    assert int(outputs["accepted"]) == 0
+    for name, value in trainer.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(filters=0, kernel_size=3), "filters"),
+    (dict(filters=4, kernel_size=0), "kernel_size"),
+    (dict(filters=4, kernel_size=(3, 3, 3)), "kernel_size"),
+    (dict(filters=4, kernel_size=3, strides=-1), "strides"),
+    (dict(filters=4, kernel_size=3, pool_size=0), "pool_size"),
+    (dict(filters=4, kernel_size=3, padding="full"), "padding"),
+    (dict(filters=4, kernel_size=3, objective="nope"), "objective"),
+    (dict(filters=4, kernel_size=3, local_loss="nope"), "local_loss"),
+])
+def test_bad_arguments_raise_naming_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpelaConv2D(**kwargs)
+
+
+def test_bad_input_shapes_raise_clear_errors():
+    with pytest.raises(ValueError, match="height, width, channels"):
+        SpelaModel([keras.Input((64,)), SpelaConv2D(4, 3)], num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="below one pixel"):
+        SpelaModel([keras.Input((4, 4, 1)), SpelaConv2D(4, 3, pool_size=3)],
+                   num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="simplex"):
+        SpelaModel([keras.Input((8, 8, 1)), SpelaConv2D(4, 3, class_vectors="simplex")],
+                   num_classes=NUM_CLASSES)
+    model = SpelaModel([keras.Input((8, 8, 1)), SpelaConv2D(4, 3)], num_classes=NUM_CLASSES)
+    model.compile()
+    with pytest.raises(ValueError):
+        model.fit(np.zeros((4, 8, 8, 2), np.float32), np.zeros(4, np.int32), verbose=0)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
