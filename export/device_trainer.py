@@ -1071,24 +1071,23 @@ class _MicroBackend:
 
 
 # ------------------------------------------------------------ command line
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, received {value}")
-    return value
+def _integer_at_least(minimum, kind):
+    """An argparse type: an integer >= `minimum`, named `kind` in errors."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a {kind}, received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a {kind}, received {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, received {value}")
-    return value
+_positive_int = _integer_at_least(1, "positive integer")
+_non_negative_int = _integer_at_least(0, "non-negative integer")
 
 
 class _ArgumentParser(argparse.ArgumentParser):

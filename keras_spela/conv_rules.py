@@ -21,7 +21,6 @@ explicit PAD of the input, so every convolution here is VALID.
 """
 
 import dataclasses
-import numbers
 
 import tensorflow as tf
 
@@ -47,26 +46,6 @@ class ConvRule:
     padding: str
     pool_size: tuple
     dense: rules.DenseRule
-
-
-def pair(value, name):
-    """`(a, b)` from an int or a pair of positive ints; ValueError naming
-    the argument otherwise."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
-            for v in value
-        )
-    ):
-        raise ValueError(
-            f"{name} must be a positive integer or a pair of them, received "
-            f"{name}={value!r}."
-        )
-    return int(value[0]), int(value[1])
 
 
 def same_padding(size, kernel, stride):

@@ -1,9 +1,9 @@
 """The early-exit API of SpelaModel: every SPELA layer is an exit."""
 
-import numbers
-
 import keras
 import numpy as np
+
+from keras_spela import arguments
 
 
 class EarlyExitMixin:
@@ -20,11 +20,7 @@ class EarlyExitMixin:
             if exit not in names:
                 raise ValueError(f"Unknown exit {exit!r}; the exits are {names}.")
             return names.index(exit)
-        if (
-            isinstance(exit, numbers.Integral)
-            and not isinstance(exit, bool)
-            and -len(names) <= exit < len(names)
-        ):
+        if arguments.is_integer(exit) and -len(names) <= exit < len(names):
             return int(exit) % len(names)
         raise ValueError(
             f"exit must be an index in [-{len(names)}, {len(names)}) or one of "

@@ -1,12 +1,12 @@
 """SpelaModel: a Keras model trained by its layers' local rules."""
 
-import numbers
 import re
 
 import keras
 import tensorflow as tf
 
 from keras_spela import acceptance
+from keras_spela import arguments
 from keras_spela import chain
 from keras_spela import rules
 from keras_spela.early_exit import EarlyExitMixin
@@ -69,16 +69,7 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         kwargs.setdefault("dtype", "float32")
         super().__init__(name=name, **kwargs)
         layers, input_shape = chain.unpack_layers(layers)
-        if (
-            not isinstance(num_classes, numbers.Integral)
-            or isinstance(num_classes, bool)
-            or num_classes < 2
-        ):
-            raise ValueError(
-                "num_classes must be an integer >= 2, received "
-                f"num_classes={num_classes!r}."
-            )
-        self.num_classes = int(num_classes)
+        self.num_classes = arguments.integer(num_classes, "num_classes", minimum=2)
         self.stack = layers
         self.exit_layers = [layer for layer in layers if is_spela_layer(layer)]
         if not self.exit_layers:

@@ -4,7 +4,7 @@
 export CLI all resolve the argument here.
 """
 
-import numbers
+from keras_spela import arguments
 
 
 def resolve_train_layers(names, train_layers):
@@ -24,9 +24,7 @@ def resolve_train_layers(names, train_layers):
     names, received = list(names), train_layers
     if isinstance(train_layers, str):
         train_layers = list(names) if train_layers == "all" else [train_layers]
-    elif isinstance(train_layers, numbers.Integral) and not isinstance(
-        train_layers, bool
-    ):
+    elif arguments.is_integer(train_layers):
         if 1 <= train_layers <= len(names):
             train_layers = names[len(names) - int(train_layers) :]
         else:

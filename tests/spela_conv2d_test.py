@@ -21,6 +21,7 @@ from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 from keras_spela import rules
 from keras_spela.lite import flatbuffer_ops
+from keras_spela.testing import assert_devices_train_like_fit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "export"))
@@ -149,20 +150,9 @@ def test_conv_device_training_equals_host_fit(canvas, tmp_path, optimizer):
     for path in (lite.path, micro.path):
         operators = flatbuffer_ops.check_builtin_only(pathlib.Path(path).read_bytes())
         assert operators["CONV_2D"] >= 4  # forward and filter gradient per layer
-    initial = DeviceTrainer(lite.path).get_weights()
-    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
-    expected = {
-        f"{layer.name}_{v.path.split('/')[-1]}": v.numpy()
-        for layer in model.exit_layers for v in layer.trainable_variables
-    }
-    for runtime, path in (("litert", lite.path), ("micro", micro.path)):
-        trainer = DeviceTrainer(path, runtime=runtime)
-        trainer.fit(x, y, epochs=1, shuffle=False, verbose=0)
-        weights = trainer.get_weights()
-        for name, reference in expected.items():
-            assert np.max(np.abs(reference - initial[name])) > 1e-4, name
-            error = np.max(np.abs(weights[name] - reference)) / np.max(np.abs(reference))
-            assert error <= 1e-5, (runtime, name, error)
+    assert_devices_train_like_fit(
+        DeviceTrainer, {"litert": lite.path, "micro": micro.path}, model, x, y, batch
+    )
 
 
 def test_conv_bad_batch_rejected_on_the_device_without_change(canvas, tmp_path):

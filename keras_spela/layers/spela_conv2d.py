@@ -1,18 +1,17 @@
 """SpelaConv2D: a convolutional SPELA layer."""
 
-import numbers
-
 import keras
 
+from keras_spela import arguments
 from keras_spela import conv_rules
 from keras_spela import rules
-from keras_spela.layers.spela_layer import SpelaLayer
+from keras_spela.layers.spela_layer import KernelSpelaLayer
 
 OBJECTIVES = ("pooled",)
 
 
 @keras.saving.register_keras_serializable(package="keras_spela")
-class SpelaConv2D(SpelaLayer):
+class SpelaConv2D(KernelSpelaLayer):
     """A 2-D convolution block trained by its own SPELA local loss.
 
     The forward pass is `outputs = maxpool(activation(conv(inputs, kernel) +
@@ -85,15 +84,20 @@ class SpelaConv2D(SpelaLayer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(num_classes, class_vectors, seed, **kwargs)
-        if (
-            not isinstance(filters, numbers.Integral)
-            or isinstance(filters, bool)
-            or filters < 1
-        ):
-            raise ValueError(
-                f"filters must be a positive integer, received filters={filters!r}."
-            )
+        super().__init__(
+            num_classes,
+            class_vectors,
+            seed,
+            activation=activation,
+            negative_slope=negative_slope,
+            local_loss=local_loss,
+            temperature=temperature,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            **kwargs,
+        )
+        self.filters = arguments.integer(filters, "filters")
         if padding not in conv_rules.PADDINGS:
             raise ValueError(
                 f"padding must be one of {conv_rules.PADDINGS}, received "
@@ -103,32 +107,14 @@ class SpelaConv2D(SpelaLayer):
             raise ValueError(
                 f"Unknown objective={objective!r}. Expected one of {OBJECTIVES}."
             )
-        self.filters = int(filters)
         self.objective = objective
         self.rule = conv_rules.ConvRule(
-            kernel_size=conv_rules.pair(kernel_size, "kernel_size"),
-            strides=conv_rules.pair(strides, "strides"),
+            kernel_size=arguments.pair(kernel_size, "kernel_size"),
+            strides=arguments.pair(strides, "strides"),
             padding=padding,
-            pool_size=conv_rules.pair(pool_size, "pool_size"),
-            dense=rules.DenseRule(
-                activation=activation,
-                negative_slope=float(negative_slope),
-                local_loss=local_loss,
-                temperature=(
-                    float(temperature)
-                    if isinstance(temperature, numbers.Real)
-                    and not isinstance(temperature, bool)
-                    else temperature
-                ),
-            ),
+            pool_size=arguments.pair(pool_size, "pool_size"),
+            dense=self.dense_rule,
         )
-        self.use_bias = bool(use_bias)
-        if isinstance(kernel_initializer, str) and self.seed is not None:
-            kernel_initializer = keras.initializers.get(
-                {"class_name": kernel_initializer, "config": {"seed": self.seed}}
-            )
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):
@@ -141,21 +127,14 @@ class SpelaConv2D(SpelaLayer):
         if input_shape[-1] is None:
             raise ValueError("SpelaConv2D needs a known number of input channels.")
         conv_rules.output_shapes(input_shape, self.rule)  # raises when too small
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.rule.kernel_size + (input_shape[-1], self.filters),
-            initializer=self.kernel_initializer,
+        self.add_kernel_and_bias(
+            self.rule.kernel_size + (input_shape[-1], self.filters), self.filters
         )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer
-            )
-        self.add_class_vectors(self.filters)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
 
     def call(self, inputs):
-        return conv_rules.conv_forward(inputs, self.kernel, self._bias(), self.rule)[3]
+        bias = self.bias if self.use_bias else None
+        return conv_rules.conv_forward(inputs, self.kernel, bias, self.rule)[3]
 
     def compute_output_shape(self, input_shape):
         _, pooled = conv_rules.output_shapes(input_shape, self.rule)
@@ -165,14 +144,8 @@ class SpelaConv2D(SpelaLayer):
         """Cosine of the channel means of `outputs` to every class vector."""
         return rules.cosine_scores(conv_rules.pooled_features(outputs), self.class_vectors)
 
-    def local_error(self, inputs, targets, sample_weight=None, weights=None):
-        """See `SpelaLayer.local_error` (`weights` may hold `"kernel"` and
-        `"bias"`)."""
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        weights = weights or {}
-        kernel = weights.get("kernel", self.kernel)
-        bias = weights.get("bias", self._bias())
+    def forward_error(self, inputs, kernel, bias, targets, sample_weight=None):
+        """The forward pass and local error with `kernel` and `bias`."""
         return conv_rules.conv_local_error(
             *conv_rules.conv_forward(inputs, kernel, bias, self.rule),
             targets,
@@ -181,24 +154,20 @@ class SpelaConv2D(SpelaLayer):
             sample_weight,
         )
 
-    def parameter_gradient(self, error, name):
-        """`dL/dkernel` (one convolution) or `dL/dbias`."""
-        if name == "kernel":
-            return conv_rules.conv_kernel_gradient(error.inputs, error.grad_z, self.rule)
-        if name == "bias":
-            return conv_rules.conv_bias_gradient(error.grad_z)
-        raise ValueError(f"SpelaConv2D has no trainable weight {name!r}.")
+    def kernel_gradient(self, error):
+        """`dL/dkernel`: one convolution of rearranged operands."""
+        return conv_rules.conv_kernel_gradient(error.inputs, error.grad_z, self.rule)
+
+    def bias_gradient(self, error):
+        """`dL/dbias = sum(dL/dz)`."""
+        return conv_rules.conv_bias_gradient(error.grad_z)
 
     def gradient_bound(self, error):
         """`conv_rules.conv_gradient_bound`: from activations."""
         return conv_rules.conv_gradient_bound(error)
 
-    def _bias(self):
-        return self.bias if self.use_bias else None
-
     def get_config(self):
         config = super().get_config()
-        dense = self.rule.dense
         config.update(
             {
                 "filters": self.filters,
@@ -206,18 +175,7 @@ class SpelaConv2D(SpelaLayer):
                 "strides": self.rule.strides,
                 "padding": self.rule.padding,
                 "pool_size": self.rule.pool_size,
-                "activation": dense.activation,
-                "negative_slope": dense.negative_slope,
-                "local_loss": dense.local_loss,
-                "temperature": dense.temperature,
                 "objective": self.objective,
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
             }
         )
         return config

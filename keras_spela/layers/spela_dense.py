@@ -1,15 +1,14 @@
 """SpelaDense: a densely-connected SPELA layer."""
 
-import numbers
-
 import keras
 
+from keras_spela import arguments
 from keras_spela import rules
-from keras_spela.layers.spela_layer import SpelaLayer
+from keras_spela.layers.spela_layer import KernelSpelaLayer
 
 
 @keras.saving.register_keras_serializable(package="keras_spela")
-class SpelaDense(SpelaLayer):
+class SpelaDense(KernelSpelaLayer):
     """A densely-connected layer trained by its own SPELA local loss.
 
     The forward pass is `outputs = activation(inputs @ kernel + bias)` (with the
@@ -85,36 +84,30 @@ class SpelaDense(SpelaLayer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(num_classes, class_vectors, seed, **kwargs)
-        if (
-            not isinstance(units, numbers.Integral)
-            or isinstance(units, bool)
-            or units < 1
-        ):
-            raise ValueError(
-                f"units must be a positive integer, received units={units!r}."
-            )
-        self.units = int(units)
-        self.rule = rules.DenseRule(
+        super().__init__(
+            num_classes,
+            class_vectors,
+            seed,
             activation=activation,
-            negative_slope=float(negative_slope),
+            negative_slope=negative_slope,
             local_loss=local_loss,
-            temperature=(
-                float(temperature)
-                if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
-                else temperature
-            ),
-            normalize_inputs=bool(normalize_inputs),
-            binary_weights=bool(binary_weights),
+            temperature=temperature,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            rule_options={
+                "normalize_inputs": bool(normalize_inputs),
+                "binary_weights": bool(binary_weights),
+            },
+            **kwargs,
         )
-        self.use_bias = bool(use_bias)
-        if isinstance(kernel_initializer, str) and self.seed is not None:
-            kernel_initializer = keras.initializers.get(
-                {"class_name": kernel_initializer, "config": {"seed": self.seed}}
-            )
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.units = arguments.integer(units, "units")
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    @property
+    def rule(self):
+        """The `rules.DenseRule` of this layer."""
+        return self.dense_rule
 
     def build(self, input_shape):
         if len(input_shape) != 2:
@@ -122,38 +115,19 @@ class SpelaDense(SpelaLayer):
                 f"SpelaDense expects inputs of shape (batch, features), received "
                 f"{tuple(input_shape)}. Put a keras.layers.Flatten() before it."
             )
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(input_shape[-1], self.units),
-            initializer=self.kernel_initializer,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.units,), initializer=self.bias_initializer
-            )
-        self.add_class_vectors(self.units)
+        self.add_kernel_and_bias((input_shape[-1], self.units), self.units)
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: input_shape[-1]})
 
     def call(self, inputs):
-        return rules.dense_forward(inputs, self.kernel, self._bias(), self.rule)[2]
+        bias = self.bias if self.use_bias else None
+        return rules.dense_forward(inputs, self.kernel, bias, self.rule)[2]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def local_error(self, inputs, targets, sample_weight=None, weights=None):
-        """Runs the forward pass and the local loss on one batch; changes
-        nothing (see `SpelaLayer.local_error`; `weights` may hold `"kernel"`
-        in any layout `rules.dense_forward` takes, and `"bias"`).
-
-        Returns:
-            A `rules.LocalError` (inputs, outputs, `dL/dz`, loss, scores).
-        """
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        weights = weights or {}
-        kernel = weights.get("kernel", self.kernel)
-        bias = weights.get("bias", self._bias())
+    def forward_error(self, inputs, kernel, bias, targets, sample_weight=None):
+        """The forward pass and local error with `kernel` (any layout
+        `rules.dense_forward` takes) and `bias`."""
         return rules.local_error(
             *rules.dense_forward(inputs, kernel, bias, self.rule),
             targets,
@@ -162,13 +136,13 @@ class SpelaDense(SpelaLayer):
             sample_weight,
         )
 
-    def parameter_gradient(self, error, name):
-        """`dL/dkernel = h^T dL/dz` or `dL/dbias = sum(dL/dz)`."""
-        if name == "kernel":
-            return rules.kernel_gradient(error.inputs, error.grad_z)
-        if name == "bias":
-            return rules.bias_gradient(error.grad_z)
-        raise ValueError(f"SpelaDense has no trainable weight {name!r}.")
+    def kernel_gradient(self, error):
+        """`dL/dkernel = h^T dL/dz`."""
+        return rules.kernel_gradient(error.inputs, error.grad_z)
+
+    def bias_gradient(self, error):
+        """`dL/dbias = sum(dL/dz)`."""
+        return rules.bias_gradient(error.grad_z)
 
     def gradient_bound(self, error):
         """`rules.gradient_bound`: from activations, no gradient needed."""
@@ -178,27 +152,13 @@ class SpelaDense(SpelaLayer):
         """`(h, dL/dz)`: `dL/dkernel = h^T dL/dz`."""
         return error.inputs, error.grad_z
 
-    def _bias(self):
-        return self.bias if self.use_bias else None
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "units": self.units,
-                "activation": self.rule.activation,
-                "negative_slope": self.rule.negative_slope,
-                "local_loss": self.rule.local_loss,
-                "temperature": self.rule.temperature,
                 "normalize_inputs": self.rule.normalize_inputs,
                 "binary_weights": self.rule.binary_weights,
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
             }
         )
         return config

@@ -5,6 +5,7 @@ import numbers
 import keras
 import numpy as np
 
+from keras_spela import arguments
 from keras_spela import class_vectors as class_vectors_lib
 from keras_spela import rules
 
@@ -64,16 +65,9 @@ class SpelaLayer(keras.layers.Layer):
                 f"{self.compute_dtype}). Leave dtype unset: the layers around it "
                 "may still use a mixed precision policy."
             )
-        if num_classes is not None and (
-            not isinstance(num_classes, numbers.Integral)
-            or isinstance(num_classes, bool)
-            or num_classes < 2
-        ):
-            raise ValueError(
-                "num_classes must be an integer >= 2, received "
-                f"num_classes={num_classes!r}."
-            )
-        self.num_classes = None if num_classes is None else int(num_classes)
+        if num_classes is not None:
+            num_classes = arguments.integer(num_classes, "num_classes", minimum=2)
+        self.num_classes = num_classes
         if isinstance(class_vectors, str):
             if class_vectors not in class_vectors_lib.KINDS:
                 raise ValueError(
@@ -83,11 +77,9 @@ class SpelaLayer(keras.layers.Layer):
             self.class_vectors_kind = class_vectors
         else:
             self.class_vectors_kind = np.asarray(class_vectors, np.float32)
-        if seed is not None and (
-            not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
-        ):
-            raise ValueError(f"seed must be an integer or None, received seed={seed!r}.")
-        self.seed = None if seed is None else int(seed)
+        if seed is not None:
+            seed = arguments.integer(seed, "seed", minimum=0)
+        self.seed = seed
 
     def add_class_vectors(self, dim):
         """Creates the `class_vectors` weight, `(num_classes, dim)`."""
@@ -166,6 +158,103 @@ class SpelaLayer(keras.layers.Layer):
                 "num_classes": self.num_classes,
                 "class_vectors": class_vectors,
                 "seed": self.seed,
+            }
+        )
+        return config
+
+
+class KernelSpelaLayer(SpelaLayer):
+    """A SPELA layer with a `kernel`, an optional `bias` and a
+    `rules.DenseRule` (activation and local loss): what `SpelaDense` and
+    `SpelaConv2D` share.
+
+    Subclasses implement `forward_error(inputs, kernel, bias, targets,
+    sample_weight)` (the `rules.LocalError` with the given weights),
+    `kernel_gradient(error)` and `bias_gradient(error)`, and call
+    `add_kernel_and_bias(kernel_shape, units)` in `build`.
+    """
+
+    def __init__(
+        self,
+        num_classes=None,
+        class_vectors="coulomb",
+        seed=None,
+        activation="leaky_relu",
+        negative_slope=0.01,
+        local_loss="softmax_cosine",
+        temperature=0.1,
+        use_bias=True,
+        kernel_initializer="he_uniform",
+        bias_initializer="zeros",
+        rule_options=None,
+        **kwargs,
+    ):
+        super().__init__(num_classes, class_vectors, seed, **kwargs)
+        self.dense_rule = rules.DenseRule(
+            activation=activation,
+            negative_slope=float(negative_slope),
+            local_loss=local_loss,
+            temperature=(
+                float(temperature)
+                if isinstance(temperature, numbers.Real)
+                and not isinstance(temperature, bool)
+                else temperature
+            ),
+            **(rule_options or {}),
+        )
+        self.use_bias = bool(use_bias)
+        if isinstance(kernel_initializer, str) and self.seed is not None:
+            kernel_initializer = keras.initializers.get(
+                {"class_name": kernel_initializer, "config": {"seed": self.seed}}
+            )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def add_kernel_and_bias(self, kernel_shape, units):
+        """Creates `kernel`, `bias` (when `use_bias`) and the class vectors
+        (`units` wide), in that order."""
+        self.kernel = self.add_weight(
+            name="kernel", shape=kernel_shape, initializer=self.kernel_initializer
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(units,), initializer=self.bias_initializer
+            )
+        self.add_class_vectors(units)
+
+    def local_error(self, inputs, targets, sample_weight=None, weights=None):
+        """See `SpelaLayer.local_error`; `weights` may hold `"kernel"` (in any
+        layout the layer's rule takes) and `"bias"`."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        weights = weights or {}
+        kernel = weights.get("kernel", self.kernel)
+        bias = weights.get("bias", self.bias if self.use_bias else None)
+        return self.forward_error(inputs, kernel, bias, targets, sample_weight)
+
+    def parameter_gradient(self, error, name):
+        if name == "kernel":
+            return self.kernel_gradient(error)
+        if name == "bias":
+            return self.bias_gradient(error)
+        raise ValueError(f"{type(self).__name__} has no trainable weight {name!r}.")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "activation": self.dense_rule.activation,
+                "negative_slope": self.dense_rule.negative_slope,
+                "local_loss": self.dense_rule.local_loss,
+                "temperature": self.dense_rule.temperature,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(
+                    self.bias_initializer
+                ),
             }
         )
         return config

@@ -8,12 +8,12 @@ custom operator is never written.
 """
 
 import collections
-import numbers
 import os
 import tempfile
 
 import tensorflow as tf
 
+from keras_spela import arguments
 from keras_spela import model as model_lib
 from keras_spela.lite import flatbuffer_ops
 from keras_spela.lite.device_optimizers import DeviceOptimizer
@@ -144,14 +144,7 @@ def export_settings(model, batch_size, optimizer, learning_rate, train_layers):
             "set_global_policy('float32'), copy the weights with "
             "set_weights(model.get_weights()), and export that model."
         )
-    if (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"batch_size must be a positive integer, received {batch_size!r}."
-        )
+    arguments.integer(batch_size, "batch_size")
     if optimizer is None:
         optimizer = getattr(model, "optimizer", None) or "adam"
         if optimizer == "adam" and learning_rate is None:
