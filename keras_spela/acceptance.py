@@ -71,11 +71,15 @@ def input_rejections(x, y, num_classes, padding=False):
     With `padding` (the exported train steps), labels equal to
     `PADDING_LABEL` mark padding rows and are not counted, but a batch with
     no real example is."""
-    counts = {"labels": count_bad_labels(y, num_classes)}
     if padding:
-        padded = tf.reduce_sum(tf.cast(tf.equal(y, PADDING_LABEL), tf.float32))
-        real = tf.cast(tf.shape(y)[0], tf.float32) - padded
-        counts["labels"] += tf.cast(tf.equal(real, 0.0), tf.float32) - padded
+        # Labels in [-1, num_classes) are allowed; a batch needs a real one.
+        real = tf.reduce_sum(tf.cast(tf.greater_equal(y, 0), tf.float32))
+        counts = {
+            "labels": count_bad_labels(y - PADDING_LABEL, num_classes - PADDING_LABEL)
+            + tf.cast(tf.equal(real, 0.0), tf.float32)
+        }
+    else:
+        counts = {"labels": count_bad_labels(y, num_classes)}
     if x.dtype.is_floating:
         counts["inputs"] = count_nonfinite(x)
     return counts

@@ -142,18 +142,21 @@ class DeviceOptimizer:
             "epsilon": self.epsilon,
         }
 
-    def slot_shapes(self, name, shape):
+    def slot_shapes(self, name, shape, zeros=False):
         """The per-variable state of a variable: `[(name, shape, initial)]`.
 
-        A slot's initial value is None: it starts as a copy of the variable's
-        own initial value, which the first step reads as zero (`advance`
-        gives the factor). An exported model then stores those values once
-        (identical constants share one buffer) instead of kernel-sized
-        zeros."""
+        By default a slot's initial value is None: it starts as a copy of the
+        variable's own initial value, which the first step reads as zero
+        (`advance` gives the factor). An exported model then stores those
+        values once (identical constants share one buffer) instead of
+        kernel-sized zeros. With `zeros`, slots start at 0.0 (pass
+        `zero_start=True` to `updated_variable`): the TFLite Micro program
+        does, because that update needs fewer temporaries in its arena."""
+        initial = 0.0 if zeros else None
         if self.kind == "sgd" and self.momentum > 0:
-            return [(f"{name}_momentum", shape, None)]
+            return [(f"{name}_momentum", shape, initial)]
         if self.kind == "adam":
-            return [(f"{name}_m", shape, None), (f"{name}_v", shape, None)]
+            return [(f"{name}_m", shape, initial), (f"{name}_v", shape, initial)]
         return []
 
     def shared_state_shapes(self):
@@ -209,7 +212,7 @@ class DeviceOptimizer:
         started = self.advance(shared)[1][1]
         return [slot * started for slot in slots]
 
-    def updated_variable(self, gradient, value, slots, coefficients):
+    def updated_variable(self, gradient, value, slots, coefficients, zero_start=False):
         """One variable's update as a pure function.
 
         Args:
@@ -217,6 +220,8 @@ class DeviceOptimizer:
             value: its current value.
             slots: its current slots, in `slot_shapes` order.
             coefficients: from `advance` (the same for every variable).
+            zero_start: the slots started at zero (`slot_shapes(zeros=True)`),
+                so they need not be read as zero before the first step.
 
         Returns:
             `(new_value, new_slots)`.
@@ -226,14 +231,20 @@ class DeviceOptimizer:
             if self.momentum == 0:
                 return value - gradient * lr, []
             # Keras: m = m * momentum - g * lr (m is zero before the first step).
-            m = slots[0] * (self.momentum * coefficients[1]) - gradient * lr
+            momentum = self.momentum
+            if not zero_start:
+                momentum = momentum * coefficients[1]
+            m = slots[0] * momentum - gradient * lr
             step = m * self.momentum - gradient * lr if self.nesterov else m
             return value + step, [m]
         alpha, started = coefficients
         m, v = slots
-        # Keras: m += (g - m) (1 - beta_1), v likewise (zero before step 1).
-        m = m * (self.beta_1 * started) + gradient * (1.0 - self.beta_1)
-        v = v * (self.beta_2 * started) + tf.square(gradient) * (1.0 - self.beta_2)
+        if zero_start:  # Keras' form: m += (g - m) (1 - beta_1), v likewise.
+            m = m + (gradient - m) * (1.0 - self.beta_1)
+            v = v + (tf.square(gradient) - v) * (1.0 - self.beta_2)
+        else:  # the same, with the slots read as zero before the first step
+            m = m * (self.beta_1 * started) + gradient * (1.0 - self.beta_1)
+            v = v * (self.beta_2 * started) + tf.square(gradient) * (1.0 - self.beta_2)
         return value - (m * alpha) / (tf.sqrt(v) + self.epsilon), [m, v]
 
     def updated_values(self, gradients, values, state):

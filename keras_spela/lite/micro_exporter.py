@@ -142,7 +142,7 @@ def default_block_bytes(model, optimizer, train_layers):
     shrink the step's temporaries but add operators, and TFLite Micro keeps
     about 100 bytes per operator; this balances the two (measured on
     64-256-34 and 784-256-34 nets, SGD and Adam, batch 8)."""
-    slots = len(optimizer.slot_shapes("w", ()))
+    slots = len(optimizer.slot_shapes("w", (), zeros=True))
     learned = sum(
         int(np.prod(variable.shape)) * 4 * (1 + slots)
         for layer in model.exit_layers

@@ -56,19 +56,19 @@ class _LearnedTensor(tf.Module):
     def __init__(self, name, value, optimizer):
         super().__init__(name=name)
         self.variable = tf.Variable(value, name=name)
-        # Slots start as copies of the value, read as zero by the first step.
+        # Zero slots: their update needs fewer temporaries in the arena than
+        # slots read as zero before the first step (the LiteRT module's).
         self.slots = [
-            tf.Variable(
-                value if init is None else tf.fill(shape, tf.constant(init, tf.float32)),
-                name=slot,
-            )
-            for slot, shape, init in optimizer.slot_shapes(name, value.shape)
+            tf.Variable(tf.fill(shape, tf.constant(init, tf.float32)), name=slot)
+            for slot, shape, init in optimizer.slot_shapes(name, value.shape, zeros=True)
         ]
 
     def apply(self, gradient, optimizer, coefficients, accept):
         old = self.variable.read_value()
         slots = [slot.read_value() for slot in self.slots]
-        new, new_slots = optimizer.updated_variable(gradient, old, slots, coefficients)
+        new, new_slots = optimizer.updated_variable(
+            gradient, old, slots, coefficients, zero_start=True
+        )
         self.variable.assign(acceptance.select(accept, new, old))
         for slot, old_slot, new_slot in zip(self.slots, slots, new_slots):
             slot.assign(acceptance.select(accept, new_slot, old_slot))
