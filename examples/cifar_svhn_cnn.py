@@ -88,7 +88,6 @@ blocks).
 
 import contextlib
 import os
-import sys
 
 from example_setup import keras
 from example_setup import keras_spela
@@ -347,9 +346,6 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO logs are noise here
     # absl's log handler was created during example_setup's quiet import, while
-    # sys.stderr was a temporary stream that is closed now: without this, a
-    # Python log line (TFDS warns while preparing data) is a "Logging error".
-    logging.get_absl_handler().python_handler.stream = sys.stderr
     with tfds_mock():  # only under the tests' environment variable
         train_and_report()
 

@@ -36,4 +36,10 @@ with capture_native_stderr(not VERBOSE):
         sys.path.insert(0, str(REPO))
         import keras_spela
 
+# absl's log handler, created during the import, holds the temporary stderr
+# stream of the capture (closed now): point it at the real one.
+from absl import logging as _absl_logging  # noqa: E402
+
+_absl_logging.get_absl_handler().python_handler.stream = sys.stderr
+
 __all__ = ["REPO", "VERBOSE", "capture_native_stderr", "keras", "keras_spela", "tf"]
