@@ -95,8 +95,13 @@ def layer_rejections(layers, errors):
     bounds = tf.stack([by_name[name].gradient_bound(e) for name, e in errors.items()])
     errors = list(errors.values())
     losses = tf.stack([error.loss for error in errors])
+    # A sum is NaN or infinite when any of its terms is: one reduction per
+    # tensor instead of an elementwise test of it.
     values = tf.stack(
-        [count_nonfinite(e.inputs) + count_nonfinite(e.grad_z) for e in errors]
+        [
+            count_nonfinite(tf.reduce_sum(e.inputs) + tf.reduce_sum(e.grad_z))
+            for e in errors
+        ]
     )
     nonfinite_losses = 1.0 - tf.cast(
         tf.less_equal(tf.abs(losses), _FLOAT32_MAX), tf.float32
