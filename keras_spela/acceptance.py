@@ -6,9 +6,10 @@ A batch is learned from only when every count of `rejection_counts` is zero:
 - `"labels"`: labels outside `[0, num_classes)` (in exported train steps,
   `PADDING_LABEL` marks a padding row instead, and a batch of padding only
   is rejected);
-- `"layers"`, one count per learning layer: a non-finite local loss, a
-  non-finite layer input or `dL/dz`, or parameter gradients that could
-  exceed `rules.MAX_GRADIENT` (`SpelaLayer.gradient_bound`) (so that squared gradients, Adam's second
+- `"layers"`, one count per learning layer: a non-finite local loss, or
+  parameter gradients that could exceed `rules.MAX_GRADIENT`
+  (`SpelaLayer.gradient_bound`; a NaN or infinite `dL/dz` or layer input
+  makes the bound or the loss non-finite) (so that squared gradients, Adam's second
   moment, stay finite in float32).
 
 `SpelaModel.train_step` asserts every count (a clear error, before any
@@ -92,22 +93,20 @@ def layer_rejections(layers, errors):
     if not errors:
         return {}
     by_name = {layer.name: layer for layer in layers}
-    bounds = tf.stack([by_name[name].gradient_bound(e) for name, e in errors.items()])
-    errors = list(errors.values())
-    losses = tf.stack([error.loss for error in errors])
-    # A sum is NaN or infinite when any of its terms is: one reduction per
-    # tensor instead of an elementwise test of it.
-    values = tf.stack(
+    # `+ 0 * sum(dL/dz)`: NaN when dL/dz holds a NaN (a max need not see it).
+    bounds = tf.stack(
         [
-            count_nonfinite(tf.reduce_sum(e.inputs) + tf.reduce_sum(e.grad_z))
-            for e in errors
+            by_name[name].gradient_bound(e) + 0.0 * tf.reduce_sum(e.grad_z)
+            for name, e in errors.items()
         ]
     )
+    errors = list(errors.values())
+    losses = tf.stack([error.loss for error in errors])
     nonfinite_losses = 1.0 - tf.cast(
         tf.less_equal(tf.abs(losses), _FLOAT32_MAX), tf.float32
     )
     unbounded = 1.0 - tf.cast(tf.less_equal(bounds, rules.MAX_GRADIENT), tf.float32)
-    return {"layers": nonfinite_losses + unbounded + values}
+    return {"layers": nonfinite_losses + unbounded}
 
 
 def rejection_counts(x, y, layers, errors, num_classes, padding=False):
