@@ -40,18 +40,23 @@ def export_tflite(
     Signatures (inputs and outputs are named tensors):
 
     - `train(x, y)`: `x` float32 `(batch_size, ...)`, `y` int32
-      `(batch_size,)`. Learns from the batch with the same closed-form rule as
-      `SpelaModel.fit`. Returns `loss`, `exit_<k>_loss` per learning layer and
-      `accepted` (int32: 1, or 0 when the batch was rejected because of a
-      NaN/inf input, a label outside `[0, num_classes)`, a non-finite loss or
+      `(batch_size,)`: class ids, or -1 for a padding row (ignored: the batch
+      is learned from as the mean over its real rows, like a short last
+      batch of `fit`). Learns with the same closed-form rule as
+      `SpelaModel.fit`. Returns `loss`, `exit_<k>_loss` per learning layer,
+      `examples` (int32, the real rows) and `accepted` (int32: 1, or 0 when
+      the batch was rejected by `keras_spela.acceptance`: a NaN/inf input, a
+      label outside `[-1, num_classes)`, no real row, a non-finite loss or
       gradients that could exceed `rules.MAX_GRADIENT`; a rejected batch
       changes no weight and no optimizer state).
     - `infer(x)`: any batch size. Returns `scores` (cosines at the last exit)
       and `exit_<k>_scores` at every exit k (0 is the first SPELA layer).
     - `get_weights(request)`: `request` is any int32 scalar (ignored; the
       Java/Kotlin `runSignature` needs an input). Returns every learned
-      weight (`<layer>_kernel`, `<layer>_bias`) and optimizer state (`<weight>_m`, `<weight>_v`,
-      `adam_beta_1_power`, ... or `<weight>_momentum`).
+      weight (`<layer>_kernel`, `<layer>_bias`) and optimizer state
+      (`<weight>_m`, `<weight>_v`, `adam_beta_1_power`, ..., or
+      `<weight>_momentum` and `momentum_started`; zero before the first
+      step).
     - `set_weights(**same names)`: sets them all; returns `accepted` (0 and
       nothing changed if a value is not finite).
 

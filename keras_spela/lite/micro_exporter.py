@@ -49,9 +49,10 @@ def export_tflite_micro(
     assigned by a CALL_ONCE subgraph) and has no SELECT or INT64 kernels, so
     the train step is written as its own single-function model with static
     shapes and float32 optimizer state. It learns like `train` of
-    `export_tflite` and also returns the pre-update `scores` of the last exit,
-    so the same interpreter serves inference: a batch whose labels are all -1
-    is rejected (no update) and only scores it.
+    `export_tflite` (rows labelled -1 are padding) and also returns the
+    pre-update `scores` of the last exit, so the same interpreter serves
+    inference: a batch whose labels are all -1 is rejected (no update) and
+    only scores it.
 
     Memory: each learned kernel is stored as row blocks of its transpose and
     updated one block at a time, and the operators are ordered so that each
@@ -63,12 +64,13 @@ def export_tflite_micro(
     Inputs are found by name, never by position (TFLite Micro orders them
     differently from the Python arguments): `x` float32 `(batch_size, ...)`
     and `y` int32 `(batch_size,)`. Outputs: `loss`, `exit_<k>_loss`,
-    `accepted`, `scores` (and every learned weight with `expose_weights`).
-    A JSON description (`<filepath stem>.json`) is written beside the model:
-    input and output order, batch size, input shape, number of classes,
-    weight names, the number of resource variables, and the arena bytes the
-    step needs (measured with the TFLite Micro interpreter when
-    `tflite-micro` is installed).
+    `accepted`, `examples`, `scores` (and every learned weight with
+    `expose_weights`). A JSON description (`<filepath stem>.json`) is
+    written beside the model: input and output order, batch size, input
+    shape, number of classes, weight names, the number of resource
+    variables, the arena bytes the step needs (measured with the TFLite
+    Micro interpreter when `tflite-micro` is installed) and `model_sha256`
+    (the SHA-256 of the model file, which `DeviceTrainer` checks).
 
     Args:
         model, batch_size, optimizer, learning_rate, train_layers: as for
