@@ -114,10 +114,23 @@ def export_tflite_micro(
     _export_inference_model(model, inference_filepath, batch_size, program.input_shape)
     inputs, outputs = _io_names(data, output_keys)
     arena_bytes = micro_arena.measure_micro_arena(data)
-    description = {
+    description = _description(
+        data, program, optimizer, inputs, outputs, arena_bytes, block_bytes
+    )
+    with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
+        json.dump(description, f, indent=2)
+    return MicroExport(
+        filepath, inference_filepath, len(data), operators, inputs, outputs, arena_bytes
+    )
+
+
+def _description(data, program, optimizer, inputs, outputs, arena_bytes, block_bytes):
+    """The JSON description of a micro train step (see `export_tflite_micro`)."""
+    model = program.model
+    return {
         "inputs": inputs,
         "outputs": outputs,
-        "batch_size": int(batch_size),
+        "batch_size": program.batch_size,
         "input_shape": list(program.input_shape),
         "num_classes": model.num_classes,
         "exits": [f"exit_{k}" for k in range(len(model.exit_layers))],
@@ -131,11 +144,6 @@ def export_tflite_micro(
         # Lets a device check that this description belongs to the model.
         "model_sha256": hashlib.sha256(data).hexdigest(),
     }
-    with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
-        json.dump(description, f, indent=2)
-    return MicroExport(
-        filepath, inference_filepath, len(data), operators, inputs, outputs, arena_bytes
-    )
 
 
 def default_block_bytes(model, optimizer, train_layers):
