@@ -176,6 +176,38 @@ def best_exit_summary(accuracies, epochs_at):
     return summary
 
 
+def print_best_exit_table(accuracies, epochs, seeds):
+    """Prints the best-exit table (after 1 and 5 epochs, best within all,
+    final) of `{configuration: [per-seed (epochs, exits) arrays]}`.
+
+    Returns:
+        `(summaries, epochs_at)`: `{configuration: best_exit_summary}` and the
+        epochs reported.
+    """
+    epochs_at = [e for e in (1, 5) if e <= epochs]
+    summaries = {
+        name: best_exit_summary(accs, epochs_at) for name, accs in accuracies.items()
+    }
+    headers = (
+        ["configuration"]
+        + [f"after {e} ep" for e in epochs_at]
+        + [f"best within {epochs}", f"final (ep {epochs})"]
+    )
+    rows = [
+        [name]
+        + [mean_std(s[f"after_{e}"]) for e in epochs_at]
+        + [mean_std(s["best"]), mean_std(s["final"])]
+        for name, s in summaries.items()
+    ]
+    print()
+    print(
+        format_table(
+            headers, rows, title=f"Best-exit test accuracy %, mean ± std over {seeds} seeds"
+        )
+    )
+    return summaries, epochs_at
+
+
 def mean_std(values, scale=100.0, digits=1):
     """'mean ± std' of values (population std over seeds), scaled."""
     values = np.asarray(values, float) * scale

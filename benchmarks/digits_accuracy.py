@@ -146,30 +146,7 @@ def main():
 
 
 def report(args, accuracies):
-    epochs_at = [e for e in (1, 5) if e <= args.epochs]
-    summaries = {
-        name: common.best_exit_summary(accs, epochs_at) for name, accs in accuracies.items()
-    }
-    headers = (
-        ["configuration"]
-        + [f"after {e} ep" for e in epochs_at]
-        + [f"best within {args.epochs}", f"final (ep {args.epochs})"]
-    )
-    rows = []
-    for name, s in summaries.items():
-        rows.append(
-            [name]
-            + [common.mean_std(s[f"after_{e}"]) for e in epochs_at]
-            + [common.mean_std(s["best"]), common.mean_std(s["final"])]
-        )
-    print()
-    print(
-        common.format_table(
-            headers,
-            rows,
-            title=f"Best-exit test accuracy %, mean ± std over {args.seeds} seeds",
-        )
-    )
+    summaries, epochs_at = common.print_best_exit_table(accuracies, args.epochs, args.seeds)
 
     # Per-exit table.
     points = sorted(set(epochs_at + [min(20, args.epochs), args.epochs]))
