@@ -1,5 +1,6 @@
 """SpelaModel: a Keras model trained by its layers' local rules."""
 
+import contextlib
 import re
 
 import keras
@@ -471,17 +472,14 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         return cls(layers, **config)
 
 
-class _rejections_as_value_errors:
+@contextlib.contextmanager
+def _rejections_as_value_errors():
     """Turns a batch rejection raised inside a compiled step (a graph
     assertion, with a long graph traceback) into one `ValueError` line."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if kind is None or not issubclass(kind, tf.errors.InvalidArgumentError):
-            return False
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
         match = re.search(r"(Rejected batch: .*?no weight was changed)", error.message)
         if match is None:
-            return False
+            raise
         raise acceptance.BatchRejectedError(match.group(1) + ".") from None

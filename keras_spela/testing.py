@@ -13,12 +13,14 @@ testing.assert_devices_train_like_fit(
 
 import numpy as np
 
+from keras_spela.layers import weight_name
+
 
 def host_weights(model):
     """`{<layer>_<weight>: array}` of every SPELA layer's trainable weights,
     named as on the device."""
     return {
-        f"{layer.name}_{v.path.split('/')[-1]}": v.numpy()
+        f"{layer.name}_{weight_name(v)}": v.numpy()
         for layer in model.exit_layers
         for v in layer.trainable_variables
     }

@@ -5,6 +5,7 @@ from keras_spela.layers.spela_dense import SpelaDense
 from keras_spela.layers.spela_layer import KernelSpelaLayer
 from keras_spela.layers.spela_layer import SpelaLayer
 from keras_spela.layers.spela_layer import is_spela_layer
+from keras_spela.layers.spela_layer import weight_name
 
 __all__ = [
     "KernelSpelaLayer",
@@ -12,4 +13,5 @@ __all__ = [
     "SpelaDense",
     "SpelaLayer",
     "is_spela_layer",
+    "weight_name",
 ]

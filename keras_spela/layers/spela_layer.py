@@ -10,6 +10,11 @@ from keras_spela import class_vectors as class_vectors_lib
 from keras_spela import rules
 
 
+def weight_name(variable):
+    """The short name of a layer's weight (`"kernel"`, `"bias"`, ...)."""
+    return variable.path.split("/")[-1]
+
+
 def is_spela_layer(layer):
     """Whether `layer` carries a SPELA local rule (and so is an exit)."""
     return isinstance(layer, SpelaLayer)
@@ -134,7 +139,7 @@ class SpelaLayer(keras.layers.Layer):
         """The gradients of `error`'s local loss, lined up with
         `self.trainable_variables`."""
         return [
-            self.parameter_gradient(error, variable.path.split("/")[-1])
+            self.parameter_gradient(error, weight_name(variable))
             for variable in self.trainable_variables
         ]
 

@@ -29,6 +29,7 @@ import tensorflow as tf
 from keras_spela import acceptance
 from keras_spela import rules
 from keras_spela.layers import SpelaLayer
+from keras_spela.layers import weight_name
 from keras_spela.lite.trainable_module import exit_key
 from keras_spela.lite.trainable_module import frozen_constants
 from keras_spela.lite.trainable_module import model_input_shape
@@ -112,7 +113,7 @@ class MicroTrainingProgram(tf.Module):
         for layer in self.learning:
             self.whole[layer.name] = {}
             for variable in layer.trainable_variables:
-                name = variable.path.split("/")[-1]
+                name = weight_name(variable)
                 value = np.asarray(variable.numpy(), np.float32)
                 self.weight_names.append(f"{layer.name}_{name}")
                 learned.append(variable)

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spela import acceptance
+from keras_spela.layers import weight_name
 
 
 def frozen_constants(model, learned_variables=()):
@@ -77,7 +78,7 @@ class SpelaTrainingModule(tf.Module):
         learned = []
         for layer in learning:
             for variable in layer.trainable_variables:
-                self.weight_names.append(f"{layer.name}_{_short_name(variable)}")
+                self.weight_names.append(f"{layer.name}_{weight_name(variable)}")
                 self.weights.append(variable.value)
                 learned.append(variable)
         state_specs = optimizer.state_shapes(
@@ -198,5 +199,3 @@ def _slot_owner(weights, slot_name):
     return weights[owner]
 
 
-def _short_name(variable):
-    return variable.path.split("/")[-1]
