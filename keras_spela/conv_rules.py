@@ -7,9 +7,10 @@ dense losses (`rules.output_gradient`). Backwards, in closed form:
 
 - `dL/dp = dL/dg / (H' W')` at every position;
 - `dL/da`: `dL/dp` given to the first cell of each pooling window (row-major
-  order) that equals the window's maximum, zero elsewhere (STRIDED_SLICE,
-  EQUAL, CAST, MUL, PACK, RESHAPE): ties, common where an image is flat,
-  are broken as TensorFlow's MaxPoolGrad breaks them, on every runtime;
+  order) that equals the window's maximum, zero elsewhere (RESHAPE,
+  contiguous STRIDED_SLICEs, EQUAL, CAST, MUL, CONCATENATION, PACK): ties,
+  common where an image is flat, are broken as TensorFlow's MaxPoolGrad
+  breaks them, on every runtime;
 - `dL/dz = dL/da * act'(z)`;
 - `dL/dK[i, j, c, o] = sum_{b,y,x} h[b, s y + i, s x + j, c] dL/dz[b, y, x, o]`:
   ONE forward CONV_2D with batch and channels swapped (input `h^T`
@@ -112,29 +113,35 @@ def _unpool(grad_p, a, p, rule):
     """`dL/da` from `dL/dp` through the max-pool: each window's gradient goes
     to its first maximal cell in row-major order (as TensorFlow's MaxPoolGrad
     does), so ties, common where an image is flat, are broken the same way
-    on every runtime. Per window offset: STRIDED_SLICE, EQUAL, CAST, MUL;
-    the pieces are interleaved back with PACK and RESHAPE."""
+    on every runtime.
+
+    `a` (cropped to whole windows) is RESHAPEd, without moving data, to
+    `(B * H', ph, W', pw * C)`: window row `i` is then index `i` of axis 1
+    and window column `j` the channel block `j`, so every cell is a
+    contiguous STRIDED_SLICE (EQUAL, CAST, MUL per cell); the pieces go back
+    with CONCATENATION, PACK and RESHAPE."""
     if rule.pool_size == (1, 1):
         return grad_p
     pool_h, pool_w = rule.pool_size
-    out_h, out_w = p.shape[1], p.shape[2]
-    taken = tf.zeros_like(p)
+    _, out_h, out_w, channels = p.shape
+    height, width = a.shape[1], a.shape[2]
+    windows = tf.reshape(
+        a[:, : out_h * pool_h, : out_w * pool_w, :], [-1, pool_h, out_w, pool_w * channels]
+    )
+    maxima = tf.reshape(p, [-1, out_w, channels])
+    grad = tf.reshape(grad_p, [-1, out_w, channels])
+    taken = tf.zeros_like(maxima)
     rows = []
     for i in range(pool_h):
         pieces = []
         for j in range(pool_w):
-            cell = a[:, i : out_h * pool_h : pool_h, j : out_w * pool_w : pool_w, :]
-            first = tf.cast(tf.equal(cell, p), a.dtype) * (1.0 - taken)
+            cell = windows[:, i, :, j * channels : (j + 1) * channels]
+            first = tf.cast(tf.equal(cell, maxima), a.dtype) * (1.0 - taken)
             taken = taken + first
-            pieces.append(grad_p * first)
-        # [b, y, x, j, c] -> [b, y, x * pool_w + j, c]
-        row = tf.reshape(tf.stack(pieces, axis=3), [-1, out_h, out_w * pool_w, p.shape[3]])
-        rows.append(row)
-    # [b, y, i, x', c] -> [b, y * pool_h + i, x', c]
-    grad_a = tf.reshape(
-        tf.stack(rows, axis=2), [-1, out_h * pool_h, out_w * pool_w, p.shape[3]]
-    )
-    rest_h, rest_w = a.shape[1] - out_h * pool_h, a.shape[2] - out_w * pool_w
+            pieces.append(grad * first)
+        rows.append(rules.concat(pieces, axis=-1))
+    grad_a = tf.reshape(tf.stack(rows, axis=1), [-1, out_h * pool_h, out_w * pool_w, channels])
+    rest_h, rest_w = height - out_h * pool_h, width - out_w * pool_w
     if rest_h or rest_w:
         grad_a = tf.pad(grad_a, [[0, 0], [0, rest_h], [0, rest_w], [0, 0]])
     return grad_a
