@@ -2,8 +2,9 @@
 
 Runs the `train` / `infer` / `get_weights` / `set_weights` signatures of a
 model written by `keras_spela.export_tflite` on LiteRT (`ai-edge-litert`,
-first choice) or `tflite-runtime` (fallback), or the single-graph train step
-written by `keras_spela.export_tflite_micro` on TFLite Micro (`tflite-micro`).
+first choice; its CompiledModel API with `runtime="litert_compiled"`) or
+`tflite-runtime` (fallback), or the single-graph train step written by
+`keras_spela.export_tflite_micro` on TFLite Micro (`tflite-micro`).
 Which kind a file is comes from the file itself (read with a small
 flatbuffer reader, before any interpreter sees it), never from the files
 beside it.
@@ -19,6 +20,7 @@ with one `error:` line on stderr and exit code 1 (2 for bad arguments).
 """
 
 import argparse
+import atexit
 import contextlib
 import hashlib
 import json
@@ -38,7 +40,9 @@ from tflite_file import TFLiteFormatError  # noqa: E402
 from tflite_file import io_names  # noqa: E402
 from tflite_file import read_model_structure  # noqa: E402
 
-RUNTIMES = ("litert", "tflite_runtime", "micro")
+# "litert_compiled" runs the same signatures through LiteRT's CompiledModel API
+# (chosen by runtime= only: "auto" keeps the Interpreter).
+RUNTIMES = ("litert", "tflite_runtime", "micro", "litert_compiled")
 # The signatures that make a model a keras_spela `export_tflite` model.
 SIGNATURES = ("train", "infer", "get_weights", "set_weights")
 # Rows of a train batch labelled PADDING_LABEL are padding: the model ignores
@@ -212,8 +216,12 @@ class DeviceTrainer:
             `export_tflite_micro`.
         runtime: `"auto"` (from the model: LiteRT, else tflite-runtime, for
             a signature model; TFLite Micro for a micro train step),
-            `"litert"`, `"tflite_runtime"` or `"micro"` (must fit the model).
-        num_threads: interpreter threads (LiteRT / tflite-runtime).
+            `"litert"`, `"tflite_runtime"` or `"micro"` (must fit the model),
+            or `"litert_compiled"`: the signatures of an `export_tflite` model
+            through LiteRT's CompiledModel API with TensorBuffers (CPU; never
+            chosen by `"auto"`; the same losses and weights as `"litert"`).
+        num_threads: interpreter threads (LiteRT, tflite-runtime and
+            CompiledModel's CPU options).
         description_path: the JSON description of a micro train step;
             default `<model stem>.json`. It must be the one written with this
             model: its keys, types, input order, batch size, input shape and
@@ -260,10 +268,13 @@ class DeviceTrainer:
                 raise ModelFileError(
                     f"{path}: a model written by export_tflite (signatures "
                     f"{', '.join(SIGNATURES)}), not a TFLite Micro train step; run it "
-                    f"with runtime 'litert' or 'tflite_runtime', or export the micro "
+                    f"with runtime 'litert', 'litert_compiled' or 'tflite_runtime', or export the micro "
                     f"step with export_tflite_micro"
                 )
-            backend = _SignatureBackend(path, data, structure, runtime, num_threads, quiet)
+            backend_class = (
+                _CompiledModelBackend if runtime == "litert_compiled" else _SignatureBackend
+            )
+            backend = backend_class(path, data, structure, runtime, num_threads, quiet)
         self._attach(backend)
         self.model_path = path
 
@@ -545,39 +556,45 @@ def _tensor_problem(tensor, what, dtype, shape=None):
     return None
 
 
+def _check_signature_model(model_path, structure):
+    """The `train` signature's `x` tensor and `infer`'s `scores` of an
+    `export_tflite` model, or ModelFileError naming what does not fit."""
+    signatures = structure["signatures"]
+    train, infer = signatures["train"], signatures["infer"]
+    x, y = train["inputs"].get("x"), train["inputs"].get("y")
+    problems = []
+    if x is None or y is None:
+        problems.append(f"its train signature takes {sorted(train['inputs'])}, not x and y")
+    elif x.dtype != "float32" or len(x.shape) < 1 or any(d < 1 for d in x.shape):
+        problems.append(f"train's x is {x.dtype} of shape {x.shape}, not a float32 batch of static shape")
+    else:
+        batch = x.shape[0]
+        problems.append(_tensor_problem(y, "train's y", "int32", (batch,)))
+        infer_x = infer["inputs"].get("x")
+        if infer_x is not None and tuple(infer_x.shape[1:]) != tuple(x.shape[1:]):
+            problems.append(f"infer's x {infer_x.shape} and train's x {x.shape} disagree")
+    unknown = sorted(set(train["inputs"]) - {"x", "y"})
+    if unknown:
+        problems.append(f"its train signature takes inputs {unknown} that DeviceTrainer does not know")
+    if "accepted" not in train["outputs"] or "loss" not in train["outputs"]:
+        problems.append(f"its train signature returns {sorted(train['outputs'])}, not accepted and loss")
+    scores = infer["outputs"].get("scores")
+    if "x" not in infer["inputs"] or scores is None or len(scores.shape) != 2:
+        problems.append("its infer signature does not map x to (batch, classes) scores")
+    if sorted(signatures["set_weights"]["inputs"]) != sorted(signatures["get_weights"]["outputs"]):
+        problems.append("its set_weights inputs are not the get_weights outputs")
+    problems = [p for p in problems if p]
+    if problems:
+        raise ModelFileError(f"{model_path}: not a valid export_tflite model: {'; '.join(problems)}")
+    return x, scores
+
+
 class _SignatureBackend:
     """LiteRT or tflite-runtime, through the model's signature runners."""
 
     def __init__(self, model_path, data, structure, runtime, num_threads, quiet):
-        signatures = structure["signatures"]
-        train, infer = signatures["train"], signatures["infer"]
-        x, y = train["inputs"].get("x"), train["inputs"].get("y")
-        problems = []
-        if x is None or y is None:
-            problems.append(f"its train signature takes {sorted(train['inputs'])}, not x and y")
-        elif x.dtype != "float32" or len(x.shape) < 1 or any(d < 1 for d in x.shape):
-            problems.append(f"train's x is {x.dtype} of shape {x.shape}, not a float32 batch of static shape")
-        else:
-            batch = x.shape[0]
-            problems.append(_tensor_problem(y, "train's y", "int32", (batch,)))
-            infer_x = infer["inputs"].get("x")
-            if infer_x is not None and tuple(infer_x.shape[1:]) != tuple(x.shape[1:]):
-                problems.append(f"infer's x {infer_x.shape} and train's x {x.shape} disagree")
-        unknown = sorted(set(train["inputs"]) - {"x", "y"})
-        if unknown:
-            problems.append(f"its train signature takes inputs {unknown} that DeviceTrainer does not know")
-        if "accepted" not in train["outputs"] or "loss" not in train["outputs"]:
-            problems.append(f"its train signature returns {sorted(train['outputs'])}, not accepted and loss")
-        scores = infer["outputs"].get("scores")
-        if "x" not in infer["inputs"] or scores is None or len(scores.shape) != 2:
-            problems.append("its infer signature does not map x to (batch, classes) scores")
-        if sorted(signatures["set_weights"]["inputs"]) != sorted(signatures["get_weights"]["outputs"]):
-            problems.append("its set_weights inputs are not the get_weights outputs")
-        problems = [p for p in problems if p]
-        if problems:
-            raise ModelFileError(f"{model_path}: not a valid export_tflite model: {'; '.join(problems)}")
-
-        self.runtime, interpreter_class = load_interpreter_class(runtime)
+        x, scores = _check_signature_model(model_path, structure)
+        train, infer = structure["signatures"]["train"], structure["signatures"]["infer"]
         self.batch_size = int(x.shape[0])
         self.input_shape = tuple(int(d) for d in x.shape[1:])
         self.num_classes = int(scores.shape[-1])
@@ -589,6 +606,10 @@ class _SignatureBackend:
         )
         if not self.exits:
             raise ModelFileError(f"{model_path}: its infer signature has no exit_<k>_scores output")
+        self._load(model_path, data, structure, runtime, num_threads, quiet)
+
+    def _load(self, model_path, data, structure, runtime, num_threads, quiet):
+        self.runtime, interpreter_class = load_interpreter_class(runtime)
         try:
             with capture_native_stderr(quiet):
                 self._model_data = data  # the interpreter reads from these bytes
@@ -617,6 +638,165 @@ class _SignatureBackend:
     def set_weights(self, values):
         if int(self._set(**values)["accepted"]) != 1:
             raise DeviceTrainingError("The device model refused the weights.")
+
+
+def load_compiled_model_api():
+    """LiteRT's CompiledModel API: `(CompiledModel, Options, CpuOptions)`.
+
+    Raises:
+        RuntimeUnavailableError: ai-edge-litert, or its CompiledModel API
+            (ai-edge-litert 2.x), is not installed.
+    """
+    try:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.compiled_model import CpuOptions
+        from ai_edge_litert.compiled_model import Options
+        import flatbuffers  # noqa: F401 (variable_read_copies needs it)
+    except ImportError as error:
+        raise RuntimeUnavailableError(
+            f"runtime 'litert_compiled' needs LiteRT's CompiledModel API, in "
+            f"ai-edge-litert 2.x (pip install 'ai-edge-litert>=2'): {error}"
+        ) from None
+    return CompiledModel, Options, CpuOptions
+
+
+class _CompiledSignature:
+    """One signature of a CompiledModel, run with TensorBuffers.
+
+    The buffers are bound by position (`run_by_index`): LiteRT 2.3 names a
+    signature's outputs after their tensors, so two names of one tensor
+    (`scores` and `exit_<last>_scores` in `infer`) come back as one name
+    twice, and `run_by_name` fails on `get_weights`. Which names each
+    position carries comes from the file's signature defs instead.
+    """
+
+    def __init__(self, model, structure, name):
+        definition = structure["signatures"][name]
+        graph = structure["subgraphs"][definition["subgraph"]]
+        self.name = name
+        self.model = model
+        self.index = model.get_signature_index(name)
+        by_tensor = {t.index: n for n, t in definition["inputs"].items()}
+        self.input_names = [by_tensor[t.index] for t in graph["inputs"]]
+        self.output_names = [
+            [n for n, t in definition["outputs"].items() if t.index == tensor.index]
+            for tensor in graph["outputs"]
+        ]
+        listed = model.get_signature_list()[name]
+        if list(listed["inputs"]) != self.input_names or len(listed["outputs"]) != len(
+            self.output_names
+        ) or any(n not in names for n, names in zip(listed["outputs"], self.output_names)):
+            raise ValueError(
+                f"CompiledModel lists the {name} signature as {listed}, not as the "
+                f"file's inputs {self.input_names} and outputs {self.output_names}"
+            )
+        self.allocate()
+
+    def allocate(self):
+        """(Re)creates the input and output buffers for the current shapes."""
+        self.inputs = self.model.create_input_buffers(self.index)
+        self.outputs = self.model.create_output_buffers(self.index)
+        self.output_layout = []
+        for buffer in self.outputs:
+            details = buffer.get_tensor_details()
+            shape = tuple(int(d) for d in details["shape"])
+            self.output_layout.append((shape, int(np.prod(shape, dtype=np.int64)), np.dtype(details["dtype"])))
+
+    def resize_input(self, name, shape):
+        """Gives input `name` a new shape (a dynamic batch dimension)."""
+        self.model.resize_input_tensor(self.input_names.index(name), list(shape), self.index)
+        self.allocate()
+
+    def __call__(self, **values):
+        for name, buffer in zip(self.input_names, self.inputs):
+            buffer.write(np.ascontiguousarray(values[name]))
+        self.model.run_by_index(self.index, self.inputs, self.outputs)
+        results = {}
+        for names, buffer, (shape, size, dtype) in zip(
+            self.output_names, self.outputs, self.output_layout
+        ):
+            value = buffer.read(size, dtype).reshape(shape)
+            for name in names:
+                results[name] = value
+        return results
+
+
+def _drop_native_stderr_at_exit():
+    """Sends file descriptor 2 to /dev/null once Python is done with it.
+
+    LiteRT's CompiledModel keeps its accelerator registry until the process
+    ends: its C++ destructors print `INFO: [accelerator_registry.cc:43]
+    DestroyAccelerator: ...` lines after the interpreter has shut down, where
+    no capture reaches them. Registered (once) when a quiet CompiledModel
+    backend is created; runs after the program's own output, last of the
+    atexit functions registered after it."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+_exit_quieted = []
+
+
+class _CompiledModelBackend(_SignatureBackend):
+    """LiteRT's CompiledModel API (`ai_edge_litert.compiled_model`) with
+    TensorBuffers, on the CPU. The model keeps its weights and optimizer
+    state in resource variables inside the compiled model, as with the
+    Interpreter: they persist across `train` calls and are shared by the
+    four signatures.
+
+    `get_weights` outputs that are read straight from a variable are dynamic
+    tensors, which CompiledModel cannot bind to TensorBuffers: the model is
+    compiled from a copy in which they are copies (`variable_read_copies`;
+    train, infer and set_weights are not touched)."""
+
+    def _load(self, model_path, data, structure, runtime, num_threads, quiet):
+        self.runtime = "litert_compiled"
+        compiled_model_class, options_class, cpu_options_class = load_compiled_model_api()
+        from variable_read_copies import copy_variable_reads
+
+        try:
+            data, self.copied_variable_reads = copy_variable_reads(data)
+            structure = read_model_structure(data)
+        except Exception as error:  # the object API raises anything on bad bytes
+            raise ModelFileError(
+                f"{model_path}: could not prepare get_weights for CompiledModel "
+                f"(variable_read_copies): {_one_line(error)}"
+            ) from None
+        options = options_class(cpu_options=cpu_options_class(num_threads=num_threads or 0))
+        try:
+            with capture_native_stderr(quiet):
+                self._model_data = data
+                self.compiled_model = compiled_model_class.from_buffer(data, options=options)
+                self._train, self._infer, self._get, self._set = (
+                    _CompiledSignature(self.compiled_model, structure, name)
+                    for name in ("train", "infer", "get_weights", "set_weights")
+                )
+                self._infer_batch = int(self._infer.inputs[0].get_tensor_details()["shape"][0])
+                # Runs once so that the runtime allocates (and prints) now.
+                self.infer(np.zeros((1,) + self.input_shape, np.float32))
+        except (ValueError, RuntimeError) as error:
+            raise ModelFileError(
+                f"{model_path}: litert_compiled (LiteRT CompiledModel) could not load "
+                f"the model: {_one_line(error)}"
+            ) from None
+        if quiet and not _exit_quieted:
+            atexit.register(_drop_native_stderr_at_exit)
+            _exit_quieted.append(True)
+
+    def infer(self, x):
+        if len(x) == 0:
+            return {name: np.zeros((0, self.num_classes), np.float32) for name in self.exits}
+        if len(x) != self._infer_batch:
+            self._infer.resize_input("x", x.shape)
+            self._infer_batch = len(x)
+        outputs = self._infer(x=x)
+        return {name: outputs[f"{name}_scores"] for name in self.exits}
 
 
 def _some(names, shown=6):
