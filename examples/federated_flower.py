@@ -260,6 +260,8 @@ class Federation:
             os.environ,
             FLWR_TELEMETRY_ENABLED="0",
             FLWR_DISABLE_UPDATE_CHECK="1",
+            # How often a SuperExec looks for a task to start (default 1 s).
+            FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.2",
             TF_CPP_MIN_LOG_LEVEL="2",
             # Flower starts flower-superexec, flwr-serverapp, flwr-clientapp by name.
             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),

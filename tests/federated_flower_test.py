@@ -1,0 +1,266 @@
+"""Federated rounds with Flower: DeviceTrainer clients (export/flower_client.py) and a
+FedAvg server (export/flower_server.py). In process: the learned weights are told
+from the optimizer state, a client whose model does not match the server's raises
+one ModelMismatchError naming the weights and changes nothing, a client keeps its
+optimizer state in Flower's context between rounds (or resets it). As real
+processes (examples/federated_flower.py: a SuperLink, SuperNodes and `flwr run`
+on localhost): 3 clients x 3 rounds on non-IID shards of the digits reach the
+accuracy of central training without TensorFlow in any client process, and a
+client with another model is left out of FedAvg with its error while the others
+go on."""
+
+import ast
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Running the file directly (python tests/<file>.py) finds the checkout's package.
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))
+
+import keras
+import numpy as np
+import pytest
+
+import keras_spela
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "federated_flower.py"
+sys.path.insert(0, str(REPO / "export"))
+
+from flwr.app import ConfigRecord  # noqa: E402
+from flwr.app import Context  # noqa: E402
+from flwr.app import Message  # noqa: E402
+from flwr.app import Metadata  # noqa: E402
+from flwr.app import RecordDict  # noqa: E402
+
+from device_trainer import DeviceTrainer  # noqa: E402
+from flower_client import ModelMismatchError  # noqa: E402
+from flower_client import client_app  # noqa: E402
+from flower_client import from_array_record  # noqa: E402
+from flower_client import split_weights  # noqa: E402
+from flower_client import to_array_record  # noqa: E402
+from flower_client import train_round  # noqa: E402
+
+BATCH = 16
+LEARNED = ["hidden_bias", "hidden_kernel", "last_bias", "last_kernel"]
+# What the example prints for a round of the federated run.
+ROUND_LINE = re.compile(
+    r"^round +(\d+): global test accuracy exit_0 +([0-9.]+)% \| exit_1 +([0-9.]+)%"
+    r"(?: \((\d+) of (\d+) clients averaged\))?$",
+    re.MULTILINE,
+)
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|oneDNN|cpu_feature_guard|Traceback")
+
+
+def export(path, hidden=16, momentum=0.0, seed=0):
+    """A fresh 64-hidden-12 model exported with Adam, or SGD with `momentum`."""
+    keras.utils.set_random_seed(seed)
+    model = SpelaModel(
+        [keras.Input((64,)), SpelaDense(hidden, name="hidden"), SpelaDense(12, name="last")],
+        num_classes=10,
+    )
+    return keras_spela.export_tflite(
+        model, str(path), batch_size=BATCH,
+        optimizer=keras_spela.DeviceOptimizer("sgd", 0.1, momentum=momentum) if momentum
+        else keras_spela.DeviceOptimizer("adam", 1e-2),
+    ).path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("federated")
+    return {
+        "adam": export(out / "adam.tflite"),
+        "narrow": export(out / "narrow.tflite", hidden=8),
+        "momentum": export(out / "momentum.tflite", momentum=0.9),
+        "dir": out,
+    }
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return keras_spela.datasets.load_digits()
+
+
+def train_message(weights, config, node_id):
+    """A train message as the server sends it (its metadata is set by hand:
+    outside a ServerApp there is no run to take it from)."""
+    metadata = Metadata(
+        run_id=1, message_id="m1", src_node_id=0, dst_node_id=node_id, reply_to_message_id="",
+        group_id="", created_at=0.0, ttl=600.0, message_type="train",
+    )
+    content = RecordDict({"arrays": to_array_record(weights), "config": ConfigRecord(config)})
+    return Message(content, metadata=metadata)
+
+
+def all_equal(a, b):
+    return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_split_weights_keeps_the_optimizer_state_apart(models):
+    for kind, state in [
+        ("adam", [f"{w}_{s}" for s in "mv" for w in LEARNED] + ["adam_beta_1_power", "adam_beta_2_power"]),
+        ("momentum", [f"{w}_momentum" for w in LEARNED] + ["momentum_started"]),
+    ]:
+        learned, optimizer_state = split_weights(DeviceTrainer(models[kind]).get_weights())
+        assert sorted(learned) == LEARNED, kind
+        assert sorted(optimizer_state) == sorted(state), kind
+
+
+def test_mismatched_server_weights_raise_and_change_nothing(models, digits):
+    (x, y), _ = digits
+    trainer = DeviceTrainer(models["adam"])
+    trainer.fit(x[:64], y[:64], epochs=1, verbose=0)  # a client with a history
+    before = trainer.get_weights()
+    server, _ = split_weights(DeviceTrainer(models["narrow"]).get_weights())
+    with pytest.raises(ModelMismatchError) as error:
+        train_round(trainer, server, (x, y), epochs=1, seed=0, where="client_1's model")
+    message = str(error.value)
+    assert "hidden_kernel is (64, 8) on the server, (64, 16) in client_1's model" in message
+    assert "hidden_bias is (8,) on the server, (16,) in client_1's model" in message
+    assert "last_kernel is (8, 12) on the server, (16, 12)" in message
+    assert "Nothing was trained or changed" in message
+    assert all_equal(trainer.get_weights(), before)
+
+    # Other names: named too, also through Flower's ClientApp.
+    renamed = {("dense_" + k if k == "last_bias" else k): v for k, v in before.items() if k in LEARNED}
+    with pytest.raises(ModelMismatchError, match=r"the server sent no last_bias.*has no dense_last_bias"):
+        train_round(trainer, renamed, (x, y), epochs=1, seed=0)
+    assert all_equal(trainer.get_weights(), before)
+
+    data = models["dir"] / "shard.npz"
+    np.savez(data, x_train=x[:64], y_train=y[:64])
+    context = Context(
+        run_id=1, node_id=7, state=RecordDict(), run_config={},
+        node_config={"model-path": models["adam"], "data-path": str(data), "client-name": "phone"},
+    )
+    message = train_message(server, {"server-round": 1}, node_id=7)
+    model_bytes = pathlib.Path(models["adam"]).read_bytes()
+    with pytest.raises(ModelMismatchError, match=r"the model of client phone .*hidden_kernel is \(64, 8\)"):
+        client_app(message, context)
+    assert "optimizer-state" not in context.state  # nothing kept from a failed round
+    assert pathlib.Path(models["adam"]).read_bytes() == model_bytes
+
+
+@pytest.mark.parametrize("policy", ["keep", "reset"])
+def test_client_app_keeps_or_resets_the_optimizer_state(models, digits, policy):
+    (x, y), _ = digits
+    x, y = x[:100], y[:100]
+    data = models["dir"] / f"shard_{policy}.npz"
+    np.savez(data, x_train=x, y_train=y)
+    context = Context(
+        run_id=1, node_id=3, state=RecordDict(), run_config={},
+        node_config={"model-path": models["adam"], "data-path": str(data), "partition-id": 0},
+    )
+    fresh_weights, fresh_state = split_weights(DeviceTrainer(models["adam"]).get_weights())
+    weights, replies, states = fresh_weights, [], []
+    for server_round in (1, 2):
+        config = {"server-round": server_round, "local-epochs": 1, "seed": 4, "optimizer-state": policy}
+        reply = client_app(train_message(weights, config, node_id=3), context)
+        weights = from_array_record(reply.content["arrays"])  # FedAvg of one client
+        assert sorted(weights) == LEARNED  # only the learned weights travel
+        assert reply.content["metrics"]["num-examples"] == 100
+        assert reply.content["metrics"]["tensorflow-imported"] == 1.0  # this test imported it
+        replies.append(weights)
+        states.append(from_array_record(context.state["optimizer-state"]))
+
+    # 100 examples in batches of 16: 7 Adam steps per round, counted on or restarted.
+    assert states[0]["adam_beta_1_power"] == pytest.approx(0.9**7, rel=1e-5)
+    steps = 14 if policy == "keep" else 7
+    assert states[1]["adam_beta_1_power"] == pytest.approx(0.9**steps, rel=1e-5)
+
+    # Each round is DeviceTrainer.fit from the global weights and the policy's state
+    # (shuffle seed: seed * 1000 + round * 10 + partition id).
+    reference = DeviceTrainer(models["adam"])
+    round_1, state_1, _ = train_round(reference, fresh_weights, (x, y), epochs=1, seed=4010)
+    assert all_equal(replies[0], round_1)
+    reference.set_weights({**round_1, **(state_1 if policy == "keep" else fresh_state)})
+    reference.fit(x, y, epochs=1, seed=4020, verbose=0)
+    assert all_equal(replies[1], split_weights(reference.get_weights())[0])
+
+
+def test_client_side_modules_import_no_tensorflow():
+    for name in ("flower_client.py", "flower_server.py"):
+        tree = ast.parse((REPO / "export" / name).read_text())
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            node.module.split(".")[0] for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & {"tensorflow", "keras", "keras_spela"}, (name, imported)
+
+
+# ------------------------------------------------------- real Flower processes
+def run_example(tmp_path, *args):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + env.get("PYTHONPATH", "").split(os.pathsep))
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--output_dir", str(tmp_path), *map(str, args)],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
+    )
+    output = f"exit code {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, output
+    noisy = [line for line in result.stderr.splitlines() if TF_LOG_LINE.search(line)]
+    assert not noisy, f"log lines on stderr: {noisy[:5]}\n{output}"
+    rounds = [
+        (int(r), float(a0), float(a1), int(n) if n else None, int(m) if m else None)
+        for r, a0, a1, n, m in ROUND_LINE.findall(result.stdout)
+    ]
+    return result.stdout, rounds, output
+
+
+def test_three_clients_three_rounds_on_non_iid_digits(tmp_path, digits):
+    stdout, rounds, output = run_example(
+        tmp_path, "--clients", 3, "--rounds", 3, "--split", "dirichlet", "--alpha", 0.5, "--seed", 0
+    )
+    assert [r[0] for r in rounds] == [0, 1, 2, 3], output
+    assert all(r[3:] == (3, 3) for r in rounds[1:]), output  # every client averaged every round
+    assert rounds[3][2] > rounds[0][2] + 50, output
+    assert rounds[3][2] > 85.0, output
+    # No client process had TensorFlow (each reports "tensorflow" in sys.modules).
+    assert "client rounds whose process had imported TensorFlow: 0 of 9" in stdout, output
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [len(r["replies"]) for r in results["rounds"]] == [0, 3, 3, 3], output
+    assert all(reply["tensorflow-imported"] == 0.0 for r in results["rounds"] for reply in r["replies"])
+    # The shards are non-IID and together the whole training set.
+    (x_train, y_train), (x_test, y_test) = digits
+    sizes = [sum(r["num-examples"] for r in results["rounds"][1]["replies"])]
+    assert sizes == [len(x_train)], output
+    # The saved global model is the one evaluated in the last round.
+    trainer = DeviceTrainer(tmp_path / "spela.tflite")
+    with np.load(tmp_path / "results.npz") as final:
+        trainer.set_weights({**trainer.get_weights(), **dict(final)})
+    accuracy = trainer.evaluate(x_test, y_test)["exit_1_accuracy"]
+    assert 100 * accuracy == pytest.approx(rounds[3][2], abs=0.006), output
+    # Central training on the union for as many epochs (3), with the same model file.
+    match = re.search(r"^central \(union of the shards, 3 epochs\): .*exit_1 +([0-9.]+)%$", stdout, re.M)
+    assert match, output
+    assert abs(float(match.group(1)) - rounds[3][2]) < 6.0, output
+    assert re.search(r"^goal \(federated within 2 points of central, last exit\): ", stdout, re.M), output
+
+
+def test_client_with_another_model_is_left_out(tmp_path):
+    stdout, rounds, output = run_example(
+        tmp_path, "--clients", 2, "--rounds", 1, "--mismatched_client", 1, "--seed", 1
+    )
+    assert "client_1 gets" in stdout and "it does not match the server's model" in stdout, output
+    assert rounds[1][3:] == (1, 2), output  # one of two clients averaged
+    failure = re.search(r"^  node \d+ failed: ModelMismatchError: (.*)$", stdout, re.M)
+    assert failure, output
+    assert "the model of client client_1" in failure.group(1), output
+    assert "hidden_kernel is (64, 256) on the server, (64, 128)" in failure.group(1), output
+    assert "Nothing was trained or changed" in failure.group(1), output
+    # Nothing lost: the other client's round still moved the global model.
+    assert rounds[1][2] > rounds[0][2] + 30, output
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
