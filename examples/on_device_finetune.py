@@ -107,7 +107,8 @@ flags.DEFINE_integer("batch_size", 16, "Static batch size of the exported train 
 flags.DEFINE_enum("device_optimizer", "adam", ["adam", "sgd"], "Optimizer inside the model.")
 flags.DEFINE_float("device_learning_rate", 1e-2, "Learning rate inside the model.")
 flags.DEFINE_enum(
-    "runtime", "litert", ["litert", "tflite_runtime", "micro"], "Device runtime."
+    "runtime", "litert", ["litert", "tflite_runtime", "micro", "litert_compiled"],
+    "Device runtime (litert_compiled: LiteRT's CompiledModel API).",
 )
 flags.DEFINE_string(
     "device_python", None,

@@ -769,6 +769,7 @@ class _CompiledModelBackend(_SignatureBackend):
                 f"(variable_read_copies): {_one_line(error)}"
             ) from None
         options = options_class(cpu_options=cpu_options_class(num_threads=num_threads or 0))
+        self._quiet = quiet
         try:
             with capture_native_stderr(quiet):
                 self._model_data = data
@@ -788,6 +789,17 @@ class _CompiledModelBackend(_SignatureBackend):
         if quiet and not _exit_quieted:
             atexit.register(_drop_native_stderr_at_exit)
             _exit_quieted.append(True)
+
+    def __del__(self):
+        # The compiled model, its buffers and its environment go now; their
+        # C++ destructors print INFO lines, captured like at creation.
+        held = [n for n in ("_train", "_infer", "_get", "_set", "compiled_model") if n in vars(self)]
+        try:
+            with capture_native_stderr(getattr(self, "_quiet", True)):
+                for name in held:
+                    delattr(self, name)
+        except Exception:  # late in interpreter shutdown: nothing left to print to
+            pass
 
     def infer(self, x):
         if len(x) == 0:
