@@ -1,0 +1,361 @@
+"""Peak memory of one training step against depth: SpelaModel vs Keras backprop.
+
+What is measured (CPU; synthetic data: uniform [0, 1) inputs of 784 features,
+random labels of 10 classes): networks of 2, 4, 8 and 16 hidden layers of
+1024 units at batch 512. SPELA: SpelaModel([Input(784)] + depth x
+SpelaDense(1024)) at the library defaults (softmax_cosine, leaky ReLU 0.01);
+backprop: depth x Dense(1024) (leaky ReLU 0.01) + a Dense(10) softmax head
+(common.backprop_mlp). Both Adam(1e-3), the same `jit_compile` setting
+(False and True are both reported).
+
+Every (method, depth, jit_compile) runs in a FRESH subprocess, which builds
+the model, runs two training steps (tracing, optimizer slots), and then
+measures with TensorFlow's own CPU allocator statistics
+(tf.config.experimental.get_memory_info("CPU:0"): bytes of live tensors,
+reset_memory_stats before each measured call):
+
+  persistent   live bytes before a step: weights + Adam slots + the batch
+  step peak    peak - persistent during `train_on_batch`: everything the
+               step allocates (activations, temporaries, and the weight
+               gradients of every layer: both methods compute all gradients
+               before the one optimizer update, so this grows with depth
+               for both, by 4 bytes per parameter)
+  activations  peak - persistent during the gradient computation alone
+               (SPELA: compute_local_errors + compute_local_gradients;
+               backprop: GradientTape) with each weight gradient reduced to
+               a scalar as soon as it exists, so that no depth's worth of
+               gradients is held: what remains are the activations kept for
+               the gradients and the temporaries of the layer at work
+  rss step     peak resident memory (VmHWM, reset through
+               /proc/self/clear_refs) - resident memory before, during the
+               same `train_on_batch` (a cross-check that includes what the
+               allocator statistics do not see, e.g. oneDNN scratch; glibc
+               is told to return every block >= 64 KiB at once, so the
+               resident size follows frees; "n/a" where the kernel refuses)
+
+The step peak and activation values are medians over `--repeats` calls (the
+TensorFlow executor's op order, hence the peak, varies from call to call
+without XLA). Printed: both series, the ratio SPELA / backprop at the
+deepest network, and the slope per added layer in units of one layer's
+activation (batch x width float32 = 2 MiB at 512 x 1024). Goal: SPELA's
+activations flat in depth (slope < 0.25 of a layer), backprop's linear
+(slope >= 1 layer: every layer's input is kept for the backward pass).
+
+Run (from the repository root, with the project's virtualenv):
+
+    python benchmarks/memory_depth.py            # depths 2, 4, 8, 16, width 1024, batch 512
+    python benchmarks/memory_depth.py --quick    # depths 2, 4, width 256, batch 64
+
+Output: benchmarks/results/memory_depth[_quick].txt
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+# TensorFlow's C++ notices (oneDNN, CUDA) go to fd 2 during its import: capture
+# them (shown only if the import fails), as the examples do.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "export"))
+from device_trainer import capture_native_stderr  # noqa: E402
+
+with capture_native_stderr():
+    import common  # sets the Keras backend; import before keras
+
+    common.tf.config.list_physical_devices()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+
+from keras_spela import SpelaDense, SpelaModel  # noqa: E402
+
+# absl's handler was created during the captured import: give it the real stderr.
+absl_logging.get_absl_handler().python_handler.stream = sys.stderr
+
+NUM_CLASSES = 10
+METHODS = ("SPELA", "backprop")
+MIB = 2.0**20
+# Goals: SPELA's activation slope below a quarter of one layer's activation per
+# added layer; backprop's at least one layer's.
+FLAT_SLOPE = 0.25
+LINEAR_SLOPE = 1.0
+# glibc: serve (and give back) every block of >= 64 KiB with mmap, so that the
+# resident size drops when a tensor is freed (no dynamic threshold).
+CHILD_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
+
+
+def positive_int_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="depths 2,4, width 256, batch 64, 3 repeats")
+    parser.add_argument("--depths", type=positive_int_list, default=None,
+                        help="hidden layer counts (default 2,4,8,16)")
+    parser.add_argument("--width", type=int, default=None, help="units per layer (default 1024)")
+    parser.add_argument("--batch_size", type=int, default=None, help="default 512")
+    parser.add_argument("--input_dim", type=int, default=784)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="measured calls per quantity (default 5, quick 3)")
+    parser.add_argument("--jit", default="both", choices=("both", "false", "true"))
+    parser.add_argument("--no_save", action="store_true", help="write no results file")
+    # Internal: measure one configuration and print it as one JSON line.
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.depths is None:
+        args.depths = [2, 4] if args.quick else [2, 4, 8, 16]
+    if args.width is None:
+        args.width = 256 if args.quick else 1024
+    if args.batch_size is None:
+        args.batch_size = 64 if args.quick else 512
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    for name in ("width", "batch_size", "input_dim", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+# ------------------------------------------------------------- one configuration
+def build(method, depth, width, input_dim, jit_compile):
+    """The compiled SPELA or backprop network of `depth` hidden layers."""
+    if method == "SPELA":
+        model = SpelaModel(
+            [keras.Input((input_dim,))] + [SpelaDense(width) for _ in range(depth)],
+            num_classes=NUM_CLASSES,
+        )
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+        return model
+    return common.backprop_mlp(
+        input_dim, [width] * depth, NUM_CLASSES, keras.optimizers.Adam(1e-3), jit_compile
+    )
+
+
+def gradient_function(model, jit_compile):
+    """A tf.function (x, y) -> one scalar per weight gradient: the gradient
+    computation without holding the gradients (see the module docstring)."""
+    if isinstance(model, SpelaModel):
+        def gradients(x, y):
+            errors, _ = model.compute_local_errors(x, y)
+            return model.compute_local_gradients(errors)[0]
+    else:
+        loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+        def gradients(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            return tape.gradient(loss, model.trainable_variables)
+
+    return tf.function(
+        lambda x, y: [tf.reduce_sum(g) for g in gradients(x, y)], jit_compile=jit_compile
+    )
+
+
+def live_bytes():
+    return tf.config.experimental.get_memory_info("CPU:0")["current"]
+
+
+def allocator_peak(call):
+    """Peak live bytes above those before `call()`, by the allocator stats."""
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = live_bytes()
+    result = call()
+    peak = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    del result
+    return peak - before
+
+
+def resident_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def rss_peak(call):
+    """Peak resident bytes above those before `call()`, or None where the
+    kernel does not let the peak be reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current resident size
+        before = resident_kib("VmRSS")
+        call()
+        return 1024 * (resident_kib("VmHWM") - before)
+    except OSError:
+        return None
+
+
+def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
+    """The numbers of one configuration (a dict of bytes), in this process."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.random((batch_size, input_dim), np.float32))
+    y = tf.constant(rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32))
+    model = build(method, depth, width, input_dim, jit_compile)
+    gradients = gradient_function(model, jit_compile)
+
+    def step():
+        return model.train_on_batch(x, y)
+
+    for _ in range(2):  # trace, compile, create the optimizer slots
+        step()
+        gradients(x, y)
+    persistent = live_bytes()
+    step_peaks = [allocator_peak(step) for _ in range(repeats)]
+    activation_peaks = [allocator_peak(lambda: gradients(x, y)) for _ in range(repeats)]
+    rss = [rss_peak(step) for _ in range(repeats)]
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    return {
+        "persistent": persistent,
+        "step": common.median(step_peaks),
+        "activations": common.median(activation_peaks),
+        "activations_range": [min(activation_peaks), max(activation_peaks)],
+        "rss_step": None if None in rss else common.median(rss),
+        "gradient_bytes": 4 * params,
+        "params": params,
+    }
+
+
+def run_child(args, method, depth, jit_compile):
+    """Measures one configuration in a fresh Python process."""
+    command = [
+        sys.executable, os.path.abspath(__file__), "--child", f"{method},{depth},{jit_compile}",
+        "--width", str(args.width), "--batch_size", str(args.batch_size),
+        "--input_dim", str(args.input_dim), "--repeats", str(args.repeats),
+    ]
+    env = dict(os.environ, **CHILD_MALLOC_ENV)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{method} depth {depth} jit_compile={jit_compile}: {error}")
+    return json.loads(lines[-1])
+
+
+def child_main(args):
+    method, depth, jit = args.child.split(",")
+    numbers = measure(
+        method, int(depth), args.width, args.input_dim, args.batch_size, jit == "True",
+        args.repeats,
+    )
+    print(json.dumps(numbers))
+
+
+# --------------------------------------------------------------------- report
+def slope(depths, values):
+    """Least-squares bytes per added layer."""
+    return float(np.polyfit(np.asarray(depths, float), np.asarray(values, float), 1)[0])
+
+
+def mib(value):
+    return "n/a" if value is None else f"{value / MIB:.1f}"
+
+
+def report(args, results, jit_compile):
+    depths = args.depths
+    layer_bytes = 4 * args.batch_size * args.width
+    rows = []
+    for depth in depths:
+        s, b = results["SPELA"][depth], results["backprop"][depth]
+        rows.append([
+            str(depth), mib(s["persistent"]), mib(b["persistent"]),
+            mib(s["gradient_bytes"]), mib(s["step"]), mib(b["step"]),
+            f"{s['step'] / b['step']:.2f}",
+            mib(s["activations"]), mib(b["activations"]),
+            f"{s['activations'] / b['activations']:.2f}",
+            mib(s["rss_step"]), mib(b["rss_step"]),
+        ])
+    print()
+    print(common.format_table(
+        ["hidden layers", "persistent SPELA", "persistent bp", "SPELA grads",
+         "step peak SPELA", "step peak bp", "ratio", "activations SPELA",
+         "activations bp", "ratio", "rss step SPELA", "rss step bp"],
+        rows,
+        title=(f"MiB, jit_compile={jit_compile}, width {args.width}, batch {args.batch_size} "
+               f"(one layer's activation = {layer_bytes / MIB:.1f} MiB); medians of "
+               f"{args.repeats} calls"),
+    ))
+    deepest = depths[-1]
+    activation_slopes, step_slopes = {}, {}
+    for method in METHODS:
+        series = [results[method][d]["activations"] for d in depths]
+        steps = [results[method][d]["step"] for d in depths]
+        activation_slopes[method] = slope(depths, series) / layer_bytes if len(depths) > 1 else 0.0
+        step_slopes[method] = slope(depths, steps) / layer_bytes if len(depths) > 1 else 0.0
+        ranges = ", ".join(
+            f"{mib(results[method][d]['activations_range'][0])}-"
+            f"{mib(results[method][d]['activations_range'][1])}" for d in depths
+        )
+        print(f"  {method} activations (MiB) by depth {depths}: "
+              f"{', '.join(mib(v) for v in series)} (min-max over calls: {ranges}); "
+              f"slope {activation_slopes[method]:.2f} layers per added layer; step peak slope "
+              f"{step_slopes[method]:.2f} layers per added layer")
+    ratio = (results["SPELA"][deepest]["activations"]
+             / results["backprop"][deepest]["activations"])
+    step_ratio = results["SPELA"][deepest]["step"] / results["backprop"][deepest]["step"]
+    print(f"  ratio SPELA / backprop at {deepest} hidden layers: activations {ratio:.2f}, "
+          f"step peak {step_ratio:.2f}")
+    verdicts = [
+        f"  {'PASS' if activation_slopes['SPELA'] < FLAT_SLOPE else 'FAIL'} "
+        f"jit_compile={jit_compile}: SPELA activations flat in depth: slope "
+        f"{activation_slopes['SPELA']:.2f} layers per added layer (goal < {FLAT_SLOPE})",
+        f"  {'PASS' if activation_slopes['backprop'] >= LINEAR_SLOPE else 'FAIL'} "
+        f"jit_compile={jit_compile}: backprop activations linear in depth: slope "
+        f"{activation_slopes['backprop']:.2f} layers per added layer (expected >= {LINEAR_SLOPE})",
+    ]
+    return verdicts
+
+
+def main():
+    args = parse_args()
+    if args.child:
+        child_main(args)
+        return
+    txt = None if args.no_save else common.results_path("memory_depth.txt", args.quick)
+    jits = {"both": (False, True), "false": (False,), "true": (True,)}[args.jit]
+    with common.Tee(txt):
+        print(__doc__.split("\n\n")[0])
+        print(common.environment_line())
+        print(
+            f"settings: depths {args.depths} x {args.width} units, input {args.input_dim}, "
+            f"batch {args.batch_size}, Adam 1e-3, {args.repeats} measured calls each, a fresh "
+            f"process per (method, depth, jit_compile){' (QUICK MODE)' if args.quick else ''}"
+        )
+        start = time.perf_counter()
+        verdicts = []
+        for jit in jits:
+            results = {method: {} for method in METHODS}
+            for depth in args.depths:
+                for method in METHODS:
+                    try:
+                        results[method][depth] = run_child(args, method, depth, jit)
+                    except RuntimeError as error:
+                        sys.exit(f"memory_depth.py: measurement failed: {error}")
+                print(f"  measured jit_compile={jit} depth {depth} "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+            verdicts += report(args, results, jit)
+        print()
+        print("Goals (activations: the gradient computation with no gradients held):")
+        print("\n".join(verdicts))
+        if (args.depths, args.width, args.batch_size) != ([2, 4, 8, 16], 1024, 512):
+            print("  NOTE: reduced setting; the goals are stated for depths 2, 4, 8, 16 of "
+                  "1024 units at batch 512 (small nets are dominated by the input layer's "
+                  "gradient and fixed temporaries).")
+
+
+if __name__ == "__main__":
+    main()
