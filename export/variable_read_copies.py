@@ -151,14 +151,20 @@ def _main(argv=None):
     try:
         with open(source, "rb") as f:
             data = f.read()
+        if data[4:8] != b"TFL3":
+            raise ValueError("not a .tflite model (no TFL3 file identifier at bytes 4..8)")
         new, copied = copy_variable_reads(data)
         with open(target, "wb") as f:
             f.write(new)
     except ImportError as error:
-        print(f"variable_read_copies.py: error: needs ai-edge-litert (pip install ai-edge-litert): {error}", file=sys.stderr)
+        print(
+            f"variable_read_copies.py: error: needs ai-edge-litert (pip install ai-edge-litert): {error}",
+            file=sys.stderr,
+        )
         return 1
     except Exception as error:  # a file that is no TFLite model: one line
-        print(f"variable_read_copies.py: error: {source}: {' '.join(str(error).split()) or type(error).__name__}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"variable_read_copies.py: error: {source}: {message}", file=sys.stderr)
         return 1
     print(f"{target}: {copied} variable read{'s' if copied != 1 else ''} copied")
     return 0
