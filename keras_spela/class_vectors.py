@@ -171,6 +171,56 @@ def make_class_vectors(kind, num_classes, dim, seed=0):
     return check_class_vectors(kind, num_classes, dim)
 
 
+def grouped_class_vectors(num_classes, channels, dim, groups, seed=0):
+    """Class vectors of the paper's class grouping, one set per channel.
+
+    Channel `c` draws a number of groups `g_c` uniformly from the range
+    `groups`, deals the classes at random onto its groups (every group gets
+    `N // g_c` or one more) and gives each group a vertex of a regular simplex
+    in `R^dim`; a class's vector in channel `c` is its group's vertex.
+
+    Args:
+        num_classes: N.
+        channels: the number of channels C.
+        dim: the projection dimension d (`d >= max(groups) - 1`).
+        groups: `(low, high)`, both included, `2 <= low <= high <= N`.
+        seed: integer seed of the counts, the grouping and the simplices.
+
+    Returns:
+        float32 array `(channels, num_classes, dim)` with unit rows.
+
+    Example:
+
+    >>> v = grouped_class_vectors(10, 4, 16, (2, 5), seed=0)
+    >>> v.shape
+    (4, 10, 16)
+    """
+    low, high = groups
+    if not 2 <= low <= high:
+        raise ValueError(
+            f"groups must be a count >= 2 or a range (low, high) with 2 <= low <= "
+            f"high, received groups={tuple(groups)}."
+        )
+    if high > num_classes:
+        raise ValueError(
+            f"groups={tuple(groups)} asks for up to {high} class groups, more than "
+            f"the {num_classes} classes."
+        )
+    if dim < high - 1:
+        raise ValueError(
+            f"projection_dim={dim} is too small for {high} group vectors (a "
+            f"simplex of {high} vertices needs projection_dim >= {high - 1})."
+        )
+    rng = np.random.default_rng(seed)
+    vectors = np.zeros((channels, num_classes, dim), np.float32)
+    for channel in range(channels):
+        count = int(rng.integers(low, high + 1))
+        group_of_class = np.arange(num_classes)[rng.permutation(num_classes)] % count
+        vertices = simplex_vectors(count, dim, seed=int(rng.integers(2**31 - 1)))
+        vectors[channel] = vertices[group_of_class]
+    return vectors
+
+
 def check_class_vectors(vectors, num_classes, dim):
     """Checks a user-given class-vector array: shape, finiteness, unit norm."""
     vectors = np.asarray(vectors, dtype=np.float32)

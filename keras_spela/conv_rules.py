@@ -147,21 +147,77 @@ def _unpool(grad_p, a, p, rule):
     return grad_a
 
 
-def conv_local_error(h, z, a, p, targets, class_vectors, rule, sample_weight=None):
-    """The local loss and `dL/dz` from a forward pass (`conv_forward`).
+def projected_channels(outputs, projection):
+    """The paper's per-channel projections of a layer's outputs.
+
+    Args:
+        outputs: `p`, `(batch, H', W', C)`.
+        projection: `(C, H' W', d)`, one matrix per channel.
 
     Returns:
-        A `rules.LocalError` with `inputs = h` (padded), `outputs = p`.
+        `(channels, projected)`: the flattened channels `(C, batch, H' W')`
+        and their projections `(C, batch, d)` (RESHAPE, TRANSPOSE,
+        BATCH_MATMUL).
     """
-    features = pooled_features(p)
-    loss, grad_g, scores = rules.output_gradient(
-        features, targets, class_vectors, rule.dense, sample_weight
-    )
-    positions = float(p.shape[1] * p.shape[2])
-    grad_p = tf.ones_like(p) * tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
+    _, height, width, filters = outputs.shape
+    channels = tf.transpose(tf.reshape(outputs, [-1, height * width, filters]), [2, 0, 1])
+    return channels, tf.matmul(channels, projection)
+
+
+def grouped_scores(outputs, class_vectors, projection):
+    """Class scores of the projection objective: the mean over channels of
+    the cosine of each channel's projection to each class's group vector,
+    `(batch, num_classes)`."""
+    _, projected = projected_channels(outputs, projection)
+    return tf.reduce_mean(rules.cosine_scores(projected, class_vectors), axis=0)
+
+
+def conv_local_error(
+    h, z, a, p, targets, class_vectors, rule, sample_weight=None, projection=None
+):
+    """The local loss and `dL/dz` from a forward pass (`conv_forward`).
+
+    Without `projection` (the `"pooled"` objective) the loss compares the
+    channel means of `p` with `class_vectors` `(num_classes, C)`. With it
+    (the paper's `"projection"` objective) every channel `c` is projected by
+    `projection[c]` and compared with `class_vectors[c]` `(num_classes, d)`
+    (its classes' group vectors); the loss is the mean over channels and
+    examples, and `dL/dp[c] = dL/du[c] projection[c]^T` (BATCH_MATMUL).
+
+    Returns:
+        A `rules.LocalError` with `inputs = h` (padded), `outputs = p`; for
+        the projection objective `aux` holds `"channels"` `(C, batch, H'W')`
+        and `"grad_projected"` `(C, batch, d)` (the factors of
+        `dL/dprojection`).
+    """
+    aux = None
+    if projection is None:
+        features = pooled_features(p)
+        loss, grad_g, scores = rules.output_gradient(
+            features, targets, class_vectors, rule.dense, sample_weight
+        )
+        positions = float(p.shape[1] * p.shape[2])
+        grad_p = tf.ones_like(p) * tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
+    else:
+        channels, projected = projected_channels(p, projection)
+        filters = p.shape[3]
+        # The labels of every channel's rows (MUL broadcasts; no TILE).
+        grouped_targets = tf.expand_dims(targets, 0) * tf.ones([filters, 1, 1])
+        loss, grad_projected, scores = rules.output_gradient(
+            projected, grouped_targets, class_vectors, rule.dense, sample_weight
+        )
+        scores = tf.reduce_mean(scores, axis=0)
+        grad_channels = tf.matmul(grad_projected, projection, transpose_b=True)
+        grad_p = tf.reshape(tf.transpose(grad_channels, [1, 2, 0]), [-1] + p.shape[1:].as_list())
+        aux = {"channels": channels, "grad_projected": grad_projected}
     grad_a = _unpool(grad_p, a, p, rule)
     grad_z = grad_a * rules.activation_derivative(z, a, rule.dense)
-    return rules.LocalError(h, p, grad_z, loss, scores)
+    return rules.LocalError(h, p, grad_z, loss, scores, aux)
+
+
+def projection_gradient(error):
+    """`dL/dprojection`, `(C, H'W', d)`: `channels^T dL/du` per channel."""
+    return tf.matmul(error.aux["channels"], error.aux["grad_projected"], transpose_a=True)
 
 
 def conv_kernel_gradient(h, grad_z, rule):
@@ -182,8 +238,19 @@ def conv_bias_gradient(grad_z):
 
 def conv_gradient_bound(error):
     """A bound of every entry of `dL/dK` and `dL/db`:
-    `batch * H' * W' * max|dL/dz| * max(max|h|, 1)`, from activations."""
+    `batch * H' * W' * max|dL/dz| * max(max|h|, 1)`, from activations; with a
+    projection also of `dL/dprojection`: `batch * max|dL/du| * max|p|`."""
     grad_z = error.grad_z
     terms = tf.cast(tf.reduce_prod(tf.shape(grad_z)[:3]), grad_z.dtype)
     largest = rules.largest_magnitude([grad_z])
-    return terms * largest * tf.maximum(rules.largest_magnitude([error.inputs]), 1.0)
+    bound = terms * largest * tf.maximum(rules.largest_magnitude([error.inputs]), 1.0)
+    if error.aux is not None:
+        grad_projected = error.aux["grad_projected"]
+        batch = tf.cast(tf.shape(grad_projected)[1], grad_z.dtype)
+        bound = tf.maximum(
+            bound,
+            batch
+            * rules.largest_magnitude([grad_projected])
+            * rules.largest_magnitude([error.aux["channels"]]),
+        )
+    return bound

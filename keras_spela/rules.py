@@ -12,6 +12,7 @@ GREATER, EQUAL, CAST, SOFTMAX, LOG_SOFTMAX, TANH, LOGISTIC, ...): no
 
 - `"cosine"`:          `L = 1 - s_y`,               `dL/da = -(v_y - s_y u) / n`
 - `"log_cosine"`:      `L = log(2 - s_y)`,          `dL/da = -(v_y - s_y u) / (n (2 - s_y))`
+- `"squared_cosine"`:  `L = (1 - s_y)^2`,           `dL/da = -2 (1 - s_y) (v_y - s_y u) / n`
 - `"euclidean"`:       `L = ||a - v_y||^2`,         `dL/da = 2 (a - v_y)`
 - `"softmax_cosine"`:  `L = -log softmax(s / t)_y`, `dL/da = (e V - (e . s) u) / (t n)`
   with `e = softmax(s / t) - onehot(y)`.
@@ -29,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "linear")
-LOCAL_LOSSES = ("cosine", "log_cosine", "euclidean", "softmax_cosine")
+LOCAL_LOSSES = ("cosine", "log_cosine", "squared_cosine", "euclidean", "softmax_cosine")
 
 # Rows whose norm is at or below this (float32's smallest normal number) are
 # treated as zero: normalising them returns zeros and their cosine gradient is
@@ -246,15 +247,18 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
     """Local loss and its closed-form gradient with respect to the outputs.
 
     Args:
-        outputs: `a`, `(batch, units)`.
+        outputs: `a`, `(batch, units)`; or `(groups, batch, units)`, rows
+            scored against a class-vector matrix of their own group.
         targets: one-hot labels `(batch, num_classes)` (see `one_hot`).
-        class_vectors: `(num_classes, units)` unit rows.
+        class_vectors: `(num_classes, units)` unit rows; `(groups,
+            num_classes, units)` for grouped outputs.
         rule: a `DenseRule`.
         sample_weight: optional `(batch,)` weights of the examples.
 
     Returns:
-        `(loss, grad, scores)`: the batch-mean loss (scalar), `dL/da` of that
-        mean `(batch, units)`, and the cosine scores `(batch, num_classes)`.
+        `(loss, grad, scores)`: the loss averaged over all rows (scalar),
+        `dL/da` of that mean (the shape of `outputs`), and the cosine scores
+        (`outputs`' leading axes, then `num_classes`).
     """
     # Per-row factors are (batch, 1): every (batch, units) tensor is touched
     # as few times as possible (this is most of the rule's elementwise work).
@@ -287,13 +291,20 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
                 targets, class_vectors
             )
             row_scale = valid_inverse_norm
+            # squared_cosine: dL/da = 2 (1 - s_y) (s_y u - v_y) / ||a||
             if rule.local_loss == "cosine":
-                losses = 1.0 - target_score[:, 0]
+                losses = 1.0 - target_score[..., 0]
+            elif rule.local_loss == "squared_cosine":
+                losses = tf.square(1.0 - target_score[..., 0])
+                row_scale = row_scale * (2.0 * (1.0 - target_score))
             else:
-                losses = tf.math.log(2.0 - target_score[:, 0])
+                losses = tf.math.log(2.0 - target_score[..., 0])
                 row_scale = row_scale / (2.0 - target_score)
 
-    batch_size = tf.cast(tf.shape(outputs)[0], outputs.dtype)
+    rows = tf.shape(outputs)[0]
+    if outputs.shape.rank == 3:
+        rows = rows * tf.shape(outputs)[1]
+    batch_size = tf.cast(rows, outputs.dtype)
     if sample_weight is not None:
         sample_weight = tf.reshape(tf.cast(sample_weight, outputs.dtype), [-1])
         losses = losses * sample_weight

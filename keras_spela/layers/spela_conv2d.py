@@ -1,13 +1,19 @@
 """SpelaConv2D: a convolutional SPELA layer."""
 
 import keras
+import numpy as np
 
 from keras_spela import arguments
+from keras_spela import class_vectors as class_vectors_lib
 from keras_spela import conv_rules
 from keras_spela import rules
 from keras_spela.layers.spela_layer import KernelSpelaLayer
 
-OBJECTIVES = ("pooled",)
+OBJECTIVES = ("pooled", "projection")
+# The default local loss of each objective.
+OBJECTIVE_LOSSES = {"pooled": "softmax_cosine", "projection": "squared_cosine"}
+# The paper's class grouping: 2 to 9 groups per channel.
+DEFAULT_GROUPS = (2, 9)
 
 
 @keras.saving.register_keras_serializable(package="keras_spela")
@@ -15,14 +21,25 @@ class SpelaConv2D(KernelSpelaLayer):
     """A 2-D convolution block trained by its own SPELA local loss.
 
     The forward pass is `outputs = maxpool(activation(conv(inputs, kernel) +
-    bias))`. The layer's class scores are the cosines between the channel
-    means of its outputs (global average pooling) and fixed class vectors in
-    `R^filters`, so every `SpelaConv2D` is an exit. Its local loss compares
-    those means with the vector of the true class (`local_loss`, as for
-    `SpelaDense`); the gradient with respect to its kernel and bias is
-    written in closed form with TFLite builtins (`keras_spela.conv_rules`):
+    bias))`. Every `SpelaConv2D` is an exit: it scores the classes from its
+    outputs, and its local loss trains its own weights only. The gradients
+    are written in closed form with TFLite builtins (`keras_spela.conv_rules`):
     the filter gradient is one convolution of rearranged operands, pooling is
     undone with a mask. No gradient flows to earlier layers.
+
+    Two local objectives:
+
+    - `"pooled"` (default): the channel means of the outputs (global average
+      pooling) against fixed class vectors in `R^filters`, with `local_loss`
+      (default `"softmax_cosine"`), as for `SpelaDense`. The best objective
+      measured (`benchmarks/cnn_accuracy.py`).
+    - `"projection"`: the paper's. Every channel `c` is flattened and
+      projected by its own trainable matrix `projection[c]` `(H'W',
+      projection_dim)`; the classes are dealt at random onto a few groups per
+      channel, each group a simplex vertex in `R^projection_dim`, and the loss
+      is the mean over channels of `local_loss` (default `"squared_cosine"`,
+      the paper's `(1 - cos)^2`) to the vector of the true class's group. The
+      class scores are the channel-mean cosines to each class's group vector.
 
     Kernels like `(1, k)` train 1-D signals shaped `(1, length, channels)`.
 
@@ -36,15 +53,21 @@ class SpelaConv2D(KernelSpelaLayer):
         num_classes: number of classes; `SpelaModel` fills it in when None.
         activation: as for `SpelaDense` (default `"leaky_relu"`).
         negative_slope: slope of `"leaky_relu"` for negative inputs.
-        local_loss: as for `SpelaDense` (default `"softmax_cosine"`).
+        local_loss: as for `SpelaDense`; None: the objective's default.
         temperature: softmax temperature of `"softmax_cosine"`.
-        objective: `"pooled"`: the loss on the channel means (global
-            average pooling) against class vectors in `R^filters`.
-        class_vectors: as for `SpelaDense`; vectors live in `R^filters`.
+        objective: `"pooled"` or `"projection"` (see above).
+        projection_dim: `"projection"` only: the dimension of each channel's
+            projection (the paper: 100).
+        groups: `"projection"` only: the number of class groups per channel,
+            an integer or a range `(low, high)` drawn from per channel; None:
+            the paper's 2 to 9, at most the number of classes (and
+            `projection_dim + 1`).
+        class_vectors: `"pooled"` only, as for `SpelaDense`; vectors live in
+            `R^filters`.
         use_bias: whether the layer has a bias.
         kernel_initializer, bias_initializer: initializers.
-        seed: integer seed of the class vectors and of a string-named kernel
-            initializer.
+        seed: integer seed of the class vectors, the grouping, the projection
+            and a string-named kernel initializer.
 
     Input shape:
         `(batch_size, height, width, channels)`.
@@ -56,7 +79,7 @@ class SpelaConv2D(KernelSpelaLayer):
 
     ```python
     model = keras_spela.SpelaModel(
-        [keras.Input((20, 20, 1)), SpelaConv2D(32, 3, padding="same"),
+        [keras.Input((20, 20, 1)), SpelaConv2D(32, 5, padding="same"),
          SpelaConv2D(64, 3, padding="same"), keras.layers.Flatten(),
          SpelaDense(256), SpelaDense(34)],
         num_classes=10,
@@ -74,9 +97,11 @@ class SpelaConv2D(KernelSpelaLayer):
         num_classes=None,
         activation="leaky_relu",
         negative_slope=0.01,
-        local_loss="softmax_cosine",
+        local_loss=None,
         temperature=0.1,
         objective="pooled",
+        projection_dim=100,
+        groups=None,
         class_vectors="coulomb",
         use_bias=True,
         kernel_initializer="he_uniform",
@@ -84,6 +109,12 @@ class SpelaConv2D(KernelSpelaLayer):
         seed=None,
         **kwargs,
     ):
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"Unknown objective={objective!r}. Expected one of {OBJECTIVES}."
+            )
+        if local_loss is None:
+            local_loss = OBJECTIVE_LOSSES[objective]
         super().__init__(
             num_classes,
             class_vectors,
@@ -103,11 +134,24 @@ class SpelaConv2D(KernelSpelaLayer):
                 f"padding must be one of {conv_rules.PADDINGS}, received "
                 f"padding={padding!r}."
             )
-        if objective not in OBJECTIVES:
-            raise ValueError(
-                f"Unknown objective={objective!r}. Expected one of {OBJECTIVES}."
-            )
         self.objective = objective
+        self.projection_dim = arguments.integer(projection_dim, "projection_dim", minimum=2)
+        if groups is not None:
+            groups = (
+                (groups, groups) if arguments.is_integer(groups) else groups
+            )
+            if (
+                not isinstance(groups, (tuple, list))
+                or len(groups) != 2
+                or not all(arguments.is_integer(g) for g in groups)
+                or not 2 <= groups[0] <= groups[1]
+            ):
+                raise ValueError(
+                    "groups must be an integer >= 2 or a range (low, high) with "
+                    f"2 <= low <= high, received groups={groups!r}."
+                )
+            groups = (int(groups[0]), int(groups[1]))
+        self.groups = groups
         self.rule = conv_rules.ConvRule(
             kernel_size=arguments.pair(kernel_size, "kernel_size"),
             strides=arguments.pair(strides, "strides"),
@@ -126,11 +170,48 @@ class SpelaConv2D(KernelSpelaLayer):
             )
         if input_shape[-1] is None:
             raise ValueError("SpelaConv2D needs a known number of input channels.")
-        conv_rules.output_shapes(input_shape, self.rule)  # raises when too small
+        _, pooled = conv_rules.output_shapes(input_shape, self.rule)  # raises when too small
+        projected = self.objective == "projection"
         self.add_kernel_and_bias(
-            self.rule.kernel_size + (input_shape[-1], self.filters), self.filters
+            self.rule.kernel_size + (input_shape[-1], self.filters),
+            self.filters,
+            class_vectors=not projected,
         )
+        self.projection = None
+        if projected:
+            self._add_projection(pooled[0] * pooled[1])
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
+
+    def _add_projection(self, positions):
+        """The `"projection"` objective's trainable `projection` `(filters,
+        positions, projection_dim)` and its grouped class vectors
+        `(filters, num_classes, projection_dim)`."""
+        if self.num_classes is None:
+            raise ValueError(
+                f"Layer {self.name!r} needs num_classes before it is built: "
+                "pass num_classes= to SpelaConv2D or to SpelaModel."
+            )
+        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
+        groups = self.groups or (
+            DEFAULT_GROUPS[0],
+            min(DEFAULT_GROUPS[1], self.num_classes, self.projection_dim + 1),
+        )
+        vectors = class_vectors_lib.grouped_class_vectors(
+            self.num_classes, self.filters, self.projection_dim, groups, seed
+        )
+        self.projection = self.add_weight(
+            name="projection",
+            shape=(self.filters, positions, self.projection_dim),
+            initializer=keras.initializers.RandomNormal(
+                stddev=1.0 / np.sqrt(positions), seed=seed
+            ),
+        )
+        self.class_vectors = self.add_weight(
+            name="class_vectors",
+            shape=vectors.shape,
+            initializer=keras.initializers.Constant(vectors),
+            trainable=False,
+        )
 
     def call(self, inputs):
         bias = self.bias if self.use_bias else None
@@ -141,18 +222,37 @@ class SpelaConv2D(KernelSpelaLayer):
         return (input_shape[0],) + pooled + (self.filters,)
 
     def class_scores(self, outputs):
-        """Cosine of the channel means of `outputs` to every class vector."""
+        """`(batch, num_classes)` cosines: of the channel means of `outputs`
+        to the class vectors (`"pooled"`), or the channel mean of the
+        projections' cosines to the group vectors (`"projection"`)."""
+        if self.projection is not None:
+            return conv_rules.grouped_scores(outputs, self.class_vectors, self.projection)
         return rules.cosine_scores(conv_rules.pooled_features(outputs), self.class_vectors)
 
-    def forward_error(self, inputs, kernel, bias, targets, sample_weight=None):
-        """The forward pass and local error with `kernel` and `bias`."""
+    def local_error(self, inputs, targets, sample_weight=None, weights=None):
+        """See `SpelaLayer.local_error`; `weights` may hold `"kernel"`,
+        `"bias"` and `"projection"`."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        weights = weights or {}
         return conv_rules.conv_local_error(
-            *conv_rules.conv_forward(inputs, kernel, bias, self.rule),
+            *conv_rules.conv_forward(
+                inputs,
+                weights.get("kernel", self.kernel),
+                weights.get("bias", self.bias if self.use_bias else None),
+                self.rule,
+            ),
             targets,
             self.class_vectors,
             self.rule,
             sample_weight,
+            projection=weights.get("projection", self.projection),
         )
+
+    def parameter_gradient(self, error, name):
+        if name == "projection":
+            return conv_rules.projection_gradient(error)
+        return super().parameter_gradient(error, name)
 
     def kernel_gradient(self, error):
         """`dL/dkernel`: one convolution of rearranged operands."""
@@ -176,6 +276,8 @@ class SpelaConv2D(KernelSpelaLayer):
                 "padding": self.rule.padding,
                 "pool_size": self.rule.pool_size,
                 "objective": self.objective,
+                "projection_dim": self.projection_dim,
+                "groups": self.groups,
             }
         )
         return config

@@ -215,9 +215,10 @@ class KernelSpelaLayer(SpelaLayer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
-    def add_kernel_and_bias(self, kernel_shape, units):
-        """Creates `kernel`, `bias` (when `use_bias`) and the class vectors
-        (`units` wide), in that order."""
+    def add_kernel_and_bias(self, kernel_shape, units, class_vectors=True):
+        """Creates `kernel`, `bias` (when `use_bias`) and, unless
+        `class_vectors=False`, the class vectors (`units` wide), in that
+        order."""
         self.kernel = self.add_weight(
             name="kernel", shape=kernel_shape, initializer=self.kernel_initializer
         )
@@ -226,7 +227,8 @@ class KernelSpelaLayer(SpelaLayer):
             self.bias = self.add_weight(
                 name="bias", shape=(units,), initializer=self.bias_initializer
             )
-        self.add_class_vectors(units)
+        if class_vectors:
+            self.add_class_vectors(units)
 
     def local_error(self, inputs, targets, sample_weight=None, weights=None):
         """See `SpelaLayer.local_error`; `weights` may hold `"kernel"` (in any
