@@ -107,18 +107,17 @@ def check_matching_weights(received, own, where="this client's model"):
     """
     missing = sorted(set(own) - set(received))
     unknown = sorted(set(received) - set(own))
-    reshaped = [
-        f"{name} is {tuple(np.shape(received[name]))} on the server, "
-        f"{tuple(np.shape(own[name]))} in {where}"
-        for name in sorted(set(own) & set(received))
-        if tuple(np.shape(received[name])) != tuple(np.shape(own[name]))
-    ]
     problems = []
     if missing:
         problems.append(f"the server sent no {', '.join(missing)}")
     if unknown:
-        problems.append(f"{where} has no {', '.join(unknown)}")
-    problems += reshaped
+        problems.append(f"it has no {', '.join(unknown)}")
+    problems += [
+        f"{name} is {tuple(np.shape(received[name]))} on the server, "
+        f"{tuple(np.shape(own[name]))} here"
+        for name in sorted(set(own) & set(received))
+        if tuple(np.shape(received[name])) != tuple(np.shape(own[name]))
+    ]
     if problems:
         raise ModelMismatchError(
             f"The server's model does not match {where}: {'; '.join(problems)}. "

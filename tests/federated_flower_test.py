@@ -122,15 +122,16 @@ def test_mismatched_server_weights_raise_and_change_nothing(models, digits):
     with pytest.raises(ModelMismatchError) as error:
         train_round(trainer, server, (x, y), epochs=1, seed=0, where="client_1's model")
     message = str(error.value)
-    assert "hidden_kernel is (64, 8) on the server, (64, 16) in client_1's model" in message
-    assert "hidden_bias is (8,) on the server, (16,) in client_1's model" in message
-    assert "last_kernel is (8, 12) on the server, (16, 12)" in message
+    assert message.startswith("The server's model does not match client_1's model: ")
+    assert "hidden_kernel is (64, 8) on the server, (64, 16) here" in message
+    assert "hidden_bias is (8,) on the server, (16,) here" in message
+    assert "last_kernel is (8, 12) on the server, (16, 12) here" in message
     assert "Nothing was trained or changed" in message
     assert all_equal(trainer.get_weights(), before)
 
     # Other names: named too, also through Flower's ClientApp.
     renamed = {("dense_" + k if k == "last_bias" else k): v for k, v in before.items() if k in LEARNED}
-    with pytest.raises(ModelMismatchError, match=r"the server sent no last_bias.*has no dense_last_bias"):
+    with pytest.raises(ModelMismatchError, match=r"the server sent no last_bias; it has no dense_last_bias\. Nothing"):
         train_round(trainer, renamed, (x, y), epochs=1, seed=0)
     assert all_equal(trainer.get_weights(), before)
 
@@ -256,7 +257,7 @@ def test_client_with_another_model_is_left_out(tmp_path):
     failure = re.search(r"^  node \d+ failed: ModelMismatchError: (.*)$", stdout, re.M)
     assert failure, output
     assert "the model of client client_1" in failure.group(1), output
-    assert "hidden_kernel is (64, 256) on the server, (64, 128)" in failure.group(1), output
+    assert "hidden_kernel is (64, 256) on the server, (64, 128) here" in failure.group(1), output
     assert "Nothing was trained or changed" in failure.group(1), output
     # Nothing lost: the other client's round still moved the global model.
     assert rounds[1][2] > rounds[0][2] + 30, output
