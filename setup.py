@@ -23,7 +23,9 @@ def tensorflow_requirement():
 LITERT = ["ai-edge-litert>=2.0"]
 MICRO = ["tflite-micro"]
 DATASETS = ["tensorflow-datasets>=4.9"]
-EXAMPLES = DATASETS + LITERT + MICRO + ["matplotlib"]
+# Flower (federated rounds over DeviceTrainer clients, examples/federated_flower.py).
+FLOWER = ["flwr>=1.42"]
+EXAMPLES = DATASETS + LITERT + MICRO + FLOWER + ["matplotlib"]
 
 setup(
     name="keras_spela",
@@ -45,6 +47,7 @@ setup(
         # lives in its own environment (see README).
         "litert": LITERT,
         "micro": MICRO,
+        "flower": FLOWER,
         "datasets": DATASETS,
         "examples": EXAMPLES,
         "tests": EXAMPLES + ["pytest"],

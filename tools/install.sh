@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs keras_spela into ./.venv (Python 3.11), with the device runtimes.
-#   bash tools/install.sh          the library, LiteRT, TFLite Micro, examples
+#   bash tools/install.sh          the library, LiteRT, TFLite Micro, Flower (flwr), examples
 #   bash tools/install.sh tests    also pytest, the tflite-runtime venv
 #                                  (./.venv-tflite: numpy<2, no TensorFlow) and Bazel
 set -euo pipefail
