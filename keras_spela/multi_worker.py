@@ -47,10 +47,21 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None,
     like Keras' losses, each replica's mean gradient is weighted
     `1 / replicas` whatever its row count.
 
+    Each epoch reads a new iterator of the dataset (with `steps_per_epoch`:
+    one iterator across epochs), as a loop over the dataset does. Keras'
+    `fit` without `steps_per_epoch` makes an extra iterator between epochs,
+    which advances a dataset that reshuffles each iteration: to compare
+    with `fit` from the second epoch on, repeat the dataset and give both
+    the same `steps_per_epoch`.
+
     The step is the model's own `train_step` (the batch checks, the local
     rules, one optimizer update). `compile(jit_compile=True)` does not make
-    it an XLA step under a strategy: the model keeps its step off XLA there
-    (the optimizer's cross-replica merge cannot be compiled).
+    it an XLA step under a strategy: the model keeps its step off XLA there.
+    Compiling this whole step with XLA fails on CPUs ("Collectives are not
+    yet implemented for CPU devices when compiling with XLA") and would drop
+    the batch checks. A batch rejected on one worker raises
+    `BatchRejectedError` there before the all-reduce; the other workers
+    then wait in it until the strategy notices the failed peer.
 
     Callbacks get the logs that `fit` gives (`loss`, `accuracy`,
     `<layer>_loss`, `<layer>_accuracy`), averaged over the replicas, hence
