@@ -10,8 +10,11 @@ on the client (see `OPTIMIZER_STATE_POLICIES`).
 
 A SuperNode describes its client with `--node-config`:
 
-    flower-supernode --insecure --superlink 127.0.0.1:9092 --node-config \\
+    flower-supernode --insecure --superlink 127.0.0.1:8000 --node-config \\
         'model-path="/data/spela.tflite" data-path="/data/shard.npz" client-name="phone-0"'
+
+(8000: the `flower-superlink --port`, its default; `examples/federated_flower.py`
+starts the whole federation on localhost.)
 
 `data-path` is an `.npz` with `x_train` and `y_train`. The server's train
 messages carry `local-epochs`, `seed`, `optimizer-state` and `server-round`
