@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import keras_spela
+from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 
@@ -184,8 +185,11 @@ def device_run(tmp_path_factory):
     host["quantized"] = {"initial": litert.get_weights()}
     litert.fit(x, y, epochs=1, shuffle=False, verbose=0)
     host["quantized"].update(weights=litert.get_weights(), scores=litert.predict(x[:37]))
+    conv_data = _conv_jobs(out, host)
     for name, path, data in (("padded", export.path, padded_path),
-                             ("quantized", quantized.path, data_path)):
+                             ("quantized", quantized.path, data_path),
+                             ("conv", str(out / "conv.tflite"), conv_data),
+                             ("conv_quantized", str(out / "conv_quantized.tflite"), conv_data)):
         jobs.append({"name": name, "model": path, "data": str(data),
                      "weights": str(out / f"{name}_weights.npz"),
                      "scores": str(out / f"{name}_scores.npy")})
@@ -214,6 +218,54 @@ def device_run(tmp_path_factory):
                 "scores": np.load(job["scores"]),
             }
     return {"host": host, "device": device, "report": report}
+
+
+def _conv_model(seed, filters):
+    keras.utils.set_random_seed(seed)
+    return SpelaModel(
+        [keras.Input((20, 20, 1)),
+         SpelaConv2D(filters[0], 5, padding="same", name="conv1"),
+         SpelaConv2D(filters[1], 3, padding="same", name="conv2"),
+         keras.layers.Flatten(),
+         SpelaDense(16, name="head")],
+        num_classes=10,
+    )
+
+
+def _conv_jobs(out, host):
+    """A SPELA CNN trained by fit (Adam), and one whose conv layers are
+    frozen as int8 constants below a trainable head, trained on LiteRT here:
+    the host results of the "conv" and "conv_quantized" jobs. Returns the
+    path of their data (canvas digits)."""
+    (x, y), _ = keras_spela.datasets.load_canvas_digits()
+    x, y = x[: BATCH * 20], y[: BATCH * 20]
+    data_path = out / "canvas.npz"
+    np.savez(data_path, x=x, y=y)
+    model = _conv_model(3, (4, 8))
+    model.compile(optimizer=OPTIMIZERS["adam"]())
+    initial = _weights(model)
+    keras_spela.export_tflite(model, str(out / "conv.tflite"), batch_size=BATCH)
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    host["conv"] = {"initial": initial, "weights": _weights(model),
+                    "scores": model.predict(x[:37], verbose=0)}
+    frozen = _conv_model(4, (16, 32))
+    quantized = keras_spela.export_tflite(
+        frozen, str(out / "conv_quantized.tflite"), batch_size=BATCH, optimizer="sgd",
+        learning_rate=0.1, train_layers=1, quantize_frozen=True,
+    )
+    assert quantized.weight_names == ["head_kernel", "head_bias"]
+    litert = DeviceTrainer(quantized.path, runtime="litert")
+    host["conv_quantized"] = {"initial": litert.get_weights()}
+    litert.fit(x, y, epochs=1, shuffle=False, verbose=0)
+    host["conv_quantized"].update(weights=litert.get_weights(), scores=litert.predict(x[:37]))
+    return data_path
+
+
+def _weights(model):
+    return {
+        f"{layer.name}_{v.path.split('/')[-1]}": v.numpy()
+        for layer in model.exit_layers for v in layer.trainable_variables
+    }
 
 
 def test_device_process_prints_nothing_on_stderr(device_run):
@@ -262,6 +314,33 @@ def test_tflite_runtime_trains_int8_frozen_layers(device_run):
         if name.endswith("_kernel"):
             assert np.all(np.isfinite(device["weights"][name]))
             assert np.max(np.abs(device["weights"][name] - start)) > 1e-3, name
+    agree = np.mean(np.argmax(device["scores"], 1) == np.argmax(host["scores"], 1))
+    assert agree >= 0.9, agree
+
+
+def test_tflite_runtime_trains_a_spela_cnn_like_fit(device_run):
+    """SpelaConv2D layers (forward, unpooling, filter gradient) train on
+    tflite-runtime 2.14 to the weights of fit (20 steps, Adam)."""
+    host, device = device_run["host"]["conv"], device_run["device"]["conv"]
+    errors = {}
+    for name, reference in host["weights"].items():
+        assert np.max(np.abs(reference - host["initial"][name])) > 1e-4, name
+        errors[name] = _relative_error(device["weights"][name], reference)
+    assert {"conv1_kernel", "conv2_kernel", "head_kernel"} <= set(errors)
+    assert max(errors.values()) <= 1e-5, errors
+    np.testing.assert_allclose(device["scores"], host["scores"], rtol=1e-5, atol=1e-5)
+
+
+def test_tflite_runtime_trains_a_head_on_int8_frozen_conv_layers(device_run):
+    """Conv layers frozen as int8 constants (quantize_frozen) below a
+    trainable head: tflite-runtime's hybrid kernels and LiteRT's agree on
+    the predictions after training the head."""
+    host, device = device_run["host"]["conv_quantized"], device_run["device"]["conv_quantized"]
+    assert set(device["weights"]) >= {"head_kernel", "head_bias"}
+    assert not any(name.startswith("conv") for name in device["weights"])
+    kernel = device["weights"]["head_kernel"]
+    assert np.all(np.isfinite(kernel))
+    assert np.max(np.abs(kernel - host["initial"]["head_kernel"])) > 1e-3
     agree = np.mean(np.argmax(device["scores"], 1) == np.argmax(host["scores"], 1))
     assert agree >= 0.9, agree
 
