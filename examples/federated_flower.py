@@ -427,6 +427,13 @@ def main(argv):
             f"error: --mismatched_client {FLAGS.mismatched_client} is not a client "
             f"(there are {FLAGS.clients}: 0 to {FLAGS.clients - 1})"
         )
+    commands = ("flower-superlink", "flower-supernode", "flwr")
+    missing = [c for c in commands if not os.path.exists(flower_command(c))]
+    if missing:
+        raise SystemExit(
+            f"error: Flower's commands {missing} are not in {os.path.dirname(sys.executable)}; "
+            f"install Flower into this environment (pip install flwr, or bash tools/install.sh)"
+        )
     start = time.perf_counter()
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     (x_train, y_train), (x_test, y_test) = keras_spela.datasets.load_digits()
