@@ -142,6 +142,28 @@ def test_canvas_digits_train_with_fit(canvas, tmp_path):
     )
 
 
+def test_two_phase_schedule_trains_the_conv_stack_then_the_head(canvas):
+    (x, y), _ = canvas
+    model = _canvas_model(seed=3, filters=(4, 8))
+    model.compile()
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    conv_paths = {v.path for v in model.trainable_variables if v.path.startswith("conv")}
+    histories = model.fit_layerwise(
+        x[:200], y[:200], epochs=[2, 1], stages="by_kind", batch_size=50, verbose=0
+    )
+    assert [len(h.history["conv1_loss"]) for h in histories[:1]] == [2]
+    assert "dense_loss" not in histories[0].history
+    assert "conv1_loss" not in histories[1].history and "dense_loss" in histories[1].history
+    after = {v.path: v.numpy() for v in model.trainable_variables}
+    changed = {p for p in before if not np.array_equal(before[p], after[p])}
+    assert changed == set(before) and conv_paths < changed
+    assert model.train_layers == ["conv1", "conv2", "dense"]
+    with pytest.raises(ValueError, match="one per stage"):
+        model.fit_layerwise(x[:50], y[:50], epochs=[1, 2, 3], stages="by_kind", verbose=0)
+    with pytest.raises(ValueError, match="train_layers"):
+        model.fit_layerwise(x[:50], y[:50], stages=[["conv1"], ["nope"]], verbose=0)
+
+
 @pytest.mark.parametrize("optimizer, objective", [
     ("sgd", "pooled"), ("momentum", "pooled"), ("adam", "pooled"),
     ("sgd", "projection"), ("momentum", "projection"),
