@@ -90,6 +90,15 @@ def _one_line(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _parse_flags(argv):
+    """absl's flag parsing, with one error line instead of two (exit 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        sys.stderr.write(f"{PROG}: error: {_one_line(error)} (see --helpfull)\n")
+        sys.exit(2)
+
+
 """
 ## The model and the global batches
 
@@ -319,4 +328,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
