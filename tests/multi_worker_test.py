@@ -36,6 +36,8 @@ EPOCHS = 2
 EXAMPLES = 200
 WORKER_TIMEOUT_S = 240
 RELATIVE_TOLERANCE = 1e-5
+# In a worker's output when its gRPC server could not bind its port (measured).
+PORT_TAKEN = "Could not start gRPC server"
 OPTIMIZERS = {
     "sgd": lambda: keras.optimizers.SGD(1.0),
     "adam": lambda: keras.optimizers.Adam(1e-2),
@@ -136,10 +138,10 @@ def _free_ports(count):
             s.close()
 
 
-def _run_workers(tmp_path, while_waiting):
+def _run_workers(tmp_path, while_waiting, retries=1):
     """Starts the workers, calls `while_waiting()`, waits for them (killing
     both past the timeout) and returns their saved results; fails with both
-    workers' output."""
+    workers' output (after `retries` new starts if a port was taken)."""
     ports = _free_ports(NUM_WORKERS)
     outputs = [tmp_path / f"worker{i}.npz" for i in range(NUM_WORKERS)]
     logs = [tmp_path / f"worker{i}.log" for i in range(NUM_WORKERS)]
@@ -181,6 +183,9 @@ def _run_workers(tmp_path, while_waiting):
     if timed_out:
         pytest.fail(f"the workers did not finish within {WORKER_TIMEOUT_S} s\n{report}")
     if any(p.returncode != 0 for p in processes):
+        if PORT_TAKEN in report and retries:
+            # Another process took a port between _free_ports and the server.
+            return _run_workers(tmp_path, lambda: None, retries - 1)
         pytest.fail(f"a worker failed\n{report}")
     return [dict(np.load(path)) for path in outputs]
 
