@@ -651,7 +651,6 @@ def load_compiled_model_api():
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.compiled_model import CpuOptions
         from ai_edge_litert.compiled_model import Options
-        import flatbuffers  # noqa: F401 (variable_read_copies needs it)
     except ImportError as error:
         raise RuntimeUnavailableError(
             f"runtime 'litert_compiled' needs LiteRT's CompiledModel API, in "
@@ -748,26 +747,13 @@ class _CompiledModelBackend(_SignatureBackend):
     TensorBuffers, on the CPU. The model keeps its weights and optimizer
     state in resource variables inside the compiled model, as with the
     Interpreter: they persist across `train` calls and are shared by the
-    four signatures.
-
-    `get_weights` outputs that are read straight from a variable are dynamic
-    tensors, which CompiledModel cannot bind to TensorBuffers: the model is
-    compiled from a copy in which they are copies (`variable_read_copies`;
-    train, infer and set_weights are not touched)."""
+    four signatures. (`export_tflite` writes `get_weights` outputs as
+    computed tensors: a bare variable read is a dynamic tensor, which
+    CompiledModel cannot bind to a TensorBuffer.)"""
 
     def _load(self, model_path, data, structure, runtime, num_threads, quiet):
         self.runtime = "litert_compiled"
         compiled_model_class, options_class, cpu_options_class = load_compiled_model_api()
-        from variable_read_copies import copy_variable_reads
-
-        try:
-            data, self.copied_variable_reads = copy_variable_reads(data)
-            structure = read_model_structure(data)
-        except Exception as error:  # the object API raises anything on bad bytes
-            raise ModelFileError(
-                f"{model_path}: could not prepare get_weights for CompiledModel "
-                f"(variable_read_copies): {_one_line(error)}"
-            ) from None
         options = options_class(cpu_options=cpu_options_class(num_threads=num_threads or 0))
         self._quiet = quiet
         try:

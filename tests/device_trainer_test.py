@@ -758,29 +758,27 @@ def test_compiled_model_errors(fresh, micro_exports, bad_model_files, monkeypatc
         DeviceTrainer(lite_path, runtime="litert_compiled")
 
 
-def test_compiled_model_needs_the_get_weights_copies(fresh):
-    """Why variable_read_copies exists: on the file as exported, LiteRT
-    2.3's CompiledModel cannot bind get_weights' outputs (READ_VARIABLE
-    results are dynamic tensors) from the second call on. If this starts to
-    pass, LiteRT fixed it and the copies can go."""
+def test_compiled_model_reads_get_weights_of_the_file_as_exported(fresh):
+    """What a Kotlin app loads: the exported file itself. CompiledModel binds
+    every get_weights output to a TensorBuffer (a bare READ_VARIABLE output
+    is dynamic and cannot be bound: export_tflite writes computed outputs),
+    call after call, with the Interpreter's values."""
     from ai_edge_litert.compiled_model import CompiledModel
-    from variable_read_copies import copy_variable_reads
-
-    _, path, _ = fresh
-    data = pathlib.Path(path).read_bytes()
-    patched, copied = copy_variable_reads(data)
-    assert copied == 6  # 4 weights, the 2 Adam powers (the slots are computed)
-    assert copy_variable_reads(patched) == (patched, 0)  # nothing left to copy
     from device_trainer import capture_native_stderr
 
+    _, path, _ = fresh
+    expected = DeviceTrainer(path, runtime="litert").get_weights()
     with capture_native_stderr():
-        model = CompiledModel.from_buffer(data)
+        model = CompiledModel.from_file(path)
         index = model.get_signature_index("get_weights")
         inputs, outputs = model.create_input_buffers(index), model.create_output_buffers(index)
         inputs[0].write(np.zeros((), np.int32))
-        model.run_by_index(index, inputs, outputs)
-        with pytest.raises(RuntimeError, match="Failed to invoke"):
+        names = model.get_signature_list()["get_weights"]["outputs"]
+        for _ in range(3):
             model.run_by_index(index, inputs, outputs)
+            for name, buffer in zip(names, outputs):
+                value = buffer.read(expected[name].size, np.float32).reshape(expected[name].shape)
+                np.testing.assert_array_equal(value, expected[name], err_msg=name)
 
 
 def test_cli_trains_on_the_compiled_model(fresh, digits, tmp_path):

@@ -179,6 +179,12 @@ class SpelaTrainingModule(tf.Module):
             + self.device_optimizer.visible_slots(slots, shared)
             + shared
         )
+        # Computed outputs, not bare variable reads: a READ_VARIABLE output is
+        # a dynamic tensor, which LiteRT's CompiledModel cannot bind to a
+        # TensorBuffer. `select(request >= int32 min, v, v)` (always `v`)
+        # depends on the input, so the converter keeps it.
+        keep = tf.greater_equal(request, tf.int32.min)
+        values = [acceptance.select(keep, v, v) for v in values]
         return dict(zip(self.all_names, values))
 
     def _set_weights(self, *values):
