@@ -14,7 +14,8 @@ measures with TensorFlow's own CPU allocator statistics
 (tf.config.experimental.get_memory_info("CPU:0"): bytes of live tensors,
 reset_memory_stats before each measured call):
 
-  persistent   live bytes before a step: weights + Adam slots + the batch
+  persistent   live bytes before a step: weights + Adam slots (the batch,
+               made from numpy arrays, is not counted by these statistics)
   step peak    peak - persistent during `train_on_batch`: everything the
                step allocates (activations, temporaries, and the weight
                gradients of every layer: both methods compute all gradients
@@ -26,12 +27,20 @@ reset_memory_stats before each measured call):
                a scalar as soon as it exists, so that no depth's worth of
                gradients is held: what remains are the activations kept for
                the gradients and the temporaries of the layer at work
-  rss step     peak resident memory (VmHWM, reset through
-               /proc/self/clear_refs) - resident memory before, during the
-               same `train_on_batch` (a cross-check that includes what the
-               allocator statistics do not see, e.g. oneDNN scratch; glibc
-               is told to return every block >= 64 KiB at once, so the
-               resident size follows frees; "n/a" where the kernel refuses)
+  sequenced    SPELA only: the same gradient computation written layer by
+               layer here (SpelaDense.local_error and parameter_gradients,
+               as keras_spela.sweep does) with layer k+1's forward pass made
+               to wait (tf.control_dependencies) for layer k's reduced
+               gradients: what the library's step could reach if it ordered
+               its ops so (TensorFlow's executor otherwise runs the cheap
+               forward chain ahead and keeps each layer's input alive until
+               its gradient is taken)
+
+Resident memory (VmHWM) cannot isolate one step here: TensorFlow keeps freed
+blocks resident (checked: deleting a 64 MiB tensor leaves the resident size
+unchanged, even with glibc told to unmap every block >= 64 KiB), so a warm
+step's peak resident size barely moves; the allocator statistics see each
+tensor's allocation and release.
 
 The step peak and activation values are medians over `--repeats` calls (the
 TensorFlow executor's op order, hence the peak, varies from call to call
@@ -72,7 +81,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
-from keras_spela import SpelaDense, SpelaModel  # noqa: E402
+from keras_spela import SpelaDense, SpelaModel, rules  # noqa: E402
 
 # absl's handler was created during the captured import: give it the real stderr.
 absl_logging.get_absl_handler().python_handler.stream = sys.stderr
@@ -84,10 +93,6 @@ MIB = 2.0**20
 # added layer; backprop's at least one layer's.
 FLAT_SLOPE = 0.25
 LINEAR_SLOPE = 1.0
-# glibc: serve (and give back) every block of >= 64 KiB with mmap, so that the
-# resident size drops when a tensor is freed (no dynamic threshold).
-CHILD_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-
 
 def positive_int_list(text):
     try:
@@ -164,6 +169,23 @@ def gradient_function(model, jit_compile):
     )
 
 
+def sequenced_gradient_function(model, jit_compile):
+    """Like `gradient_function` for a SpelaModel of SpelaDense layers, each
+    layer's forward pass waiting for the previous layer's gradients."""
+    def reduced_gradients(x, y):
+        targets = rules.one_hot(y, model.num_classes)
+        h, reduced = x, []
+        for layer in model.exit_layers:
+            error = layer.local_error(tf.cast(h, layer.compute_dtype), targets)
+            sums = [tf.reduce_sum(g) for g in layer.parameter_gradients(error)]
+            reduced += sums
+            with tf.control_dependencies(sums):
+                h = tf.identity(tf.stop_gradient(error.outputs))
+        return reduced
+
+    return tf.function(reduced_gradients, jit_compile=jit_compile)
+
+
 def live_bytes():
     return tf.config.experimental.get_memory_info("CPU:0")["current"]
 
@@ -178,27 +200,6 @@ def allocator_peak(call):
     return peak - before
 
 
-def resident_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def rss_peak(call):
-    """Peak resident bytes above those before `call()`, or None where the
-    kernel does not let the peak be reset."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # resets VmHWM to the current resident size
-        before = resident_kib("VmRSS")
-        call()
-        return 1024 * (resident_kib("VmHWM") - before)
-    except OSError:
-        return None
-
-
 def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
     """The numbers of one configuration (a dict of bytes), in this process."""
     keras.utils.set_random_seed(0)
@@ -207,6 +208,8 @@ def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
     y = tf.constant(rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32))
     model = build(method, depth, width, input_dim, jit_compile)
     gradients = gradient_function(model, jit_compile)
+    sequenced = (sequenced_gradient_function(model, jit_compile)
+                 if isinstance(model, SpelaModel) else None)
 
     def step():
         return model.train_on_batch(x, y)
@@ -214,17 +217,20 @@ def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
     for _ in range(2):  # trace, compile, create the optimizer slots
         step()
         gradients(x, y)
+        if sequenced is not None:
+            sequenced(x, y)
     persistent = live_bytes()
     step_peaks = [allocator_peak(step) for _ in range(repeats)]
     activation_peaks = [allocator_peak(lambda: gradients(x, y)) for _ in range(repeats)]
-    rss = [rss_peak(step) for _ in range(repeats)]
+    sequenced_peaks = ([allocator_peak(lambda: sequenced(x, y)) for _ in range(repeats)]
+                       if sequenced is not None else [0])
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     return {
         "persistent": persistent,
         "step": common.median(step_peaks),
         "activations": common.median(activation_peaks),
         "activations_range": [min(activation_peaks), max(activation_peaks)],
-        "rss_step": None if None in rss else common.median(rss),
+        "sequenced": common.median(sequenced_peaks),
         "gradient_bytes": 4 * params,
         "params": params,
     }
@@ -237,8 +243,7 @@ def run_child(args, method, depth, jit_compile):
         "--width", str(args.width), "--batch_size", str(args.batch_size),
         "--input_dim", str(args.input_dim), "--repeats", str(args.repeats),
     ]
-    env = dict(os.environ, **CHILD_MALLOC_ENV)
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         error = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -262,7 +267,7 @@ def slope(depths, values):
 
 
 def mib(value):
-    return "n/a" if value is None else f"{value / MIB:.1f}"
+    return f"{value / MIB:.1f}"
 
 
 def report(args, results, jit_compile):
@@ -276,14 +281,14 @@ def report(args, results, jit_compile):
             mib(s["gradient_bytes"]), mib(s["step"]), mib(b["step"]),
             f"{s['step'] / b['step']:.2f}",
             mib(s["activations"]), mib(b["activations"]),
-            f"{s['activations'] / b['activations']:.2f}",
-            mib(s["rss_step"]), mib(b["rss_step"]),
+            f"{s['activations'] / b['activations']:.2f}", mib(s["sequenced"]),
+            f"{s['sequenced'] / b['activations']:.2f}",
         ])
     print()
     print(common.format_table(
         ["hidden layers", "persistent SPELA", "persistent bp", "SPELA grads",
          "step peak SPELA", "step peak bp", "ratio", "activations SPELA",
-         "activations bp", "ratio", "rss step SPELA", "rss step bp"],
+         "activations bp", "ratio", "SPELA sequenced", "ratio"],
         rows,
         title=(f"MiB, jit_compile={jit_compile}, width {args.width}, batch {args.batch_size} "
                f"(one layer's activation = {layer_bytes / MIB:.1f} MiB); medians of "
@@ -304,11 +309,17 @@ def report(args, results, jit_compile):
               f"{', '.join(mib(v) for v in series)} (min-max over calls: {ranges}); "
               f"slope {activation_slopes[method]:.2f} layers per added layer; step peak slope "
               f"{step_slopes[method]:.2f} layers per added layer")
+    sequenced = [results["SPELA"][d]["sequenced"] for d in depths]
+    sequenced_slope = slope(depths, sequenced) / layer_bytes if len(depths) > 1 else 0.0
+    print(f"  SPELA sequenced (MiB) by depth {depths}: {', '.join(mib(v) for v in sequenced)}; "
+          f"slope {sequenced_slope:.2f} layers per added layer")
     ratio = (results["SPELA"][deepest]["activations"]
              / results["backprop"][deepest]["activations"])
     step_ratio = results["SPELA"][deepest]["step"] / results["backprop"][deepest]["step"]
+    sequenced_ratio = sequenced[-1] / results["backprop"][deepest]["activations"]
     print(f"  ratio SPELA / backprop at {deepest} hidden layers: activations {ratio:.2f}, "
-          f"step peak {step_ratio:.2f}")
+          f"step peak {step_ratio:.2f}; SPELA sequenced / backprop activations "
+          f"{sequenced_ratio:.2f}")
     verdicts = [
         f"  {'PASS' if activation_slopes['SPELA'] < FLAT_SLOPE else 'FAIL'} "
         f"jit_compile={jit_compile}: SPELA activations flat in depth: slope "
@@ -316,6 +327,8 @@ def report(args, results, jit_compile):
         f"  {'PASS' if activation_slopes['backprop'] >= LINEAR_SLOPE else 'FAIL'} "
         f"jit_compile={jit_compile}: backprop activations linear in depth: slope "
         f"{activation_slopes['backprop']:.2f} layers per added layer (expected >= {LINEAR_SLOPE})",
+        f"  ({'PASS' if sequenced_slope < FLAT_SLOPE else 'FAIL'} jit_compile={jit_compile}: "
+        f"SPELA sequenced (not the library's step) flat: slope {sequenced_slope:.2f})",
     ]
     return verdicts
 

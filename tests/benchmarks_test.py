@@ -1,0 +1,153 @@
+"""The time-to-accuracy and memory-against-depth benchmarks run as a user runs them
+(subprocesses from a temporary directory, --no_save), at tiny settings: what they
+print, that a target out of reach is reported as such, that the memory numbers mean
+what the script says (persistent bytes hold the weights and both Adam slots, a step
+holds every weight gradient), and one-line errors for bad flags. No timing is
+asserted: speed and memory are claims of the benchmarks, not of tests."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+TIME_TO_ACCURACY = BENCHMARKS / "time_to_accuracy.py"
+MEMORY_DEPTH = BENCHMARKS / "memory_depth.py"
+# TensorFlow's C++ log lines and notices (see examples_test.py).
+TF_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |"
+    r"oneDNN|cuda|TF_ENABLE_ONEDNN_OPTS|cpu_feature_guard|Logging error|Traceback",
+    re.IGNORECASE,
+)
+DIGITS_STEPS_PER_EPOCH = 29  # 1437 examples, batch 50
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def run(script, *args, cwd, expect_code=0):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=cwd,
+    )
+    output = (
+        f"exit code {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n"
+        f"stderr:\n{result.stderr[-3000:]}"
+    )
+    assert result.returncode == expect_code, output
+    return result, output
+
+
+def assert_quiet(result, output):
+    noisy = [line for line in result.stderr.splitlines() if TF_LOG_LINE.search(line)]
+    assert not noisy, f"TensorFlow log lines or a traceback on stderr: {noisy[:5]}\n{output}"
+
+
+def test_time_to_accuracy_reaches_an_easy_target(tmp_path):
+    result, output = run(
+        TIME_TO_ACCURACY, "--tasks", "digits", "--seeds", 1, "--max_epochs", 2,
+        "--digits_target", 0.5, "--no_save", cwd=tmp_path,
+    )
+    out = result.stdout
+    line = re.search(
+        rf"^  digits seed 0 \({NUMBER} s\): SPELA ({NUMBER}) s, step ([0-9]+), epoch ([12]), "
+        rf"exit [01] at ({NUMBER})%; backprop ({NUMBER}) s, step ([0-9]+), epoch ([12]), "
+        rf"exit 0 at ({NUMBER})%$",
+        out, re.MULTILINE,
+    )
+    assert line, output
+    for seconds, step, epoch, accuracy in (line.groups()[:4], line.groups()[4:]):
+        assert float(seconds) > 0, output
+        assert float(accuracy) >= 50.0, output
+        # Evaluated every 5 steps and at the epoch end: stopped at the first of them.
+        assert int(step) <= int(epoch) * DIGITS_STEPS_PER_EPOCH, output
+        assert int(step) % 5 == 0 or int(step) == int(epoch) * DIGITS_STEPS_PER_EPOCH, output
+    assert re.search(r"^SPELA +\| 1/1 +\|", out, re.MULTILINE), output
+    assert re.search(r"^backprop +\| 1/1 +\|", out, re.MULTILINE), output
+    assert re.search(
+        rf"ratio of the medians SPELA / backprop: {NUMBER}; median of the per-seed ratios: "
+        rf"{NUMBER}; without the first step \(tracing\): {NUMBER}$", out, re.MULTILINE
+    ), output
+    assert re.search(rf"^  (PASS|FAIL) digits: SPELA / backprop time to 50%: {NUMBER} "
+                     r"\(goal <= 0\.5\)$", out, re.MULTILINE), output
+    assert "load average at the start" in out and "load average at the end" in out, output
+    assert_quiet(result, output)
+    assert not list(tmp_path.iterdir()), "--no_save wrote files"
+
+
+def test_time_to_accuracy_reports_a_target_out_of_reach(tmp_path):
+    result, output = run(
+        TIME_TO_ACCURACY, "--tasks", "digits", "--seeds", 1, "--max_epochs", 1,
+        "--eval_every", 100, "--digits_target", 1.0, "--no_save", cwd=tmp_path,
+    )
+    out = result.stdout
+    # One epoch of 29 steps: a single evaluation at the epoch end, below 100%.
+    assert re.search(
+        rf"SPELA not reached \(best {NUMBER}%\); backprop not reached \(best {NUMBER}%\)$",
+        out, re.MULTILINE,
+    ), output
+    assert re.search(r"^SPELA +\| 0/1 +\| not reached", out, re.MULTILINE), output
+    assert "FAIL digits: SPELA / backprop time to 100%: SPELA not reached" in out, output
+
+
+def test_time_to_accuracy_bad_task_is_one_error_line(tmp_path):
+    result, output = run(TIME_TO_ACCURACY, "--tasks", "mnist", cwd=tmp_path, expect_code=2)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("error: unknown task mnist; choose from digits, cnn"), output
+    assert_quiet(result, output)
+
+
+def mib_row(out, title_part, depth):
+    """The cells of a memory table's row for `depth` hidden layers."""
+    table = out.split(title_part, 1)[1]
+    row = re.search(rf"^{depth} +\|(.*)$", table, re.MULTILINE)
+    assert row, out
+    return [cell.strip() for cell in row.group(1).split("|")]
+
+
+def test_memory_depth_smallest(tmp_path):
+    result, output = run(
+        MEMORY_DEPTH, "--jit", "false", "--depths", "1,2", "--width", 256, "--batch_size", 64,
+        "--repeats", 1, "--no_save", cwd=tmp_path,
+    )
+    out = result.stdout
+    title = "MiB, jit_compile=False, width 256, batch 64"
+    assert title in out, output
+    for depth in (1, 2):
+        cells = mib_row(out, title, depth)
+        persistent_spela, persistent_bp, gradients, step_spela, step_bp = map(float, cells[:5])
+        # Weights + two Adam slots stay allocated between steps (MiB rounded to
+        # 0.1: up to 0.05 on each number, 0.15 on three gradients).
+        assert persistent_spela >= 3 * gradients - 0.2, output
+        assert persistent_bp >= 3 * gradients - 0.2, output
+        # Both methods hold every weight gradient before the optimizer update.
+        assert step_spela >= gradients - 0.1 and step_bp >= gradients - 0.1, output
+        # Activations: SPELA's, backprop's, SPELA sequenced.
+        assert min(float(cells[6]), float(cells[7]), float(cells[9])) > 0, output
+    # The networks have the depths asked for: 784 -> 256 holds (784 + 1) x 256
+    # parameters of 4 bytes, each further layer (256 + 1) x 256.
+    first, second = (float(mib_row(out, title, d)[2]) for d in (1, 2))
+    assert first == pytest.approx(4 * (784 + 1) * 256 / 2**20, abs=0.1), output
+    assert second - first == pytest.approx(4 * (256 + 1) * 256 / 2**20, abs=0.1), output
+    assert re.search(rf"ratio SPELA / backprop at 2 hidden layers: activations {NUMBER}, "
+                     rf"step peak {NUMBER}; SPELA sequenced / backprop activations {NUMBER}$",
+                     out, re.MULTILINE), output
+    assert re.search(r"^  (PASS|FAIL) jit_compile=False: SPELA activations flat in depth",
+                     out, re.MULTILINE), output
+    assert "NOTE: reduced setting" in out, output
+    assert_quiet(result, output)
+    assert not list(tmp_path.iterdir()), "--no_save wrote files"
+
+
+def test_memory_depth_bad_depths_is_one_error_line(tmp_path):
+    result, output = run(MEMORY_DEPTH, "--depths", "2,0", cwd=tmp_path, expect_code=2)
+    last = result.stderr.strip().splitlines()[-1]
+    assert "argument --depths: expected integers >= 1, got '2,0'" in last, output
+    assert_quiet(result, output)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
