@@ -25,6 +25,7 @@ from keras_spela.lite import DeviceOptimizer
 from keras_spela.lite import export_tflite
 from keras_spela.lite import export_tflite_micro
 from keras_spela.model import SpelaModel
+from keras_spela.multi_worker import fit_multi_worker
 from keras_spela.version import __version__
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "datasets",
     "export_tflite",
     "export_tflite_micro",
+    "fit_multi_worker",
     "rules",
     "__version__",
 ]
