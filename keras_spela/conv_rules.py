@@ -28,6 +28,9 @@ import tensorflow as tf
 from keras_spela import rules
 
 PADDINGS = ("valid", "same")
+# Per-example normalisation of the convolution's output, over these axes.
+NORMALIZATIONS = {"layer": [1, 2, 3], "instance": [1, 2]}
+NORMALIZATION_EPSILON = 1e-5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,7 @@ class ConvRule:
         padding: `"valid"` or `"same"`.
         pool_size: `(ph, pw)`; `(1, 1)` for no pooling.
         dense: the `rules.DenseRule` of the activation and the loss.
+        normalization: None, `"layer"` or `"instance"` (`NORMALIZATIONS`).
     """
 
     kernel_size: tuple
@@ -47,6 +51,7 @@ class ConvRule:
     padding: str
     pool_size: tuple
     dense: rules.DenseRule
+    normalization: str = None
 
 
 def same_padding(size, kernel, stride):
@@ -91,17 +96,40 @@ def output_shapes(input_shape, rule):
 
 
 def conv_forward(inputs, kernel, bias, rule):
-    """Forward pass: `(h, z, a, p)` with `h` the padded input, `z` the
-    pre-activation, `a` the activation and `p` the pooled output."""
+    """Forward pass: `(h, z, a, p, normalized)` with `h` the padded input,
+    `z` the pre-activation, `a` the activation, `p` the pooled output and
+    `normalized` None, or `(n, 1 / std)` of the normalisation
+    `n = (c - mean c) / std`, `std = sqrt(var c + eps)` of the convolution
+    `c` over `NORMALIZATIONS[rule.normalization]` (then `z = n + bias`)."""
     h = padded_input(inputs, rule)
     z = tf.nn.conv2d(h, kernel, strides=(1,) + rule.strides + (1,), padding="VALID")
+    normalized = None
+    if rule.normalization is not None:
+        axes = NORMALIZATIONS[rule.normalization]
+        centred = z - tf.reduce_mean(z, axis=axes, keepdims=True)
+        variance = tf.reduce_mean(tf.square(centred), axis=axes, keepdims=True)
+        inverse_std = 1.0 / tf.sqrt(variance + NORMALIZATION_EPSILON)
+        z = centred * inverse_std
+        normalized = (z, inverse_std)
     if bias is not None:
         z = z + bias
     a = rules.activate(z, rule.dense)
     p = a
     if rule.pool_size != (1, 1):
         p = tf.nn.max_pool2d(a, rule.pool_size, rule.pool_size, padding="VALID")
-    return h, z, a, p
+    return h, z, a, p, normalized
+
+
+def _through_normalization(grad_n, normalized, rule):
+    """`dL/dc` from `dL/dn` of `n = (c - mean c) / std`:
+    `(dL/dn - mean dL/dn - n mean(dL/dn * n)) / std` over the same axes."""
+    n, inverse_std = normalized
+    axes = NORMALIZATIONS[rule.normalization]
+    return inverse_std * (
+        grad_n
+        - tf.reduce_mean(grad_n, axis=axes, keepdims=True)
+        - n * tf.reduce_mean(grad_n * n, axis=axes, keepdims=True)
+    )
 
 
 def pooled_features(outputs):
@@ -173,7 +201,8 @@ def grouped_scores(outputs, class_vectors, projection):
 
 
 def conv_local_error(
-    h, z, a, p, targets, class_vectors, rule, sample_weight=None, projection=None
+    h, z, a, p, normalized, targets, class_vectors, rule, sample_weight=None,
+    projection=None,
 ):
     """The local loss and `dL/dz` from a forward pass (`conv_forward`).
 
@@ -185,12 +214,13 @@ def conv_local_error(
     examples, and `dL/dp[c] = dL/du[c] projection[c]^T` (BATCH_MATMUL).
 
     Returns:
-        A `rules.LocalError` with `inputs = h` (padded), `outputs = p`; for
-        the projection objective `aux` holds `"channels"` `(C, batch, H'W')`
-        and `"grad_projected"` `(C, batch, d)` (the factors of
-        `dL/dprojection`).
+        A `rules.LocalError` with `inputs = h` (padded), `outputs = p`; its
+        `aux` holds, for the projection objective, `"channels"` `(C, batch,
+        H'W')` and `"grad_projected"` `(C, batch, d)` (the factors of
+        `dL/dprojection`), and with a normalisation `"grad_conv"`, `dL/dc`
+        at the convolution's output (the kernel's factor).
     """
-    aux = None
+    aux = {}
     if projection is None:
         features = pooled_features(p)
         loss, grad_g, scores = rules.output_gradient(
@@ -209,10 +239,18 @@ def conv_local_error(
         scores = tf.reduce_mean(scores, axis=0)
         grad_channels = tf.matmul(grad_projected, projection, transpose_b=True)
         grad_p = tf.reshape(tf.transpose(grad_channels, [1, 2, 0]), [-1] + p.shape[1:].as_list())
-        aux = {"channels": channels, "grad_projected": grad_projected}
+        aux.update(channels=channels, grad_projected=grad_projected)
     grad_a = _unpool(grad_p, a, p, rule)
     grad_z = grad_a * rules.activation_derivative(z, a, rule.dense)
-    return rules.LocalError(h, p, grad_z, loss, scores, aux)
+    if normalized is not None:
+        aux["grad_conv"] = _through_normalization(grad_z, normalized, rule)
+    return rules.LocalError(h, p, grad_z, loss, scores, aux or None)
+
+
+def conv_gradient(error):
+    """`dL/dc` at the convolution's output: `dL/dz`, or with a
+    normalisation its gradient through it."""
+    return error.grad_z if not error.aux else error.aux.get("grad_conv", error.grad_z)
 
 
 def projection_gradient(error):
@@ -238,13 +276,16 @@ def conv_bias_gradient(grad_z):
 
 def conv_gradient_bound(error):
     """A bound of every entry of `dL/dK` and `dL/db`:
-    `batch * H' * W' * max|dL/dz| * max(max|h|, 1)`, from activations; with a
+    `batch * H' * W' * max(max|dL/dz|, max|dL/dc|) * max(max|h|, 1)`, from
+    activations; with a
     projection also of `dL/dprojection`: `batch * max|dL/du| * max|p|`."""
     grad_z = error.grad_z
     terms = tf.cast(tf.reduce_prod(tf.shape(grad_z)[:3]), grad_z.dtype)
-    largest = rules.largest_magnitude([grad_z])
+    largest = rules.largest_magnitude(
+        [grad_z] + ([error.aux["grad_conv"]] if error.aux and "grad_conv" in error.aux else [])
+    )
     bound = terms * largest * tf.maximum(rules.largest_magnitude([error.inputs]), 1.0)
-    if error.aux is not None:
+    if error.aux is not None and "grad_projected" in error.aux:
         grad_projected = error.aux["grad_projected"]
         batch = tf.cast(tf.shape(grad_projected)[1], grad_z.dtype)
         bound = tf.maximum(

@@ -48,6 +48,12 @@ CASES = {
                                                projection_dim=4, pool_size=1,
                                                local_loss="log_cosine"),
     "pooled, squared_cosine": dict(kernel_size=3, local_loss="squared_cosine"),
+    "layer normalization, same, stride 2": dict(kernel_size=3, padding="same", strides=2,
+                                               normalization="layer"),
+    "instance normalization, projection": dict(kernel_size=3, normalization="instance",
+                                               objective="projection", projection_dim=5),
+    "instance normalization, no bias, tanh": dict(kernel_size=2, normalization="instance",
+                                                  use_bias=False, activation="tanh"),
 }
 
 
@@ -164,20 +170,26 @@ def test_two_phase_schedule_trains_the_conv_stack_then_the_head(canvas):
         model.fit_layerwise(x[:50], y[:50], stages=[["conv1"], ["nope"]], verbose=0)
 
 
-@pytest.mark.parametrize("optimizer, objective", [
+@pytest.mark.parametrize("optimizer, variant", [
     ("sgd", "pooled"), ("momentum", "pooled"), ("adam", "pooled"),
     ("sgd", "projection"), ("momentum", "projection"),
+    ("adam", "layer"), ("momentum", "instance"),
 ])
-def test_conv_device_training_equals_host_fit(canvas, tmp_path, optimizer, objective):
+def test_conv_device_training_equals_host_fit(canvas, tmp_path, optimizer, variant):
     (x, y), _ = canvas
     batch, steps = 8, 20
     x, y = x[: batch * steps + 3], y[: batch * steps + 3]  # a short last batch too
-    options = dict(objective=objective, projection_dim=6) if objective == "projection" else {}
+    options = {
+        "pooled": {},
+        "projection": dict(objective="projection", projection_dim=6),
+        "layer": dict(normalization="layer"),
+        "instance": dict(normalization="instance"),
+    }[variant]
     # Seed 1 of the projection objective meets a max-pool window whose two
     # largest cells differ by float rounding only: the runtimes' conv
     # kernels round differently, so the gradient goes to the other cell there
     # (a discrete, legitimate difference of 3e-5 after 20 steps).
-    model = _canvas_model(seed=2 if options else 1, filters=(4, 8), **options)
+    model = _canvas_model(seed=2 if variant == "projection" else 1, filters=(4, 8), **options)
     model.compile({
         "sgd": keras.optimizers.SGD(0.1),
         "momentum": keras.optimizers.SGD(0.05, momentum=0.9),
@@ -217,6 +229,7 @@ def test_conv_bad_batch_rejected_on_the_device_without_change(canvas, tmp_path):
     (dict(filters=4, kernel_size=3, pool_size=0), "pool_size"),
     (dict(filters=4, kernel_size=3, padding="full"), "padding"),
     (dict(filters=4, kernel_size=3, objective="nope"), "objective"),
+    (dict(filters=4, kernel_size=3, normalization="batch"), "normalization"),
     (dict(filters=4, kernel_size=3, local_loss="nope"), "local_loss"),
     (dict(filters=4, kernel_size=3, objective="projection", groups=1), "groups"),
     (dict(filters=4, kernel_size=3, objective="projection", groups=(5, 3)), "groups"),

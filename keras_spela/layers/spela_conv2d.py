@@ -20,8 +20,8 @@ DEFAULT_GROUPS = (2, 9)
 class SpelaConv2D(KernelSpelaLayer):
     """A 2-D convolution block trained by its own SPELA local loss.
 
-    The forward pass is `outputs = maxpool(activation(conv(inputs, kernel) +
-    bias))`. Every `SpelaConv2D` is an exit: it scores the classes from its
+    The forward pass is `outputs = maxpool(activation(normalize(conv(inputs,
+    kernel)) + bias))` (`normalization` is off by default). Every `SpelaConv2D` is an exit: it scores the classes from its
     outputs, and its local loss trains its own weights only. The gradients
     are written in closed form with TFLite builtins (`keras_spela.conv_rules`):
     the filter gradient is one convolution of rearranged operands, pooling is
@@ -55,6 +55,12 @@ class SpelaConv2D(KernelSpelaLayer):
         negative_slope: slope of `"leaky_relu"` for negative inputs.
         local_loss: as for `SpelaDense`; None: the objective's default.
         temperature: softmax temperature of `"softmax_cosine"`.
+        normalization: None, `"layer"` (each example's convolution output
+            scaled to zero mean and unit variance over height, width and
+            channels) or `"instance"` (the same per channel), before the bias
+            and the activation. Per example, with no running statistics: the
+            same on the host and on a device, at any batch size (the
+            gradient through it is in closed form too).
         objective: `"pooled"` or `"projection"` (see above).
         projection_dim: `"projection"` only: the dimension of each channel's
             projection (the paper: 100).
@@ -99,6 +105,7 @@ class SpelaConv2D(KernelSpelaLayer):
         negative_slope=0.01,
         local_loss=None,
         temperature=0.1,
+        normalization=None,
         objective="pooled",
         projection_dim=100,
         groups=None,
@@ -112,6 +119,11 @@ class SpelaConv2D(KernelSpelaLayer):
         if objective not in OBJECTIVES:
             raise ValueError(
                 f"Unknown objective={objective!r}. Expected one of {OBJECTIVES}."
+            )
+        if normalization is not None and normalization not in conv_rules.NORMALIZATIONS:
+            raise ValueError(
+                f"Unknown normalization={normalization!r}. Expected None or one of "
+                f"{tuple(conv_rules.NORMALIZATIONS)}."
             )
         if local_loss is None:
             local_loss = OBJECTIVE_LOSSES[objective]
@@ -158,6 +170,7 @@ class SpelaConv2D(KernelSpelaLayer):
             padding=padding,
             pool_size=arguments.pair(pool_size, "pool_size"),
             dense=self.dense_rule,
+            normalization=normalization,
         )
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
@@ -256,7 +269,9 @@ class SpelaConv2D(KernelSpelaLayer):
 
     def kernel_gradient(self, error):
         """`dL/dkernel`: one convolution of rearranged operands."""
-        return conv_rules.conv_kernel_gradient(error.inputs, error.grad_z, self.rule)
+        return conv_rules.conv_kernel_gradient(
+            error.inputs, conv_rules.conv_gradient(error), self.rule
+        )
 
     def bias_gradient(self, error):
         """`dL/dbias = sum(dL/dz)`."""
@@ -275,6 +290,7 @@ class SpelaConv2D(KernelSpelaLayer):
                 "strides": self.rule.strides,
                 "padding": self.rule.padding,
                 "pool_size": self.rule.pool_size,
+                "normalization": self.rule.normalization,
                 "objective": self.objective,
                 "projection_dim": self.projection_dim,
                 "groups": self.groups,
