@@ -61,6 +61,7 @@ def test_cnn_example_default_dataset_one_epoch(tmp_path):
     out = result.stdout
     assert "digits_canvas: images (20, 20, 1) in [0, 1], 10 classes" in out, output
     assert "test x (360, 20, 20, 1), train x (1437, 20, 20, 1)" in out, output
+    assert "conv 32-64 (5x5-3x3, pooled), dense 256-34" in out, output
     assert "conv1 (10, 10, 32) -> conv2 (5, 5, 64) -> flatten (1600,) -> d1 (256,)" in out, output
     assert re.search(EPOCH_LINE + exit_pattern(names) + "$", out, re.MULTILINE), output
     for k, name in enumerate(names):
@@ -213,6 +214,24 @@ def test_transfer_head_bad_fractions_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: --fractions must be comma-separated percentages in (0, 100], received '0,5'"
     ], result.stderr
+    assert not result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--kernel_sizes", "3"],
+     "error: --kernel_sizes has 1 values for 2 conv blocks (--filters 32,64): give one per block."),
+    (["--filters", "32,x"], "error: --filters must be comma-separated positive integers, "
+                            "received '32,x'"),
+])
+def test_cnn_example_bad_flags_one_line(tmp_path, flags, message):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", MOCK_ENV)}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [sys.executable, str(CNN_EXAMPLE), *flags],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [message], result.stderr
     assert not result.stdout, result.stdout
 
 
