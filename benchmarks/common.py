@@ -8,7 +8,7 @@
 - `run_trial`: seeds, builds, fits and records one model.
 - `backprop_mlp`: the Keras backprop baseline (Dense layers of the same widths
   plus a Dense softmax head, sparse categorical cross-entropy).
-- timing helpers (`interleaved`, `median`), mean +- std formatting, plain-text
+- timing helpers (`interleaved`, `median`, `load_average`), mean +- std formatting, plain-text
   tables, and `Tee` (print to the terminal and to a results file).
 
 Import this module before keras/tensorflow: it sets KERAS_BACKEND and quiets
@@ -243,6 +243,11 @@ def format_table(headers, rows, title=None):
     for row in cells[1:]:
         text.append(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
     return "\n".join(text)
+
+
+def load_average():
+    """The 1, 5 and 15 minute load averages, as '1.23, 0.98, 0.75'."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def environment_line():

@@ -21,7 +21,11 @@ What is measured, side by side in one run (CPU):
     backprop floor on paper for the same widths plus a Dense(10) head:
     weights + optimizer state + every activation kept for the backward pass
     (the input and every layer's output) + the gradient of every layer's
-    output.
+    output. Then the same for a small SPELA CNN (`micro_cnn`: 20x20x1 ->
+    SpelaConv2D(8, 3, same) -> SpelaConv2D(16, 3, same) -> Flatten ->
+    SpelaDense(34), batch 8) against a floor for conv layers (see
+    `conv_floors`: weights + optimizer state + the largest live
+    activations of one layer's step); goal 1.25x as for the dense rows.
 (c) File size and operator count of our LiteRT model (4 signatures: train,
     infer, get_weights, set_weights) vs a backprop model exported the standard
     way (tf.Module with GradientTape `train`, `infer`, and tf.raw_ops.Save /
@@ -38,8 +42,10 @@ Run (from the repository root, with the project's virtualenv):
 
     python benchmarks/on_device.py            # 30 blocks of 20 calls
     python benchmarks/on_device.py --quick    # 5 blocks of 5 calls, 64-256-34 only
+    python benchmarks/on_device.py --arena_only   # part (b) only, dense and CNN rows
 
-Output: benchmarks/results/on_device[_quick].txt
+Output: benchmarks/results/on_device[_quick].txt (--arena_only:
+benchmarks/results/on_device_arena[_quick].txt)
 """
 
 import argparse
@@ -57,7 +63,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_spela  # noqa: E402
-from keras_spela import SpelaDense, SpelaModel  # noqa: E402
+from keras_spela import SpelaConv2D, SpelaDense, SpelaModel, conv_rules  # noqa: E402
 from keras_spela.lite import read_operators  # noqa: E402
 
 NUM_CLASSES = 10
@@ -74,6 +80,8 @@ def parse_args():
     parser.add_argument("--blocks", type=int, default=None, help="default 30, quick 5")
     parser.add_argument("--block", type=int, default=None,
                         help="calls per timed block (default 20, quick 5)")
+    parser.add_argument("--arena_only", action="store_true",
+                        help="run part (b) only (TFLite Micro arenas, dense and CNN rows)")
     parser.add_argument("--no_save", action="store_true")
     args = parser.parse_args()
     if args.nets is None:
@@ -237,6 +245,144 @@ def arena(args, workdir):
     print("  (arena = the smallest arena in which the step runs, found by search; "
           "TFLite Micro also keeps ~100 bytes of bookkeeping per operator, which "
           "dominates the overhead of small nets.)")
+
+
+MICRO_CNN_INPUT = (20, 20, 1)
+MICRO_CNN_NAME = "cnn 20x20x1-c8-c16-34"
+
+
+def micro_cnn():
+    """The small SPELA CNN of part (b): 20x20x1 -> SpelaConv2D(8, 3, same) ->
+    SpelaConv2D(16, 3, same) -> Flatten -> SpelaDense(34), library defaults
+    (2x2 max-pool), seeded."""
+    keras.utils.set_random_seed(0)
+    model = SpelaModel(
+        [keras.Input(MICRO_CNN_INPUT), SpelaConv2D(8, 3, padding="same"),
+         SpelaConv2D(16, 3, padding="same"), keras.layers.Flatten(), SpelaDense(34)],
+        num_classes=NUM_CLASSES,
+    )
+    model.compile()
+    return model
+
+
+def conv_floors(model, input_shape, batch, kind):
+    """(SPELA floor, backprop floor on paper), in bytes, of a SpelaModel with
+    SpelaConv2D layers, with their parts.
+
+    The SPELA floor is what any implementation of the layer-local step must
+    hold at once, float32: the learned weights (every trainable variable),
+    the optimizer state (SGD: none; Adam: two slots per weight, + 8 bytes of
+    beta powers) and the largest live activations of ONE layer's step, the
+    maximum over the SPELA layers (the other layers' activations are dead by
+    then): for a SpelaConv2D its input, its conv map at full resolution
+    (counted once: the activation can replace the pre-activation, whose sign
+    it keeps) and its pooled output; for a SpelaDense its input and its
+    output. The layer's error and gradient temporaries are not counted, so
+    the floor is a lower bound.
+
+    The backprop floor on paper is the same network trained by backprop with
+    a Dense(10) head: weights + optimizer state + every activation kept for
+    the backward pass (the input, each conv layer's full-resolution map and
+    pooled output, each dense output, the head's output) + the gradient of
+    every kept activation but the input.
+
+    Args:
+        model: a built SpelaModel.
+        input_shape: the shape of one example, e.g. `(20, 20, 1)`.
+        batch: the micro train step's batch size.
+        kind: `"sgd"` or `"adam"`.
+
+    Returns:
+        `(spela, backprop)`: two dicts of named byte counts; `spela` also
+        names the layer of the largest step under `"largest layer"`.
+
+    Example:
+
+    ```python
+    spela, backprop = conv_floors(micro_cnn(), (20, 20, 1), 8, "adam")
+    floor = sum(v for k, v in spela.items() if k != "largest layer")
+    ```
+    """
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    weights = 4 * params
+    state = 0 if kind == "sgd" else 2 * weights + 8
+    steps, kept = {}, [int(np.prod(input_shape))]
+    shape = (batch,) + tuple(input_shape)
+    for layer in model.layers:
+        inputs = int(np.prod(shape[1:]))
+        output_shape = tuple(layer.compute_output_shape(shape))
+        outputs = int(np.prod(output_shape[1:]))
+        if isinstance(layer, SpelaConv2D):
+            (height, width), _ = conv_rules.output_shapes(shape, layer.rule)
+            full = height * width * layer.filters
+            steps[layer.name] = inputs + full + outputs
+            kept += [full, outputs]
+        elif isinstance(layer, SpelaDense):
+            steps[layer.name] = inputs + outputs
+            kept.append(outputs)
+        shape = output_shape
+    largest = max(steps, key=steps.get)
+    spela = {"weights": weights, "optimizer state": state,
+             "largest layer step activations": 4 * batch * steps[largest],
+             "largest layer": largest}
+    head_params = (int(np.prod(shape[1:])) + 1) * NUM_CLASSES
+    bp_weights = weights + 4 * head_params
+    kept.append(NUM_CLASSES)
+    backprop = {
+        "weights": bp_weights,
+        "optimizer state": 0 if kind == "sgd" else 2 * bp_weights,
+        "kept activations": 4 * batch * sum(kept),
+        "their gradients": 4 * batch * sum(kept[1:]),
+    }
+    return spela, backprop
+
+
+def conv_arena(workdir):
+    """Part (b) for the small SPELA CNN (`micro_cnn`), SGD and Adam."""
+    rows, verdicts = [], []
+    for kind, optimizer in (("sgd", keras.optimizers.SGD(0.1)),
+                            ("adam", keras.optimizers.Adam(1e-2))):
+        keras.backend.clear_session()
+        model = micro_cnn()
+        path = os.path.join(workdir, f"micro_cnn_{kind}.tflite")
+        export = keras_spela.export_tflite_micro(
+            model, path, batch_size=MICRO_BATCH, optimizer=optimizer
+        )
+        spela, backprop = conv_floors(model, MICRO_CNN_INPUT, MICRO_BATCH, kind)
+        largest = spela.pop("largest layer")
+        with open(os.path.splitext(path)[0] + ".json") as f:
+            block_bytes = json.load(f)["block_bytes"]
+        floor, bp_floor = sum(spela.values()), sum(backprop.values())
+        measured = export.arena_bytes
+        ratio = measured / floor if measured else float("nan")
+        rows.append([
+            MICRO_CNN_NAME, kind, f"{measured:,}" if measured else "n/a",
+            f"{spela['weights']:,}", f"{spela['optimizer state']:,}",
+            f"{spela['largest layer step activations']:,} ({largest})", f"{floor:,}",
+            f"{ratio:.2f}", f"{bp_floor:,}",
+            f"{measured / bp_floor:.2f}" if measured else "n/a",
+            f"{sum(export.operators.values()):,}", f"{block_bytes:,}",
+            f"{export.size_bytes:,}",
+        ])
+        verdicts.append(
+            f"  {'PASS' if ratio <= 1.25 else 'FAIL'} micro arena <= 1.25x floor "
+            f"({MICRO_CNN_NAME}, {kind}): {ratio:.2f}x"
+        )
+        report = _arena_report(export.path)
+        if report:
+            verdicts.append(f"    TFLite Micro allocation record: {report}")
+        print(f"  micro export {MICRO_CNN_NAME} {kind} done", flush=True)
+    print()
+    print(common.format_table(
+        ["net", "optimizer", "arena bytes", "weights", "opt state",
+         "largest layer step act.", "SPELA floor", "arena/floor",
+         "backprop floor (paper)", "arena/bp floor", "operators", "block bytes",
+         "model bytes"],
+        rows,
+        title=(f"(b) TFLite Micro train step of a SPELA CNN, batch {MICRO_BATCH}: arena vs "
+               "floors (bytes; floor: weights + optimizer state + one layer's input, "
+               "full-resolution map and pooled output)")))
+    print("\n".join(verdicts))
 
 
 def _arena_report(model_path):
@@ -457,7 +603,8 @@ def compare_exports(args, workdir):
 
 def main():
     args = parse_args()
-    txt = None if args.no_save else common.results_path("on_device.txt", args.quick)
+    name = "on_device_arena.txt" if args.arena_only else "on_device.txt"
+    txt = None if args.no_save else common.results_path(name, args.quick)
     with common.Tee(txt), tempfile.TemporaryDirectory() as workdir:
         print(__doc__.split("\n\n")[0])
         print(common.environment_line())
@@ -470,10 +617,14 @@ def main():
             f"settings: nets {[net_name(w) for w in args.nets]}, batches {args.batches}, "
             f"{args.blocks} blocks of {args.block} calls"
             f"{' (QUICK MODE)' if args.quick else ''}"
+            f"{' (part (b) only: --arena_only)' if args.arena_only else ''}"
         )
-        step_times(args, workdir)
+        if not args.arena_only:
+            step_times(args, workdir)
         arena(args, workdir)
-        compare_exports(args, workdir)
+        conv_arena(workdir)
+        if not args.arena_only:
+            compare_exports(args, workdir)
 
 
 if __name__ == "__main__":
