@@ -149,5 +149,49 @@ def test_memory_depth_bad_depths_is_one_error_line(tmp_path):
     assert_quiet(result, output)
 
 
+CONV_SPEED = BENCHMARKS / "conv_speed.py"
+
+
+def test_conv_speed_smallest(tmp_path):
+    result, output = run(
+        CONV_SPEED, "--jit", "false", "--batches", 2, "--blocks", 2, "--block", 1,
+        "--conv_blocks", 2, "--image_size", 32, "--filters", 16, "--memory_batch", 16,
+        "--repeats", 1, "--no_save", cwd=tmp_path,
+    )
+    out = result.stdout
+    # The step table: four median times and two ratios per way, each ratio the
+    # quotient of its row's times (to the printed rounding).
+    for way in ("train_on_batch", "train_function"):
+        row = re.search(rf"^2 +\| {way} +\|(.*)$", out, re.MULTILINE)
+        assert row, output
+        cells = [cell.strip() for cell in row.group(1).split("|")]
+        spela_ms, backprop_ms, ratio = float(cells[0]), float(cells[1]), float(cells[2])
+        assert spela_ms > 0 and backprop_ms > 0, output
+        assert ratio == pytest.approx(spela_ms / backprop_ms, rel=0.02, abs=2e-3), output
+        assert cells[3].startswith(cells[2]) and "(jit False / False)" in cells[3], output
+    # Batch 2 has no goal: no verdict lines.
+    assert not re.search(r"^  (PASS|FAIL) batch", out, re.MULTILINE), output
+    # Memory: both steps hold the first block's conv map at full resolution
+    # (16 x 32 x 32 x 16 float32 = 1 MiB) while its gradients are taken.
+    title = ("(2) MiB, jit_compile=False, 32x32x1, 16 filters per block, batch 16 "
+             "(block 1's feature map = 1.0 MiB)")
+    assert title in out, output
+    cells = mib_row(out, title, 2)
+    step_spela, step_bp, _, activations_spela, activations_bp, _, sequenced = cells[2:9]
+    for value in (step_spela, step_bp, activations_spela, activations_bp, sequenced):
+        assert float(value) >= 1.0, output
+    assert re.search(rf"^  ratio SPELA / backprop at 2 conv blocks \(jit_compile=False\): "
+                     rf"activations {NUMBER}, step peak {NUMBER}; SPELA sequenced / backprop "
+                     rf"activations {NUMBER}$", out, re.MULTILINE), output
+    assert "load average at the start" in out and "load average at the end" in out, output
+    assert_quiet(result, output)
+    assert not list(tmp_path.iterdir()), "--no_save wrote files"
+    # A bad flag: one error line.
+    result, output = run(CONV_SPEED, "--parts", "time,speed", cwd=tmp_path, expect_code=2)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("error: unknown part speed; choose from time, memory"), output
+    assert_quiet(result, output)
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
