@@ -43,6 +43,9 @@ from tflite_file import read_model_structure  # noqa: E402
 # "litert_compiled" runs the same signatures through LiteRT's CompiledModel API
 # (chosen by runtime= only: "auto" keeps the Interpreter).
 RUNTIMES = ("litert", "tflite_runtime", "micro", "litert_compiled")
+# The device state of a model exported from SpelaModel(max_classes=...): 1
+# per active class (a get/set_weights name, or an input of a Micro step).
+CLASS_MASK = "active_classes"
 # The signatures that make a model a keras_spela `export_tflite` model.
 SIGNATURES = ("train", "infer", "get_weights", "set_weights")
 # Rows of a train batch labelled PADDING_LABEL are padding: the model ignores
@@ -325,8 +328,8 @@ class DeviceTrainer:
         outputs = self._backend.train(x, y)
         if int(outputs.pop("accepted")) != 1:
             raise DeviceTrainingError(
-                "The device model rejected the batch (non-finite loss); its "
-                "weights are unchanged."
+                "The device model rejected the batch (a non-finite loss or "
+                "gradients too large); its weights are unchanged."
             )
         return {k: float(v) for k, v in outputs.items() if k.endswith("loss")}
 
@@ -351,6 +354,7 @@ class DeviceTrainer:
                 that the model rejected (the steps before it were learned).
         """
         x, y = self._check_arrays(x, y)
+        self._check_active(y)
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
             raise DeviceTrainingError(f"epochs must be a positive integer, received {epochs!r}.")
         if len(x) == 0:
@@ -414,13 +418,70 @@ class DeviceTrainer:
 
     def evaluate(self, x, y):
         """Accuracy at every available exit: `{"exit_<k>_accuracy": ...}`
-        (TFLite Micro models give the last exit only)."""
+        (TFLite Micro models give the last exit only). For a `max_classes`
+        model, over the examples of the active classes only."""
         x, y = self._check_arrays(x, y)
+        active = self.active_classes
+        if active is not None:
+            keep = np.isin(y, active)
+            x, y = x[keep], y[keep]
         scores = self._backend.infer(x)
         return {
-            f"{name}_accuracy": float(np.mean(np.argmax(s, axis=-1) == y))
+            f"{name}_accuracy": float(np.mean(np.argmax(s, axis=-1) == y)) if len(y) else 0.0
             for name, s in scores.items()
         }
+
+    # ------------------------------------------------------------- classes
+    @property
+    def active_classes(self):
+        """The active class ids of a model exported from
+        `SpelaModel(max_classes=...)`, or None for another model."""
+        mask = self._class_mask()
+        return None if mask is None else [int(k) for k in np.flatnonzero(mask > 0.5)]
+
+    def activate_class(self, class_id):
+        """Starts class `class_id` on the device: its labels are learned from
+        and it counts in `predict` / `evaluate` from now on (device state:
+        `get_weights()["active_classes"]`, saved with the weights; a TFLite
+        Micro step takes it as an input, which the trainer keeps).
+
+        Raises:
+            DeviceTrainingError: the model has no room for new classes,
+                `class_id` is not in `[0, num_classes)`, or the class is
+                already active. Nothing changes then.
+        """
+        mask = self._class_mask()
+        if mask is None:
+            raise DeviceTrainingError(
+                "This model has no room for new classes: export a "
+                "SpelaModel(..., max_classes=N)."
+            )
+        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not (
+            0 <= class_id < self.num_classes
+        ):
+            raise DeviceTrainingError(
+                f"class_id must be an integer in [0, max_classes={self.num_classes}), "
+                f"received {class_id!r}."
+            )
+        if mask[class_id] > 0.5:
+            raise DeviceTrainingError(
+                f"Class {class_id} is already active (active: {self.active_classes})."
+            )
+        mask = mask.copy()
+        mask[class_id] = 1.0
+        if isinstance(self._backend, _MicroBackend):
+            self._backend.class_mask = mask
+        else:
+            weights = self.get_weights()
+            weights[CLASS_MASK] = mask
+            self.set_weights(weights)
+
+    def _class_mask(self):
+        if isinstance(self._backend, _MicroBackend):
+            return self._backend.class_mask
+        if not getattr(self._backend, "has_class_mask", False):
+            return None
+        return self._backend.get_weights()[CLASS_MASK]
 
     # --------------------------------------------------------------- weights
     def get_weights(self):
@@ -499,8 +560,19 @@ class DeviceTrainer:
             )
         return x, y.astype(np.int32)
 
+    def _check_active(self, y):
+        """Labels of inactive classes (a `max_classes` model) are refused."""
+        active = self.active_classes
+        if active is not None and not np.all(np.isin(y, active)):
+            inactive = sorted(set(int(k) for k in y) - set(active))
+            raise DeviceTrainingError(
+                f"Labels of classes that are not active: {inactive}; call "
+                f"activate_class first (active: {active})."
+            )
+
     def _check_batch(self, x, y):
         x, y = self._check_arrays(x, y)
+        self._check_active(y)
         if self.accepts_padding:
             if not 1 <= len(x) <= self.batch_size:
                 raise DeviceTrainingError(
@@ -600,6 +672,7 @@ class _SignatureBackend:
         self.num_classes = int(scores.shape[-1])
         self.accepts_padding = PADDING_OUTPUT in train["outputs"]
         self.exposes_weights = True
+        self.has_class_mask = CLASS_MASK in structure["signatures"]["get_weights"]["outputs"]
         self.exits = sorted(
             (n[: -len("_scores")] for n in infer["outputs"] if re.fullmatch(r"exit_\d+_scores", n)),
             key=lambda name: int(name.split("_")[1]),
@@ -906,9 +979,9 @@ def check_micro_description(description, data, structure):
                 f"its num_classes {description['num_classes']} does not match the "
                 f"model's scores {scores.shape}"
             )
-        missing_exits = [e for e in description["exits"] if f"{e}_loss" not in declared]
-        if missing_exits:
-            problems.append(f"its exits {missing_exits} have no <exit>_loss output")
+        # Only the learning exits have a loss (train_layers).
+        if not any(f"{e}_loss" in declared for e in description["exits"]):
+            problems.append(f"none of its exits {description['exits']} has an <exit>_loss output")
     return [p for p in problems if p]
 
 
@@ -972,6 +1045,12 @@ class _MicroBackend:
         self.exits = list(description["exits"])
         self.accepts_padding = PADDING_OUTPUT in self.outputs
         self.exposes_weights = all(n in self.outputs for n in description["weight_names"])
+        # A max_classes model takes the active classes as an input of every
+        # step; the trainer keeps them.
+        self.class_mask = None
+        if CLASS_MASK in self.inputs:
+            self.class_mask = np.zeros(self.num_classes, np.float32)
+            self.class_mask[description.get("active_classes") or []] = 1.0
 
     def train(self, x, y):
         return self._invoke(x, y)
@@ -979,6 +1058,8 @@ class _MicroBackend:
     def _invoke(self, x, y):
         self.interpreter.set_input(x, self.inputs.index("x"))
         self.interpreter.set_input(y, self.inputs.index("y"))
+        if self.class_mask is not None:
+            self.interpreter.set_input(self.class_mask, self.inputs.index(CLASS_MASK))
         self.interpreter.invoke()
         return {
             name: self.interpreter.get_output(i) for i, name in enumerate(self.outputs)

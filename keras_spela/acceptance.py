@@ -6,6 +6,8 @@ A batch is learned from only when every count of `rejection_counts` is zero:
 - `"labels"`: labels outside `[0, num_classes)` (in exported train steps,
   `PADDING_LABEL` marks a padding row instead, and a batch of padding only
   is rejected);
+- `"inactive"` (models with `max_classes`): labels of classes that are not
+  active yet;
 - `"layers"`, one count per learning layer: a non-finite local loss, or
   parameter gradients that could exceed `rules.MAX_GRADIENT`
   (`SpelaLayer.gradient_bound`; a NaN or infinite `dL/dz` or layer input
@@ -66,12 +68,14 @@ def padding_weights(y):
     return real * (batch / tf.maximum(count, 1.0)), count
 
 
-def input_rejections(x, y, num_classes, padding=False):
-    """The counts that need no forward pass: `{"inputs": ..., "labels": ...}`.
+def input_rejections(x, y, num_classes, padding=False, class_mask=None):
+    """The counts that need no forward pass: `{"inputs": ..., "labels": ...}`
+    (and `"inactive"` with a `class_mask`).
 
     With `padding` (the exported train steps), labels equal to
     `PADDING_LABEL` mark padding rows and are not counted, but a batch with
-    no real example is."""
+    no real example is. `class_mask`: `(num_classes,)`, 1 for the active
+    classes."""
     if padding:
         # Labels in [-1, num_classes) are allowed; a batch needs a real one.
         real = tf.reduce_sum(tf.cast(tf.greater_equal(y, 0), tf.float32))
@@ -81,6 +85,11 @@ def input_rejections(x, y, num_classes, padding=False):
         }
     else:
         counts = {"labels": count_bad_labels(y, num_classes)}
+    if class_mask is not None:
+        # A label in range has a one-hot row; padding and bad labels do not.
+        counts["inactive"] = tf.reduce_sum(
+            rules.one_hot(y, num_classes) * (1.0 - class_mask)
+        )
     if x.dtype.is_floating:
         counts["inputs"] = count_nonfinite(x)
     return counts
@@ -109,10 +118,10 @@ def layer_rejections(layers, errors):
     return {"layers": nonfinite_losses + unbounded}
 
 
-def rejection_counts(x, y, layers, errors, num_classes, padding=False):
+def rejection_counts(x, y, layers, errors, num_classes, padding=False, class_mask=None):
     """Every count of the module docstring, `{reason: float32 counts}`."""
     return {
-        **input_rejections(x, y, num_classes, padding),
+        **input_rejections(x, y, num_classes, padding, class_mask),
         **layer_rejections(layers, errors),
     }
 
@@ -127,6 +136,8 @@ def _message(reason, num_classes):
         return "the inputs contain NaN or infinite values"
     if reason == "labels":
         return f"found a label outside [0, num_classes={num_classes})"
+    if reason == "inactive":
+        return "found a label of a class that is not active (activate_class it first)"
     return (
         f"the local loss of {reason} is not finite, or its gradients could "
         f"exceed {rules.MAX_GRADIENT:g} (inputs too large, or training diverged)"

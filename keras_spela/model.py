@@ -10,6 +10,8 @@ from keras_spela import acceptance
 from keras_spela import arguments
 from keras_spela import chain
 from keras_spela import rules
+from keras_spela.class_slots import ClassSlotsMixin
+from keras_spela.class_slots import class_capacity
 from keras_spela.early_exit import EarlyExitMixin
 from keras_spela.layers import is_spela_layer
 from keras_spela.layerwise import LayerwiseMixin
@@ -20,7 +22,7 @@ DEFAULT_LEARNING_RATE = 1e-2
 
 
 @keras.saving.register_keras_serializable(package="keras_spela")
-class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
+class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     """A stack of layers in which every SPELA layer learns from a local loss.
 
     `train_step` runs the layers in order, once. Each SPELA layer computes its
@@ -47,6 +49,11 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             or a Sequential/functional Keras model whose layers form a chain.
         num_classes: number of classes (integer labels in
             `[0, num_classes)`). Given to every SPELA layer that lacks it.
+        max_classes: None, or room for this many classes (>= num_classes):
+            class vectors for `max_classes` classes, of which the first
+            `num_classes` are active; `activate_class(k)` starts another one,
+            here or on a device (`keras_spela.class_slots`). Then
+            `model.num_classes` is `max_classes`.
         train_layers: `"all"` (SPELA(O): every SPELA layer learns in the same
             sweep, the default) or a list of SPELA layer names that learn;
             the others run forward only.
@@ -64,13 +71,22 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
     ```
     """
 
-    def __init__(self, layers, num_classes, train_layers="all", name=None, **kwargs):
+    def __init__(
+        self, layers, num_classes, train_layers="all", max_classes=None, name=None, **kwargs
+    ):
         # The model's own computations (scores, the local rules) run in
         # float32; plain Keras layers in the stack follow their own policy.
         kwargs.setdefault("dtype", "float32")
         super().__init__(name=name, **kwargs)
         layers, input_shape = chain.unpack_layers(layers)
-        self.num_classes = arguments.integer(num_classes, "num_classes", minimum=2)
+        initial_classes = arguments.integer(num_classes, "num_classes", minimum=2)
+        self.max_classes = None if max_classes is None else class_capacity(
+            initial_classes, max_classes
+        )
+        # The class slots: every class vector, label range and score width.
+        self.num_classes = self.max_classes or initial_classes
+        self._initial_classes = initial_classes
+        self._add_class_mask(initial_classes)
         self.stack = layers
         self.exit_layers = [layer for layer in layers if is_spela_layer(layer)]
         if not self.exit_layers:
@@ -281,9 +297,10 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         if train_layers is None:
             train_layers = self.learning_layers
         targets = rules.one_hot(y, self.num_classes)
-        return sweep(
+        errors, scores = sweep(
             self.stack, x, targets, sample_weight, train_layers, training, weights
         )
+        return errors, self.masked_scores(scores)
 
     def compute_local_gradients(self, errors):
         """The closed-form parameter gradients of `compute_local_errors`'
@@ -304,8 +321,9 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         return gradients, variables, losses
 
     def exit_scores(self, x, training=False):
-        """Class scores at every exit: `{layer name: (batch, num_classes)}`."""
-        return sweep(self.stack, x, training=training)[1]
+        """Class scores at every exit: `{layer name: (batch, num_classes)}`
+        (an inactive class of a `max_classes` model scores below -3)."""
+        return self.masked_scores(sweep(self.stack, x, training=training)[1])
 
     def call(self, inputs, training=False):
         return self.exit_scores(inputs, training=training)[self.exit_layers[-1].name]
@@ -369,7 +387,13 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, y = self._checked_batch(x, y)
+        x, y = self._checked_batch(x, y, training=False)
+        if self.class_mask is not None:
+            # Evaluation covers the active classes: other rows weigh 0.
+            active = tf.reduce_sum(
+                rules.one_hot(y, self.num_classes) * self.class_mask, axis=-1
+            )
+            sample_weight = active if sample_weight is None else sample_weight * active
         every_exit = [layer.name for layer in self.exit_layers]
         errors, scores = self.compute_local_errors(
             x, y, sample_weight, training=False, train_layers=every_exit
@@ -406,9 +430,10 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             if name not in silent
         }
 
-    def _checked_batch(self, x, y):
+    def _checked_batch(self, x, y, training=True):
         """Checks a batch's types and shapes, and asserts the rejection counts
-        that need no forward pass (`acceptance.input_rejections`)."""
+        that need no forward pass (`acceptance.input_rejections`; labels of
+        inactive classes only when `training`)."""
         if y is None:
             raise ValueError("SpelaModel needs labels: call fit/evaluate with y.")
         if not y.dtype.is_integer:
@@ -439,7 +464,9 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
             )
         ]
         with tf.control_dependencies(checks):
-            counts = acceptance.input_rejections(x, y, self.num_classes)
+            counts = acceptance.input_rejections(
+                x, y, self.num_classes, class_mask=self.class_mask if training else None
+            )
         checks += acceptance.assert_accepted(counts, self.num_classes)
         with tf.control_dependencies(checks):
             return tf.identity(x), tf.identity(y)
@@ -449,7 +476,8 @@ class SpelaModel(EarlyExitMixin, LayerwiseMixin, keras.Model):
         config = {
             "name": self.name,
             "layers": [keras.saving.serialize_keras_object(l) for l in self.stack],
-            "num_classes": self.num_classes,
+            "num_classes": self._initial_classes,
+            "max_classes": self.max_classes,
             "train_layers": self.train_layers,
             "input_shape": (
                 None

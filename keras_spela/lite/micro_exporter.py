@@ -99,8 +99,8 @@ def export_tflite_micro(
         model, optimizer, train_layers, batch_size, block_bytes
     )
     step = tf.function(
-        lambda x, y: program.step(x, y, expose_weights),
-        input_signature=[program.x_spec, program.y_spec],
+        lambda *inputs: program.step(*inputs, expose_weights=expose_weights),
+        input_signature=program.input_specs,
     )
     concrete = step.get_concrete_function()
     output_keys = sorted(concrete.structured_outputs)  # flattening order
@@ -133,6 +133,9 @@ def _description(data, program, optimizer, inputs, outputs, arena_bytes, block_b
         "batch_size": program.batch_size,
         "input_shape": list(program.input_shape),
         "num_classes": model.num_classes,
+        # A max_classes model: the classes active at export (the step's
+        # active_classes input, 1 per active class).
+        "active_classes": model.active_classes if model.class_mask is not None else None,
         "exits": [f"exit_{k}" for k in range(len(model.exit_layers))],
         "weight_names": list(program.weight_names),
         "arena_bytes": arena_bytes,

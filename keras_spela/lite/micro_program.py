@@ -128,11 +128,21 @@ class MicroTrainingProgram(tf.Module):
             tf.Variable(tf.constant(init, tf.float32), name=name)
             for name, _, init in optimizer.shared_state_shapes()
         ]
-        self._frozen = frozen_constants(model, learned)
+        # A max_classes model's active classes: an input of every step (the
+        # application keeps them, e.g. with its weights), not a constant.
+        self.has_class_mask = model.class_mask is not None
+        self._frozen = frozen_constants(
+            model, learned + ([model.class_mask] if self.has_class_mask else [])
+        )
         self.x_spec = tf.TensorSpec(
             (self.batch_size,) + self.input_shape, tf.float32, name="x"
         )
         self.y_spec = tf.TensorSpec((self.batch_size,), tf.int32, name="y")
+        self.input_specs = [self.x_spec, self.y_spec]
+        if self.has_class_mask:
+            self.input_specs.append(
+                tf.TensorSpec((model.num_classes,), tf.float32, name="active_classes")
+            )
 
     def _add_blocks(self, layer_name, kernel, optimizer, block_bytes):
         rows = block_rows(kernel.shape[0], kernel.shape[1], block_bytes)
@@ -163,8 +173,9 @@ class MicroTrainingProgram(tf.Module):
             )
         return weights
 
-    def step(self, x, y, expose_weights=False):
-        """One train step (rows labelled -1 are padding). Returns `loss`,
+    def step(self, x, y, active_classes=None, expose_weights=False):
+        """One train step (rows labelled -1 are padding; `active_classes`,
+        1 per active class, for a `max_classes` model). Returns `loss`,
         `exit_<k>_loss` per learning layer, `accepted`, `examples` (real
         rows), the pre-update
         `scores` of the last exit (labels all -1 make it a pure inference
@@ -173,7 +184,10 @@ class MicroTrainingProgram(tf.Module):
         `<layer>_bias`, in the Keras layout)."""
         names = [layer.name for layer in self.learning]
         sample_weight, examples = acceptance.padding_weights(y)
-        with keras.StatelessScope(state_mapping=self._frozen):
+        mapping = list(self._frozen)
+        if self.has_class_mask:
+            mapping.append((self.model.class_mask, active_classes))
+        with keras.StatelessScope(state_mapping=mapping):
             errors, scores = self.model.compute_local_errors(
                 x,
                 y,
@@ -183,7 +197,8 @@ class MicroTrainingProgram(tf.Module):
                 weights={name: self._weights(name) for name in names},
             )
         counts = acceptance.rejection_counts(
-            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True
+            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True,
+            class_mask=active_classes,
         )
         accept = acceptance.accepted(counts)
 
@@ -217,7 +232,9 @@ class MicroTrainingProgram(tf.Module):
                 tensor.apply(gradient, optimizer, coefficients, accept)
 
         outputs = {
-            "loss": tf.add_n([error.loss for error in errors.values()]),
+            # SUM of a PACK: its own tensor even for one learning layer (the
+            # outputs are told apart by tensor).
+            "loss": tf.reduce_sum(tf.stack([error.loss for error in errors.values()])),
             "accepted": tf.cast(accept, tf.int32),
             "examples": tf.cast(examples, tf.int32),
             "scores": scores[self.model.exit_layers[-1].name],

@@ -98,6 +98,11 @@ class SpelaTrainingModule(tf.Module):
             for name, shape, init in state_specs
         ]
         self._slot_count = len(state_specs) - len(optimizer.shared_state_shapes())
+        # A max_classes model's active classes are device state too.
+        self.class_names, self.class_state = [], []
+        if model.class_mask is not None:
+            self.class_names, self.class_state = ["active_classes"], [model.class_mask.value]
+            learned.append(model.class_mask)
         # Everything that does not learn on the device is frozen as a constant.
         self._frozen = frozen_constants(model, learned)
         input_shape = model_input_shape(model)
@@ -118,11 +123,11 @@ class SpelaTrainingModule(tf.Module):
 
     @property
     def all_names(self):
-        return self.weight_names + self.state_names
+        return self.weight_names + self.state_names + self.class_names
 
     @property
     def all_variables(self):
-        return self.weights + self.state
+        return self.weights + self.state + self.class_state
 
     def _frozen_scope(self):
         return keras.StatelessScope(state_mapping=self._frozen)
@@ -140,7 +145,8 @@ class SpelaTrainingModule(tf.Module):
             )
             gradients, _, losses = self.model.compute_local_gradients(errors)
         counts = acceptance.rejection_counts(
-            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True
+            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True,
+            class_mask=self.class_state[0] if self.class_state else None,
         )
         accept = acceptance.accepted(counts)
         values = [w.read_value() for w in self.weights]
@@ -149,7 +155,7 @@ class SpelaTrainingModule(tf.Module):
             gradients, values, state
         )
         for variable, old, new in zip(
-            self.all_variables, values + state, new_values + new_state
+            self.weights + self.state, values + state, new_values + new_state
         ):
             variable.assign(acceptance.select(accept, new, old))
         outputs = {
@@ -178,6 +184,7 @@ class SpelaTrainingModule(tf.Module):
             [w.read_value() for w in self.weights]
             + self.device_optimizer.visible_slots(slots, shared)
             + shared
+            + [c.read_value() for c in self.class_state]
         )
         # Computed outputs, not bare variable reads: a READ_VARIABLE output is
         # a dynamic tensor, which LiteRT's CompiledModel cannot bind to a
