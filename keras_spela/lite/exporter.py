@@ -56,7 +56,10 @@ def export_tflite(
       weight (`<layer>_kernel`, `<layer>_bias`) and optimizer state
       (`<weight>_m`, `<weight>_v`, `adam_beta_1_power`, ..., or
       `<weight>_momentum` and `momentum_started`; zero before the first
-      step).
+      step), and for a `SpelaModel(max_classes=...)` `active_classes` (1 per
+      active class: device state that `DeviceTrainer.activate_class` sets;
+      `train` rejects labels of inactive classes, `infer` scores them below
+      -3).
     - `set_weights(**same names)`: sets them all; returns `accepted` (0 and
       nothing changed if a value is not finite).
 

@@ -65,9 +65,12 @@ def export_tflite_micro(
     differently from the Python arguments): `x` float32 `(batch_size, ...)`
     and `y` int32 `(batch_size,)`. Outputs: `loss`, `exit_<k>_loss`,
     `accepted`, `examples`, `scores` (and every learned weight with
-    `expose_weights`). A JSON description (`<filepath stem>.json`) is
-    written beside the model: input and output order, batch size, input
-    shape, number of classes, weight names, the number of resource
+    `expose_weights`). A model with `max_classes` takes a third input,
+    `active_classes` `(num_classes,)` float32 (1 per active class), which
+    the application keeps between steps (`DeviceTrainer` does). A JSON
+    description (`<filepath stem>.json`) is written beside the model: input
+    and output order, batch size, input shape, number of classes (and the
+    active ones at export), weight names, the number of resource
     variables, the arena bytes the step needs (measured with the TFLite
     Micro interpreter when `tflite-micro` is installed) and `model_sha256`
     (the SHA-256 of the model file, which `DeviceTrainer` checks).
