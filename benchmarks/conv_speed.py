@@ -31,8 +31,9 @@ What is measured (CPU), side by side in one run:
     exit, scored by global average pooling against its class vectors);
     backprop: blocks x (Conv2D(32, 3, same) + LeakyReLU(0.01) +
     MaxPooling2D(2)) + GlobalAveragePooling2D + Dense(10) softmax, the same
-    scoring with a learned head. Both Adam 1e-3. Columns as memory_depth.py:
-    persistent (weights + Adam slots), step peak (train_on_batch, all
+    scoring with a learned head. Both Adam 1e-3. Columns as memory_depth.py,
+    but weights + Adam slots are counted (3 x 4 bytes per parameter), not
+    measured (see below): step peak (train_on_batch, all
     gradients held), activations (the gradient computation with every
     gradient reduced to a scalar at once: what is kept for the gradients)
     and, SPELA only, sequenced (each layer's forward waiting for the
@@ -42,9 +43,9 @@ What is measured (CPU), side by side in one run:
     series and their ratio at the deepest are printed; no goal is set.
     TensorFlow's CPU statistics do not see allocations below ~0.5 MB
     (measured here: a 256 KB tensor adds 0 bytes, a 512 KB one 512 KB), so
-    the conv weights (~37 KB a block) read as ~0 persistent bytes and
-    block 4's pooled output (128 KB) is not counted; blocks 1-3's feature
-    maps are above the threshold.
+    the conv weights (~37 KB a block, measured persistent bytes read 0 or
+    1 MiB) are counted instead, and block 4's pooled output (128 KB) is not
+    seen; blocks 1-3's feature maps are above the threshold.
 
 The load average is printed at the start and at the end: above ~3 on this
 2-core machine, other processes took CPU time and the timings are noisy.
@@ -342,7 +343,7 @@ def memory_report(args, results, jit_compile):
     for depth in depths:
         s, b = results["SPELA"][depth], results["backprop"][depth]
         rows.append([
-            str(depth), mib(s["persistent"]), mib(b["persistent"]),
+            str(depth), mib(3 * s["gradient_bytes"]), mib(3 * b["gradient_bytes"]),
             mib(s["step"]), mib(b["step"]),
             ratio(s["step"], b["step"]),
             mib(s["activations"]), mib(b["activations"]),
@@ -351,7 +352,7 @@ def memory_report(args, results, jit_compile):
         ])
     print()
     print(common.format_table(
-        ["conv blocks", "persistent SPELA", "persistent bp", "step peak SPELA",
+        ["conv blocks", "weights+slots SPELA", "weights+slots bp", "step peak SPELA",
          "step peak bp", "ratio", "activations SPELA", "activations bp", "ratio",
          "SPELA sequenced", "ratio"],
         rows,
