@@ -52,6 +52,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -257,12 +258,40 @@ def micro_cnn():
     (2x2 max-pool), seeded."""
     keras.utils.set_random_seed(0)
     model = SpelaModel(
-        [keras.Input(MICRO_CNN_INPUT), SpelaConv2D(8, 3, padding="same"),
-         SpelaConv2D(16, 3, padding="same"), keras.layers.Flatten(), SpelaDense(34)],
+        [keras.Input(MICRO_CNN_INPUT), SpelaConv2D(8, 3, padding="same", name="conv1"),
+         SpelaConv2D(16, 3, padding="same", name="conv2"), keras.layers.Flatten(),
+         SpelaDense(34, name="d1")],
         num_classes=NUM_CLASSES,
     )
     model.compile()
     return model
+
+
+def layer_activation_sizes(model, input_shape):
+    """Per-example float counts of each SPELA layer's step tensors.
+
+    Args:
+        model: a built SpelaModel of SpelaConv2D / SpelaDense layers (and
+            plain Keras layers such as Flatten, which only reshape).
+        input_shape: the shape of one example, e.g. `(20, 20, 1)`.
+
+    Returns:
+        `(sizes, last_output)`: `sizes` maps each SPELA layer's name to
+        `(inputs, full_resolution, outputs)` (full_resolution is the conv
+        map before pooling, None for a SpelaDense) and `last_output` is the
+        size of the model's output.
+    """
+    sizes, shape = {}, (1,) + tuple(input_shape)
+    for layer in model.layers:
+        output_shape = tuple(layer.compute_output_shape(shape))
+        inputs, outputs = int(np.prod(shape[1:])), int(np.prod(output_shape[1:]))
+        if isinstance(layer, SpelaConv2D):
+            (height, width), _ = conv_rules.output_shapes(shape, layer.rule)
+            sizes[layer.name] = (inputs, height * width * layer.filters, outputs)
+        elif isinstance(layer, SpelaDense):
+            sizes[layer.name] = (inputs, None, outputs)
+        shape = output_shape
+    return sizes, int(np.prod(shape[1:]))
 
 
 def conv_floors(model, input_shape, batch, kind):
@@ -306,26 +335,16 @@ def conv_floors(model, input_shape, batch, kind):
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     weights = 4 * params
     state = 0 if kind == "sgd" else 2 * weights + 8
+    sizes, last_output = layer_activation_sizes(model, input_shape)
     steps, kept = {}, [int(np.prod(input_shape))]
-    shape = (batch,) + tuple(input_shape)
-    for layer in model.layers:
-        inputs = int(np.prod(shape[1:]))
-        output_shape = tuple(layer.compute_output_shape(shape))
-        outputs = int(np.prod(output_shape[1:]))
-        if isinstance(layer, SpelaConv2D):
-            (height, width), _ = conv_rules.output_shapes(shape, layer.rule)
-            full = height * width * layer.filters
-            steps[layer.name] = inputs + full + outputs
-            kept += [full, outputs]
-        elif isinstance(layer, SpelaDense):
-            steps[layer.name] = inputs + outputs
-            kept.append(outputs)
-        shape = output_shape
+    for name, (inputs, full, outputs) in sizes.items():
+        steps[name] = inputs + (full or 0) + outputs
+        kept += [full, outputs] if full else [outputs]
     largest = max(steps, key=steps.get)
     spela = {"weights": weights, "optimizer state": state,
              "largest layer step activations": 4 * batch * steps[largest],
              "largest layer": largest}
-    head_params = (int(np.prod(shape[1:])) + 1) * NUM_CLASSES
+    head_params = (last_output + 1) * NUM_CLASSES
     bp_weights = weights + 4 * head_params
     kept.append(NUM_CLASSES)
     backprop = {
@@ -371,6 +390,16 @@ def conv_arena(workdir):
         report = _arena_report(export.path)
         if report:
             verdicts.append(f"    TFLite Micro allocation record: {report}")
+            head = re.search(r"Arena allocation head ([0-9]+) bytes", report)
+            sizes, _ = layer_activation_sizes(model, MICRO_CNN_INPUT)
+            map_name, map_size = max(((n, s[1]) for n, s in sizes.items() if s[1]),
+                                     key=lambda item: item[1])
+            map_bytes = 4 * MICRO_BATCH * map_size
+            if head:
+                verdicts.append(
+                    f"    the head (the planned intermediate tensors) is "
+                    f"{int(head.group(1)) / map_bytes:.1f} x {map_name}'s full-resolution "
+                    f"map ({map_bytes:,} bytes), of which the floor counts one")
         print(f"  micro export {MICRO_CNN_NAME} {kind} done", flush=True)
     print()
     print(common.format_table(
