@@ -66,8 +66,6 @@ python examples/on_device_finetune.py --dataset fashion_mnist --hidden 1000 \\
 ## Setup
 """
 
-import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -275,12 +273,6 @@ def apply_micro_budget():
             f"error: --micro_budget_kib must be a positive number of KiB, received "
             f"{FLAGS.micro_budget_kib:g}"
         )
-    if FLAGS.device_python and FLAGS.runtime == "micro":
-        raise SystemExit(
-            "error: --micro_budget_kib with --runtime micro runs the device phase in this "
-            "process: leave out --device_python (export/device_trainer.py does not read a "
-            "micro step in which only some layers learn)"
-        )
     for name, value in MICRO_BUDGET_SETTINGS.items():
         if not FLAGS[name].present:
             setattr(FLAGS, name, value)
@@ -391,89 +383,8 @@ def check_runtime():
         )
 
 
-def learning_exits(model, train_layers):
-    """The exits (`exit_<k>`) of the SPELA layers that learn on the device."""
-    names = [layer.name for layer in model.exit_layers]
-    learning = keras_spela.train_layers.resolve_train_layers(names, train_layers)
-    return [f"exit_{k}" for k, name in enumerate(names) if name in learning]
-
-
-class LearningExitsMicroStep:
-    """TFLite Micro over a micro step that learns in some layers only, for
-    `DeviceTrainer._from_backend`.
-
-    Works around a gap of such a step (reported to the library's owner):
-    its description lists every exit, while the step reports the losses of
-    its learning layers only (with one learning layer, `loss` and its
-    `<exit>_loss` are one tensor, named `loss` twice), and `DeviceTrainer`
-    rejects a description with an exit that has no `<exit>_loss` output.
-    This backend checks the model's SHA-256 against its description, runs
-    the step in the measured arena (+ 1 KiB, as `DeviceTrainer` does) and
-    reports the last exit, which is what a micro step scores.
-
-    Args:
-        model_path: the micro train step (its `.json` beside it).
-        exits: its learning exits, e.g. `["exit_1"]`; the last must be the
-            model's last exit.
-        quiet: capture TFLite Micro's C++ lines while it prepares.
-    """
-
-    runtime = "micro"
-    accepts_padding = True  # rows labelled -1 are padding
-
-    def __init__(self, model_path, exits, quiet=True):
-        from tflite_micro import runtime as micro_runtime
-
-        with open(model_path, "rb") as f:
-            data = f.read()
-        with open(os.path.splitext(model_path)[0] + ".json") as f:
-            description = json.load(f)
-        if description.get("model_sha256") != hashlib.sha256(data).hexdigest():
-            raise SystemExit(f"{model_path}: its .json description belongs to another export")
-        if exits[-1] != description["exits"][-1]:
-            raise SystemExit(
-                f"a micro step scores its last exit {description['exits'][-1]}, which "
-                f"does not learn here (learning exits {exits})"
-            )
-        with capture_native_stderr(quiet):
-            self.interpreter = micro_runtime.Interpreter.from_bytes(
-                data, arena_size=description["arena_bytes"] + 1024
-            )
-        self.inputs, self.outputs = description["inputs"], description["outputs"]
-        self.batch_size = int(description["batch_size"])
-        self.input_shape = tuple(description["input_shape"])
-        self.num_classes = int(description["num_classes"])
-        self.exits = list(exits)
-
-    def train(self, x, y):
-        self.interpreter.set_input(x, self.inputs.index("x"))
-        self.interpreter.set_input(y, self.inputs.index("y"))
-        self.interpreter.invoke()
-        return {name: self.interpreter.get_output(i) for i, name in enumerate(self.outputs)}
-
-    def infer(self, x):
-        """Last-exit scores, in padded batches labelled -1 (no update)."""
-        scores = np.zeros((len(x), self.num_classes), np.float32)
-        for start in range(0, len(x), self.batch_size):
-            chunk = x[start : start + self.batch_size]
-            padded = np.zeros((self.batch_size,) + self.input_shape, np.float32)
-            padded[: len(chunk)] = chunk
-            labels = np.full((self.batch_size,), -1, np.int32)
-            scores[start : start + len(chunk)] = self.train(padded, labels)["scores"][: len(chunk)]
-        return {self.exits[-1]: scores}
-
-
-def device_trainer(model_path, exits, runtime, quiet=True):
-    """A `DeviceTrainer` for an export whose learning exits are `exits`."""
-    if runtime == "micro":
-        with open(os.path.splitext(model_path)[0] + ".json") as f:
-            if json.load(f)["exits"] != exits:
-                return DeviceTrainer._from_backend(LearningExitsMicroStep(model_path, exits, quiet))
-    return DeviceTrainer(model_path, runtime=runtime, quiet=quiet)
-
-
-def finetune_in_process(model_path, exits, device_data, tests):
-    trainer = device_trainer(model_path, exits, FLAGS.runtime, quiet=not FLAGS.verbose)
+def finetune_in_process(model_path, device_data, tests):
+    trainer = DeviceTrainer(model_path, runtime=FLAGS.runtime, quiet=not FLAGS.verbose)
     print(f"device runtime: {trainer.runtime}, batch {trainer.batch_size}, exits {trainer.exits}")
     before = device_accuracy(trainer, tests)
     start = time.perf_counter()
@@ -572,8 +483,7 @@ def main(argv):
     if FLAGS.device_python:
         before, after = finetune_in_subprocess(model_path, litert_path, device_data, tests)
     else:
-        exits = learning_exits(model, train_layers)
-        before, after = finetune_in_process(model_path, exits, device_data, tests)
+        before, after = finetune_in_process(model_path, device_data, tests)
     rows[f"device before ({FLAGS.runtime})"] = before
     if after is not None:
         rows[f"device after ({FLAGS.runtime})"] = after

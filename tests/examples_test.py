@@ -263,7 +263,7 @@ def test_on_device_finetune_micro_budget_128_kib(tmp_path):
     with open(tmp_path / "spela_micro.json") as f:  # the arena the export measured
         assert json.load(f)["arena_bytes"] == arena, output
     # The budget's settings: batch 8, only the last layer learns.
-    assert "device runtime: micro, batch 8, exits ['exit_1']" in out, output
+    assert "device runtime: micro, batch 8, exits ['exit_0', 'exit_1']" in out, output
     # Columns new exit_0, new exit_1, old exit_0, old exit_1 ("-": a micro step
     # scores its last exit only).
     before = finetune_row(out, "device before (micro)")
