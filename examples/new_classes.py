@@ -60,7 +60,8 @@ old classes' accuracy, in points; the goal is >= 85 % and <= 3 points):
 - chosen: last layer only, SGD 1.0, batch 16, 10 epochs, replay 80: 87.6 ±
   2.7 % / 1.7 ± 0.4 points. The same learning rate as the 128 KiB TFLite Micro
   settings of `examples/on_device_finetune.py`, and the train step has no
-  optimizer state.
+  optimizer state. On seeds 5-9, which the choice did not see, the same
+  settings give 85.1 ± 3.8 % / 2.8 ± 0.8 points: the goal holds, barely.
 """
 
 """
