@@ -27,7 +27,10 @@ all 10 means. It stores no replay set.
 
 Goal (issue 12): new-class accuracy >= 85 % and a drop <= 3 points (means over
 the seeds) on LiteRT and TFLite Micro alike, and SPELA better than the nearest
-class mean (compared on the accuracy over all 10 test classes).
+class mean (compared on the accuracy over all 10 test classes). The device
+settings were chosen on seeds 0-4 (see the example's docstring); `--seeds
+5,6,7,8,9` measured 85.1 ± 3.8 % new, drop 2.8 ± 0.8 on both runtimes (nearest
+class mean: 87.6 ± 3.8 %, drop 3.8 ± 0.5; all 10 classes 93.9 % vs 92.8 %).
 
 Run (from the repository root, with the project's virtualenv):
 
