@@ -153,8 +153,8 @@ def gradient_function(model, jit_compile):
     """A tf.function (x, y) -> one scalar per weight gradient: the gradient
     computation without holding the gradients (see the module docstring)."""
     if isinstance(model, SpelaModel):
-        def gradients(x, y):
-            errors, _ = model.compute_local_errors(x, y)
+        def gradients(x, y):  # ordered, as SpelaModel.train_step
+            errors, _ = model.compute_local_errors(x, y, ordered=True)
             return model.compute_local_gradients(errors)[0]
     else:
         loss_fn = keras.losses.SparseCategoricalCrossentropy()

@@ -95,6 +95,13 @@ def input_rejections(x, y, num_classes, padding=False, class_mask=None):
     return counts
 
 
+def layer_check(layer, error):
+    """The scalar that `layer_rejections` compares with `rules.MAX_GRADIENT`:
+    the layer's gradient bound, `+ 0 * sum(dL/dz)` (NaN when dL/dz holds a
+    NaN, which a max need not see)."""
+    return layer.gradient_bound(error) + 0.0 * tf.reduce_sum(error.grad_z)
+
+
 def layer_rejections(layers, errors):
     """`{"layers": (num_layers,) counts}`, one per learning layer in the
     order of `errors` (`{layer name: rules.LocalError}`, from the SPELA
@@ -102,10 +109,9 @@ def layer_rejections(layers, errors):
     if not errors:
         return {}
     by_name = {layer.name: layer for layer in layers}
-    # `+ 0 * sum(dL/dz)`: NaN when dL/dz holds a NaN (a max need not see it).
     bounds = tf.stack(
         [
-            by_name[name].gradient_bound(e) + 0.0 * tf.reduce_sum(e.grad_z)
+            e.check if e.check is not None else layer_check(by_name[name], e)
             for name, e in errors.items()
         ]
     )

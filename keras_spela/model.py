@@ -273,7 +273,8 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
 
     # ------------------------------------------------------------- local rule
     def compute_local_errors(
-        self, x, y, sample_weight=None, training=True, train_layers=None, weights=None
+        self, x, y, sample_weight=None, training=True, train_layers=None, weights=None,
+        ordered=False,
     ):
         """Runs one forward sweep and every learning layer's local loss.
 
@@ -288,6 +289,8 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 the model's `learning_layers`.
             weights: optional `{layer name: {weight name: value}}` used
                 instead of those layers' own weights (device programs).
+            ordered: take each layer's gradients before the next layer runs
+                (`keras_spela.sweep.sweep`; `train_step` does).
 
         Returns:
             `(errors, scores)`: `{layer name: rules.LocalError}` for the
@@ -298,7 +301,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             train_layers = self.learning_layers
         targets = rules.one_hot(y, self.num_classes)
         errors, scores = sweep(
-            self.stack, x, targets, sample_weight, train_layers, training, weights
+            self.stack, x, targets, sample_weight, train_layers, training, weights, ordered
         )
         return errors, self.masked_scores(scores)
 
@@ -315,7 +318,11 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         for layer in self.exit_layers:
             if layer.name in errors:
                 error = errors[layer.name]
-                gradients.extend(layer.parameter_gradients(error))
+                gradients.extend(
+                    error.gradients
+                    if error.gradients is not None
+                    else layer.parameter_gradients(error)
+                )
                 variables.extend(layer.trainable_variables)
                 losses[layer.name] = error.loss
         return gradients, variables, losses
@@ -353,7 +360,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 acceptance.assert_accepted(counts, self.num_classes, list(losses))
             )
         else:
-            errors, scores = self.compute_local_errors(x, y, sample_weight)
+            errors, scores = self.compute_local_errors(x, y, sample_weight, ordered=True)
             gradients, variables, losses = self.compute_local_gradients(errors)
             # Under tf.distribute the optimizer sums the replicas' gradients
             # (as for Keras' own losses, divided by the replica count).
@@ -374,7 +381,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     def _gated_local_update(self, x, y, sample_weight):
         """The local rules and the update, which runs only for an accepted
         batch (the step of `compile(jit_compile=True)`)."""
-        errors, scores = self.compute_local_errors(x, y, sample_weight)
+        errors, scores = self.compute_local_errors(x, y, sample_weight, ordered=True)
         gradients, variables, losses = self.compute_local_gradients(errors)
         counts = acceptance.layer_rejections(self.exit_layers, errors)
 

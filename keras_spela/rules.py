@@ -44,8 +44,9 @@ NORM_EPSILON = float(np.finfo(np.float32).tiny)
 MAX_GRADIENT = 1e18
 
 LocalError = collections.namedtuple(
-    "LocalError", ["inputs", "outputs", "grad_z", "loss", "scores", "aux"],
-    defaults=(None,),
+    "LocalError",
+    ["inputs", "outputs", "grad_z", "loss", "scores", "aux", "gradients", "check"],
+    defaults=(None, None, None),
 )
 LocalError.__doc__ = """A layer's local loss and its gradient at the pre-activation.
 
@@ -61,6 +62,9 @@ Attributes:
     aux: None, or a dict of further tensors of the forward pass that a
         layer kind's parameter gradients need (a layer's gradients are
         functions of its `LocalError` alone).
+    gradients, check: None, or (an ordered sweep, `keras_spela.sweep`)
+        the layer's parameter gradients and its acceptance check
+        (`acceptance.layer_check`), already computed.
 """
 
 

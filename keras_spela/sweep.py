@@ -2,11 +2,12 @@
 
 import tensorflow as tf
 
+from keras_spela import acceptance
 from keras_spela.layers import is_spela_layer
 
 
 def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=False,
-          weights=None):
+          weights=None, ordered=False):
     """Runs the layers in order, once, and every learning layer's local loss.
 
     Changes no variable. Layer k's input is a constant (`stop_gradient`):
@@ -22,6 +23,12 @@ def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=Fals
         training: passed to the other layers' `call` (Dropout, BatchNorm).
         weights: optional `{layer name: {weight name: value}}` used instead of
             those layers' own weights (`SpelaLayer.local_error`).
+        ordered: also take each learning layer's parameter gradients and
+            acceptance check (`LocalError.gradients`, `.check`) before the
+            next layer runs, so that a layer's input and `dL/dz` are freed
+            then: the step's activation memory stays one layer's, whatever
+            the depth (TensorFlow would otherwise run the cheap forward
+            chain first and keep every layer's input alive).
 
     Returns:
         `(errors, scores)`: `{layer name: rules.LocalError}` for the layers in
@@ -36,9 +43,16 @@ def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=Fals
             # What Keras' __call__ would do: inputs in the layer's dtype.
             h = tf.cast(h, layer.compute_dtype)
             error = layer.local_error(h, targets, sample_weight, weights.get(layer.name))
+            h = error.outputs
+            if ordered:
+                error = error._replace(
+                    gradients=layer.parameter_gradients(error),
+                    check=acceptance.layer_check(layer, error),
+                )
+                with tf.control_dependencies(error.gradients + [error.check]):
+                    h = tf.identity(h)
             errors[layer.name] = error
             scores[layer.name] = error.scores
-            h = error.outputs
         else:
             h = layer(h, training=training)
             if is_spela_layer(layer):
