@@ -425,9 +425,12 @@ class DeviceTrainer:
         if active is not None:
             keep = np.isin(y, active)
             x, y = x[keep], y[keep]
+        if not len(y):  # nothing to score (a runtime may refuse an empty batch)
+            names = self.exits[-1:] if isinstance(self._backend, _MicroBackend) else self.exits
+            return {f"{name}_accuracy": 0.0 for name in names}
         scores = self._backend.infer(x)
         return {
-            f"{name}_accuracy": float(np.mean(np.argmax(s, axis=-1) == y)) if len(y) else 0.0
+            f"{name}_accuracy": float(np.mean(np.argmax(s, axis=-1) == y))
             for name, s in scores.items()
         }
 

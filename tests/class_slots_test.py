@@ -103,6 +103,8 @@ def test_device_new_class_training_equals_fit(digits, tmp_path, runtime):
         ).path
     trainer = DeviceTrainer(path, runtime=runtime)
     assert trainer.active_classes == list(range(8))
+    # Examples of inactive classes only: nothing to score, accuracy 0.
+    assert set(trainer.evaluate(x[y >= 8][:5], y[y >= 8][:5]).values()) == {0.0}
     new = np.flatnonzero(y >= 8)[:24]
     mixed = np.concatenate([new, np.flatnonzero(y < 8)[:19]])  # a short last batch too
     before = trainer.get_weights()
