@@ -299,6 +299,7 @@ class DeviceTrainer:
         # True when the train step ignores rows labelled PADDING_LABEL: short
         # batches are then padded, not dropped.
         self.accepts_padding = bool(getattr(backend, "accepts_padding", False))
+        self._cached_class_mask = None
 
     # ----------------------------------------------------------------- train
     def train_batch(self, x, y):
@@ -328,8 +329,9 @@ class DeviceTrainer:
         outputs = self._backend.train(x, y)
         if int(outputs.pop("accepted")) != 1:
             raise DeviceTrainingError(
-                "The device model rejected the batch (a non-finite loss or "
-                "gradients too large); its weights are unchanged."
+                "The device model rejected the batch (a NaN/inf value, a label it "
+                "refuses, a non-finite loss or gradients too large); its weights "
+                "are unchanged."
             )
         return {k: float(v) for k, v in outputs.items() if k.endswith("loss")}
 
@@ -484,7 +486,9 @@ class DeviceTrainer:
             return self._backend.class_mask
         if not getattr(self._backend, "has_class_mask", False):
             return None
-        return self._backend.get_weights()[CLASS_MASK]
+        if self._cached_class_mask is None:  # refreshed after set_weights
+            self._cached_class_mask = self._backend.get_weights()[CLASS_MASK]
+        return self._cached_class_mask
 
     # --------------------------------------------------------------- weights
     def get_weights(self):
@@ -512,7 +516,12 @@ class DeviceTrainer:
                 )
             if not np.all(np.isfinite(value)):
                 raise DeviceTrainingError(f"Weight {name!r} contains NaN or inf.")
+            if name == CLASS_MASK and not np.all((value == 0.0) | (value == 1.0)):
+                raise DeviceTrainingError(
+                    f"Weight {name!r} must hold 0 or 1 per class, received {value}."
+                )
             values[name] = value
+        self._cached_class_mask = None
         self._backend.set_weights(values)
 
     def save_weights(self, path):
@@ -966,6 +975,24 @@ def check_micro_description(description, data, structure):
         )
     problems.append(_tensor_problem(x, "the model's x", "float32"))
     problems.append(_tensor_problem(y, "the model's y", "int32", (x.shape[0] if x.shape else None,)))
+    unknown = sorted(set(inputs) - {"x", "y", CLASS_MASK})
+    if unknown:
+        problems.append(f"its inputs {unknown} are not x, y or {CLASS_MASK}")
+    if CLASS_MASK in tensors:
+        classes = description["num_classes"]
+        problems.append(
+            _tensor_problem(tensors[CLASS_MASK], f"the model's {CLASS_MASK}", "float32", (classes,))
+        )
+        active = description.get(CLASS_MASK)
+        if not (
+            isinstance(active, list)
+            and all(_is_int(k, 0) and k < classes for k in active)
+            and len(set(active)) == len(active)
+        ):
+            problems.append(
+                f"its {CLASS_MASK} {active!r} is not a list of distinct class ids in "
+                f"[0, {classes})"
+            )
     outputs = io_names(structure, 0, "outputs")
     declared = description["outputs"]
     if len(declared) != len(outputs) or any(o is not None and o != d for o, d in zip(outputs, declared)):
@@ -1090,10 +1117,13 @@ class _MicroBackend:
             )
         probe = self.infer(np.zeros((1,) + self.input_shape, np.float32))
         del probe  # the step above ran with labels -1: weights unchanged
-        return {
+        weights = {
             name: np.array(self.interpreter.get_output(self.outputs.index(name)))
             for name in names
         }
+        if self.class_mask is not None:
+            weights[CLASS_MASK] = self.class_mask.copy()
+        return weights
 
     def set_weights(self, values):
         raise NotImplementedError(

@@ -87,9 +87,9 @@ def input_rejections(x, y, num_classes, padding=False, class_mask=None):
         counts = {"labels": count_bad_labels(y, num_classes)}
     if class_mask is not None:
         # A label in range has a one-hot row; padding and bad labels do not.
-        counts["inactive"] = tf.reduce_sum(
-            rules.one_hot(y, num_classes) * (1.0 - class_mask)
-        )
+        # A 0/1 test: a count never goes negative, whatever the mask holds.
+        inactive = tf.cast(tf.less(class_mask, 0.5), tf.float32)
+        counts["inactive"] = tf.reduce_sum(rules.one_hot(y, num_classes) * inactive)
     if x.dtype.is_floating:
         counts["inputs"] = count_nonfinite(x)
     return counts

@@ -8,7 +8,10 @@ with the weights and exported into LiteRT models as device state). A class is
 started with `activate_class(k)`, on the host or on a device
 (`DeviceTrainer.activate_class`); labels of inactive classes reject a batch,
 and prediction and evaluation cover the active classes only (an inactive
-class's score is pushed below every cosine).
+class's score is pushed below every cosine). While training, the
+`softmax_cosine` loss still compares with every class vector, inactive ones
+included: they act as negatives, which keeps the features away from the
+vectors of classes still to come.
 """
 
 import keras
@@ -24,8 +27,6 @@ INACTIVE_SCORE_SHIFT = 4.0
 
 def class_capacity(num_classes, max_classes):
     """`max_classes` checked against `num_classes` (the number of slots)."""
-    if max_classes is None:
-        return num_classes
     max_classes = arguments.integer(max_classes, "max_classes", minimum=2)
     if max_classes < num_classes:
         raise ValueError(
@@ -36,10 +37,10 @@ def class_capacity(num_classes, max_classes):
 
 
 def mask_scores(scores, class_mask):
-    """`scores` `(batch, classes)` with the inactive classes pushed below -3."""
-    if class_mask is None:
-        return scores
-    return scores + (class_mask - 1.0) * INACTIVE_SCORE_SHIFT
+    """`scores` `(batch, classes)` with the inactive classes (mask < 0.5)
+    pushed below -3."""
+    active = tf.cast(tf.greater_equal(class_mask, 0.5), scores.dtype)
+    return scores + (active - 1.0) * INACTIVE_SCORE_SHIFT
 
 
 class ClassSlotsMixin:

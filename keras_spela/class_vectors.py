@@ -215,7 +215,7 @@ def grouped_class_vectors(num_classes, channels, dim, groups, seed=0):
     vectors = np.zeros((channels, num_classes, dim), np.float32)
     for channel in range(channels):
         count = int(rng.integers(low, high + 1))
-        group_of_class = np.arange(num_classes)[rng.permutation(num_classes)] % count
+        group_of_class = rng.permutation(num_classes) % count
         vertices = simplex_vectors(count, dim, seed=int(rng.integers(2**31 - 1)))
         vectors[channel] = vertices[group_of_class]
     return vectors

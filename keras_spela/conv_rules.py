@@ -17,6 +17,14 @@ dense losses (`rules.output_gradient`). Backwards, in closed form:
   `(C, H, W, B)`, filter `dL/dz^T` `(H', W', B, O)`, dilation = the stride),
   then TRANSPOSE; `dL/db = sum dL/dz`.
 
+With `normalization`, `z = n + b` with `n = (c - mean c) / std` of the
+convolution `c` per example (MEAN, SUB, SQRT, DIV), and the filter gradient
+takes `dL/dc = (dL/dn - mean dL/dn - n mean(dL/dn n)) / std` instead of
+`dL/dz`. The `"projection"` objective (the paper's) replaces the channel
+means by each channel's own projection `u_c = p_c P_c` (BATCH_MATMUL) scored
+against its class-group vectors, so `dL/dP_c = p_c^T dL/du_c` and
+`dL/dp_c = dL/du_c P_c^T`.
+
 Every op is a TFLite builtin that TFLite Micro also has. SAME padding is an
 explicit PAD of the input, so every convolution here is VALID.
 """

@@ -100,7 +100,8 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             elif layer.num_classes != self.num_classes:
                 raise ValueError(
                     f"Layer {layer.name!r} has num_classes={layer.num_classes} "
-                    f"but the model has num_classes={self.num_classes}."
+                    f"but the model has num_classes={self.num_classes}"
+                    + (" (its max_classes)." if self.max_classes else ".")
                 )
         self.xla_local_steps = False
         self._xla_functions = {}
@@ -395,15 +396,21 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._checked_batch(x, y, training=False)
+        loss_weight = sample_weight
         if self.class_mask is not None:
-            # Evaluation covers the active classes: other rows weigh 0.
-            active = tf.reduce_sum(
-                rules.one_hot(y, self.num_classes) * self.class_mask, axis=-1
-            )
-            sample_weight = active if sample_weight is None else sample_weight * active
+            # Evaluation covers the active classes: other rows weigh 0 in the
+            # accuracies, and the losses are means over the active rows.
+            mask = tf.cast(tf.greater_equal(self.class_mask, 0.5), tf.float32)
+            active = tf.reduce_sum(rules.one_hot(y, self.num_classes) * mask, axis=-1)
+            if sample_weight is not None:
+                active = active * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+            rows = tf.cast(tf.shape(y)[0], tf.float32)
+            count = tf.reduce_sum(tf.cast(tf.greater(active, 0.0), tf.float32))
+            sample_weight = active
+            loss_weight = active * (rows / tf.maximum(count, 1.0))
         every_exit = [layer.name for layer in self.exit_layers]
         errors, scores = self.compute_local_errors(
-            x, y, sample_weight, training=False, train_layers=every_exit
+            x, y, loss_weight, training=False, train_layers=every_exit
         )
         losses = {name: error.loss for name, error in errors.items()}
         return self._update_metrics(y, sample_weight, scores, losses)

@@ -253,7 +253,8 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
     Args:
         outputs: `a`, `(batch, units)`; or `(groups, batch, units)`, rows
             scored against a class-vector matrix of their own group.
-        targets: one-hot labels `(batch, num_classes)` (see `one_hot`).
+        targets: one-hot labels `(batch, num_classes)` (see `one_hot`);
+            `(groups, batch, num_classes)` for grouped outputs.
         class_vectors: `(num_classes, units)` unit rows; `(groups,
             num_classes, units)` for grouped outputs.
         rule: a `DenseRule`.

@@ -28,7 +28,8 @@ def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=Fals
             next layer runs, so that a layer's input and `dL/dz` are freed
             then: the step's activation memory stays one layer's, whatever
             the depth (TensorFlow would otherwise run the cheap forward
-            chain first and keep every layer's input alive).
+            chain first and keep every layer's input alive; measured
+            without XLA, which schedules on its own).
 
     Returns:
         `(errors, scores)`: `{layer name: rules.LocalError}` for the layers in

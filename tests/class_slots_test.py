@@ -83,6 +83,33 @@ def test_host_activation_training_and_scores(digits, tmp_path):
     )
 
 
+def test_inactive_count_never_goes_negative():
+    """A count below 0 could cancel another reason in `accepted`."""
+    import tensorflow as tf
+
+    from keras_spela import acceptance
+
+    x = tf.zeros((2, 3))
+    counts = acceptance.input_rejections(
+        x, tf.constant([2, 0]), 3, class_mask=tf.constant([1.0, 1.0, 2.0])
+    )
+    assert float(counts["inactive"]) == 0.0
+    counts = acceptance.input_rejections(
+        x, tf.constant([2, 0]), 3, class_mask=tf.constant([1.0, 1.0, 0.0])
+    )
+    assert float(counts["inactive"]) == 1.0
+
+
+def test_evaluate_with_sample_weights_covers_active_classes(digits):
+    (x, y), _ = digits
+    model = _model()
+    weights = np.ones((100, 1), np.float32)
+    result = model.evaluate(x[:100], y[:100], sample_weight=weights, verbose=0, return_dict=True)
+    predicted = model.predict(x[:100], verbose=0).argmax(1)
+    keep = y[:100] < 8
+    assert result["accuracy"] == pytest.approx(np.mean(predicted[keep] == y[:100][keep]), abs=1e-6)
+
+
 def test_max_classes_errors():
     with pytest.raises(ValueError, match="max_classes=5 must be >= num_classes=8"):
         SpelaModel([keras.Input((4,)), SpelaDense(16)], num_classes=8, max_classes=5)
@@ -130,6 +157,11 @@ def test_device_new_class_training_equals_fit(digits, tmp_path, runtime):
         trainer.predict(x[:16]), model.predict(x[:16], verbose=0), rtol=1e-5, atol=1e-5
     )
     if runtime == "litert":
+        weights = trainer.get_weights()
+        weights["active_classes"] = np.full(10, 0.5, np.float32)
+        with pytest.raises(DeviceTrainingError, match="0 or 1 per class"):
+            trainer.set_weights(weights)
+        assert trainer.active_classes == list(range(10))
         # The active classes are saved and restored with the weights.
         trainer.save_weights(str(tmp_path / "w.npz"))
         fresh = DeviceTrainer(path, runtime=runtime)

@@ -144,8 +144,12 @@ class SpelaLayer(keras.layers.Layer):
         ]
 
     def gradient_bound(self, error):
-        """A bound of `max |gradient|` over `parameter_gradients(error)`."""
-        return rules.largest_magnitude(self.parameter_gradients(error))
+        """A bound of `max |gradient|` over `parameter_gradients(error)`
+        (those of `error.gradients` when an ordered sweep took them)."""
+        gradients = error.gradients
+        if gradients is None:
+            gradients = self.parameter_gradients(error)
+        return rules.largest_magnitude(gradients)
 
     def kernel_gradient_factors(self, error):
         """`(h, g)` with `d loss / d kernel = h^T g`, or None (see the class
@@ -174,8 +178,9 @@ class KernelSpelaLayer(SpelaLayer):
     `SpelaConv2D` share.
 
     Subclasses implement `forward_error(inputs, kernel, bias, targets,
-    sample_weight)` (the `rules.LocalError` with the given weights),
-    `kernel_gradient(error)` and `bias_gradient(error)`, and call
+    sample_weight)` (the `rules.LocalError` with the given weights) or
+    override `local_error` (a layer with further weights, as `SpelaConv2D`),
+    implement `kernel_gradient(error)` and `bias_gradient(error)`, and call
     `add_kernel_and_bias(kernel_shape, units)` in `build`.
     """
 

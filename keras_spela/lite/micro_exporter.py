@@ -67,7 +67,8 @@ def export_tflite_micro(
     `accepted`, `examples`, `scores` (and every learned weight with
     `expose_weights`). A model with `max_classes` takes a third input,
     `active_classes` `(num_classes,)` float32 (1 per active class), which
-    the application keeps between steps (`DeviceTrainer` does). A JSON
+    the application keeps between steps (`DeviceTrainer` does; the
+    inference-only model keeps the classes active at export). A JSON
     description (`<filepath stem>.json`) is written beside the model: input
     and output order, batch size, input shape, number of classes (and the
     active ones at export), weight names, the number of resource

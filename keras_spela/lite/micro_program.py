@@ -212,7 +212,10 @@ class MicroTrainingProgram(tf.Module):
         check = tf.cast(accept, tf.float32)
         for layer in self.learning:
             error = errors[layer.name]
-            checked = error._replace(grad_z=error.grad_z * check)
+            checked = error._replace(
+                grad_z=error.grad_z * check,
+                aux={k: v * check for k, v in error.aux.items()} if error.aux else None,
+            )
             if layer.name in self.kernel_blocks:
                 h, grad_z = layer.kernel_gradient_factors(error)
                 # Transposed once per layer (the MUL keeps the converter from

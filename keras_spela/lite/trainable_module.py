@@ -175,7 +175,8 @@ class SpelaTrainingModule(tf.Module):
             return inference_outputs(self.model, x)
 
     def _get_weights(self, request=None):
-        """A map of every learned weight and optimizer state, by name.
+        """A map of every learned weight and optimizer state (and, for a
+        `max_classes` model, `active_classes`), by name.
         `request` (any int32 scalar) is ignored: it is there because the
         Java/Kotlin `runSignature` refuses a signature without inputs."""
         slots = [s.read_value() for s in self.state[: self._slot_count]]
@@ -195,9 +196,9 @@ class SpelaTrainingModule(tf.Module):
         return dict(zip(self.all_names, values))
 
     def _set_weights(self, *values):
-        """Sets every learned weight and optimizer state (names as in
-        get_weights). Returns `accepted`: 0 (and nothing changed) when a value
-        is not finite."""
+        """Sets every learned weight and optimizer state (and
+        `active_classes`; names as in get_weights). Returns `accepted`: 0
+        (and nothing changed) when a value is not finite."""
         accept = tf.equal(
             tf.add_n([acceptance.count_nonfinite(v) for v in values]), 0.0
         )
