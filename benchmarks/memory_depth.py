@@ -28,13 +28,14 @@ reset_memory_stats before each measured call):
                gradients is held: what remains are the activations kept for
                the gradients and the temporaries of the layer at work
   sequenced    SPELA only: the same gradient computation written layer by
-               layer here (SpelaDense.local_error and parameter_gradients,
-               as keras_spela.sweep does) with layer k+1's forward pass made
-               to wait (tf.control_dependencies) for layer k's reduced
-               gradients: what the library's step could reach if it ordered
-               its ops so (TensorFlow's executor otherwise runs the cheap
-               forward chain ahead and keeps each layer's input alive until
-               its gradient is taken)
+               layer here (SpelaDense.local_error and parameter_gradients)
+               with layer k+1's forward pass made to wait
+               (tf.control_dependencies) for layer k's reduced gradients.
+               The library's step now orders its ops so too
+               (`compute_local_errors(ordered=True)`, which train_step and
+               the "activations" column use): without that, TensorFlow's
+               executor runs the cheap forward chain ahead and keeps each
+               layer's input alive until its gradient is taken
 
 Resident memory (VmHWM) cannot isolate one step here: TensorFlow keeps freed
 blocks resident (checked: deleting a 64 MiB tensor leaves the resident size
