@@ -65,29 +65,17 @@ import subprocess
 import sys
 import time
 
-# TensorFlow's C++ notices (oneDNN, CUDA) go to fd 2 during its import: capture
-# them (shown only if the import fails), as memory_depth.py does.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "export"))
-from device_trainer import capture_native_stderr  # noqa: E402
-
-with capture_native_stderr():
-    import common  # sets the Keras backend; import before keras
-
-    common.tf.config.list_physical_devices()
+from quiet_common import capture_native_stderr, common  # first: TensorFlow, quietly
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 
 import cnn_accuracy  # noqa: E402  (the CNN builders)
 import keras_spela  # noqa: E402
 import memory_depth  # noqa: E402  (the memory method's helpers)
 from keras_spela import SpelaConv2D, SpelaModel  # noqa: E402
 
-# absl's handler was created during the captured import: give it the real stderr.
-absl_logging.get_absl_handler().python_handler.stream = sys.stderr
 # Eight models trace their steps here on purpose: no retracing warnings.
 tf.get_logger().setLevel("ERROR")
 

@@ -41,32 +41,19 @@ Output: benchmarks/results/time_to_accuracy[_quick].txt
 import argparse
 import math
 import os
-import sys
 import time
 
-# TensorFlow's C++ notices (oneDNN, CUDA) go to fd 2 during its import: capture
-# them (shown only if the import fails), as the examples do.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "export"))
-from device_trainer import capture_native_stderr  # noqa: E402
-
-with capture_native_stderr():
-    import common  # sets the Keras backend; import before keras
-
-    common.tf.config.list_physical_devices()
+from quiet_common import capture_native_stderr, common  # first: TensorFlow, quietly
 
 import cnn_accuracy  # noqa: E402
 import digits_accuracy  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 
 import keras_spela  # noqa: E402
 from keras_spela import SpelaModel  # noqa: E402
 
-# absl's handler was created during the captured import: give it the real stderr.
-absl_logging.get_absl_handler().python_handler.stream = sys.stderr
 
 GOAL_RATIO = 0.5
 METHODS = ("SPELA", "backprop")
