@@ -3,7 +3,7 @@
 import importlib.metadata
 import pathlib
 
-from setuptools import find_packages
+from setuptools import find_namespace_packages
 from setuptools import setup
 
 HERE = pathlib.Path(__file__).parent
@@ -38,7 +38,8 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["keras_spela", "keras_spela.*"]),
+    # Namespace discovery: keras_spela/data (no __init__.py) is a package of its own.
+    packages=find_namespace_packages(include=["keras_spela", "keras_spela.*"]),
     package_data={"keras_spela": ["data/*.npz", "data/DIGITS_LICENSE.txt"]},
     include_package_data=True,
     install_requires=[tensorflow_requirement(), "keras>=3.5", "numpy", "absl-py"],
