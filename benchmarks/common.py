@@ -15,8 +15,10 @@ Import this module before keras/tensorflow: it sets KERAS_BACKEND and quiets
 TensorFlow's C++ logging.
 """
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -71,6 +73,33 @@ class EpochTimer(keras.callbacks.Callback):
         self.epoch_seconds.append(time.perf_counter() - self._start)
 
 
+def exit_scores_function(model):
+    """A tf.function `x -> [scores at every exit]` (first exit first) of a
+    SpelaModel, or `[predictions]` of a Keras model."""
+    if isinstance(model, SpelaModel):
+        # dict order is the stack order: first exit first.
+        return tf.function(lambda x: list(model.exit_scores(x).values()))
+    return tf.function(lambda x: [model(x, training=False)])
+
+
+def exit_accuracies(scores_function, x, y):
+    """Accuracy (fraction) at every exit of `scores_function(x)` against `y`."""
+    return [float(np.mean(np.argmax(s.numpy(), -1) == y)) for s in scores_function(x)]
+
+
+def run_child(script, child, flags, what):
+    """Runs `script --child <child> <flags>` in a fresh Python process and
+    returns the JSON object of its last output line; RuntimeError naming
+    `what` (and the child's last stderr line) when it fails."""
+    command = [sys.executable, os.path.abspath(script), "--child", child] + list(flags)
+    result = subprocess.run(command, capture_output=True, text=True)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what}: {error}")
+    return json.loads(lines[-1])
+
+
 class EpochRecorder(EpochTimer):
     """Test accuracy at every exit and training seconds, after every epoch.
 
@@ -89,18 +118,11 @@ class EpochRecorder(EpochTimer):
 
     def set_model(self, model):
         super().set_model(model)
-        if isinstance(model, SpelaModel):
-            # dict order is the stack order: first exit first.
-            self._scores = tf.function(lambda x: list(model.exit_scores(x).values()))
-        else:
-            self._scores = tf.function(lambda x: [model(x, training=False)])
+        self._scores = exit_scores_function(model)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        scores = self._scores(self.x_test)
-        self.accuracy.append(
-            [float(np.mean(np.argmax(s.numpy(), -1) == self.y_test)) for s in scores]
-        )
+        self.accuracy.append(exit_accuracies(self._scores, self.x_test, self.y_test))
 
 
 def run_trial(build, seed, data, epochs, batch_size):

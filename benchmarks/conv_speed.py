@@ -61,7 +61,6 @@ Output: benchmarks/results/conv_speed[_quick].txt
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -294,18 +293,15 @@ def measure(method, blocks, args, jit_compile):
 
 def run_child(args, method, blocks, jit_compile):
     """Measures one memory configuration in a fresh Python process."""
-    command = [
-        sys.executable, os.path.abspath(__file__), "--child", f"{method},{blocks},{jit_compile}",
+    flags = [
         "--image_size", str(args.image_size), "--filters", str(args.filters),
         "--memory_batch", str(args.memory_batch), "--repeats", str(args.repeats),
         "--conv_blocks", str(blocks),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{method} {blocks} blocks jit_compile={jit_compile}: {error}")
-    return json.loads(lines[-1])
+    return common.run_child(
+        __file__, f"{method},{blocks},{jit_compile}", flags,
+        f"{method} {blocks} blocks jit_compile={jit_compile}",
+    )
 
 
 def child_main(args):

@@ -61,8 +61,6 @@ Output: benchmarks/results/memory_depth[_quick].txt
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 
@@ -227,17 +225,14 @@ def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
 
 def run_child(args, method, depth, jit_compile):
     """Measures one configuration in a fresh Python process."""
-    command = [
-        sys.executable, os.path.abspath(__file__), "--child", f"{method},{depth},{jit_compile}",
+    flags = [
         "--width", str(args.width), "--batch_size", str(args.batch_size),
         "--input_dim", str(args.input_dim), "--repeats", str(args.repeats),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    lines = result.stdout.strip().splitlines()
-    if result.returncode != 0 or not lines:
-        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{method} depth {depth} jit_compile={jit_compile}: {error}")
-    return json.loads(lines[-1])
+    return common.run_child(
+        __file__, f"{method},{depth},{jit_compile}", flags,
+        f"{method} depth {depth} jit_compile={jit_compile}",
+    )
 
 
 def child_main(args):

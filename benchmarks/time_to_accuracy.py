@@ -52,7 +52,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_spela  # noqa: E402
-from keras_spela import SpelaModel  # noqa: E402
 
 
 GOAL_RATIO = 0.5
@@ -135,10 +134,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        if isinstance(model, SpelaModel):
-            self._scores = tf.function(lambda x: list(model.exit_scores(x).values()))
-        else:
-            self._scores = tf.function(lambda x: [model(x, training=False)])
+        self._scores = common.exit_scores_function(model)
 
     def _training_seconds(self):
         return time.perf_counter() - self._start - self._excluded
@@ -163,10 +159,7 @@ class TimeToAccuracy(keras.callbacks.Callback):
     def _evaluate(self):
         seconds = self._training_seconds()
         begin = time.perf_counter()
-        accuracies = [
-            float(np.mean(np.argmax(s.numpy(), -1) == self.y_test))
-            for s in self._scores(self.x_test)
-        ]
+        accuracies = common.exit_accuracies(self._scores, self.x_test, self.y_test)
         self.evaluations += 1
         self._last_evaluated_step = self._steps
         self.best_accuracy = max(self.best_accuracy, max(accuracies))
