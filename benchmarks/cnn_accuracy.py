@@ -46,7 +46,6 @@ Outputs: benchmarks/results/cnn_accuracy[_quick].txt and .png.
 """
 
 import argparse
-import os
 import time
 
 import common  # sets the Keras backend; import before keras
@@ -171,7 +170,7 @@ def main():
             f"{args.batch_size}, data load_canvas_digits() (20x20, 1437 train / 360 "
             f"test){' (QUICK MODE)' if args.quick else ''}"
         )
-        print(f"load average at the start (1, 5, 15 min): {load_average()}")
+        print(f"load average at the start (1, 5, 15 min): {common.load_average()}")
         data = keras_spela.datasets.load_canvas_digits()
         accuracies = {name: [] for name in CONFIGS}
         seconds = {name: [] for name in CONFIGS}
@@ -193,17 +192,13 @@ def main():
         wall = time.perf_counter() - start
         report(args, accuracies, seconds, wall)
         print(
-            f"load average at the end (1, 5, 15 min): {load_average()} (above ~1 on 2 "
+            f"load average at the end (1, 5, 15 min): {common.load_average()} (above ~1 on 2 "
             "cores, other processes shared the CPU: the seconds are inflated, the "
             "accuracies are not affected)"
         )
         if png:
             plot(args, accuracies, png)
             print(f"plot: {png}")
-
-
-def load_average():
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def report(args, accuracies, seconds, wall):

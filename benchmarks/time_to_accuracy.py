@@ -40,7 +40,6 @@ Output: benchmarks/results/time_to_accuracy[_quick].txt
 
 import argparse
 import math
-import os
 import time
 
 from quiet_common import capture_native_stderr, common  # first: TensorFlow, quietly
@@ -232,10 +231,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_average():
-    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
-
-
 def seconds_of(timer, after_first_step=False):
     """Seconds to the target (inf if not reached); optionally without the
     first step (tracing)."""
@@ -317,7 +312,7 @@ def main():
             f"{args.batch_size}, test evaluation every {args.eval_every} steps and every epoch "
             f"end (not timed){' (QUICK MODE)' if args.quick else ''}"
         )
-        print(f"load average at the start (1, 5, 15 min): {load_average()}")
+        print(f"load average at the start (1, 5, 15 min): {common.load_average()}")
         verdicts = []
         start = time.perf_counter()
         for name in args.tasks:
@@ -335,7 +330,7 @@ def main():
         print()
         print("Goal: time to the target <= 0.5x backprop's (ratio of the medians):")
         print("\n".join(verdicts))
-        print(f"load average at the end (1, 5, 15 min): {load_average()} (above ~2 on 2 "
+        print(f"load average at the end (1, 5, 15 min): {common.load_average()} (above ~2 on 2 "
               "cores, other processes shared the CPU: both methods' seconds are inflated)")
         if args.seeds < 5 or args.quick:
             print(f"  NOTE: reduced setting ({args.seeds} seeds); the goal is stated for 5 seeds.")
