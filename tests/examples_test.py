@@ -29,10 +29,20 @@ TF_LOG_LINE = re.compile(
 EPOCH_LINE = r"^epoch +1/1 - train loss [0-9.]+ - test accuracy: "
 
 
-def run(script, *args, cwd, env_update=None):
+def example_env(tmp_path):
+    """The environment of an example's process: the checkout's keras_spela
+    first, TensorFlow's log level as a user has it, and a writable
+    matplotlib cache (Bazel's sandbox has a read-only home, and matplotlib
+    says so on stderr)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", MOCK_ENV)}
     # The checkout's keras_spela, also where another one is installed.
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + env.get("PYTHONPATH", "").split(os.pathsep))
+    env["MPLCONFIGDIR"] = str(tmp_path)
+    return env
+
+
+def run(script, *args, cwd, env_update=None):
+    env = example_env(cwd)
     env.update(env_update or {})
     result = subprocess.run(
         [sys.executable, str(script), *map(str, args)],
@@ -205,8 +215,7 @@ def test_transfer_head_sweep_on_tfds_mock_data(tmp_path):
 
 
 def test_transfer_head_bad_fractions_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", MOCK_ENV)}
-    env["PYTHONPATH"] = str(REPO)
+    env = example_env(tmp_path)
     result = subprocess.run(
         [sys.executable, str(TRANSFER_EXAMPLE), "--fractions", "0,5"],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
@@ -225,8 +234,7 @@ def test_transfer_head_bad_fractions_one_line(tmp_path):
                             "received '32,x'"),
 ])
 def test_cnn_example_bad_flags_one_line(tmp_path, flags, message):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", MOCK_ENV)}
-    env["PYTHONPATH"] = str(REPO)
+    env = example_env(tmp_path)
     result = subprocess.run(
         [sys.executable, str(CNN_EXAMPLE), *flags],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
@@ -275,8 +283,7 @@ def test_on_device_finetune_micro_budget_128_kib(tmp_path):
 
 
 def test_on_device_finetune_bad_micro_budget_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", MOCK_ENV)}
-    env["PYTHONPATH"] = str(REPO)
+    env = example_env(tmp_path)
     result = subprocess.run(
         [sys.executable, str(FINETUNE_EXAMPLE), "--micro_budget_kib", "0"],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
