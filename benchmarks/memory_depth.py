@@ -31,11 +31,13 @@ reset_memory_stats before each measured call):
                layer here (SpelaDense.local_error and parameter_gradients)
                with layer k+1's forward pass made to wait
                (tf.control_dependencies) for layer k's reduced gradients.
-               The library's step now orders its ops so too
-               (`compute_local_errors(ordered=True)`, which train_step and
-               the "activations" column use): without that, TensorFlow's
-               executor runs the cheap forward chain ahead and keeps each
-               layer's input alive until its gradient is taken
+               The library's step orders its ops so with
+               `compile(ordered_steps=True)` (`compute_local_errors(
+               ordered=True)`), which both SPELA columns here measure (the
+               default step is unordered, for speed): without
+               it, TensorFlow's executor runs the cheap forward chain ahead
+               and keeps each layer's input alive until its gradient is
+               taken
 
 Resident memory (VmHWM) cannot isolate one step here: TensorFlow keeps freed
 blocks resident (checked: deleting a 64 MiB tensor leaves the resident size
@@ -129,7 +131,7 @@ def build(method, depth, width, input_dim, jit_compile):
             [keras.Input((input_dim,))] + [SpelaDense(width) for _ in range(depth)],
             num_classes=NUM_CLASSES,
         )
-        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile, ordered_steps=True)
         return model
     return common.backprop_mlp(
         input_dim, [width] * depth, NUM_CLASSES, keras.optimizers.Adam(1e-3), jit_compile
@@ -140,7 +142,7 @@ def gradient_function(model, jit_compile):
     """A tf.function (x, y) -> one scalar per weight gradient: the gradient
     computation without holding the gradients (see the module docstring)."""
     if isinstance(model, SpelaModel):
-        def gradients(x, y):  # ordered, as SpelaModel.train_step
+        def gradients(x, y):  # ordered, as compile(ordered_steps=True)
             errors, _ = model.compute_local_errors(x, y, ordered=True)
             return model.compute_local_gradients(errors)[0]
     else:

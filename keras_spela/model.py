@@ -104,6 +104,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                     + (" (its max_classes)." if self.max_classes else ".")
                 )
         self.xla_local_steps = False
+        self.ordered_steps = False
         self._xla_functions = {}
         self.train_layers = train_layers
         # The per-example input shape (from keras.Input), or None.
@@ -176,7 +177,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             metrics: None or `["accuracy"]`; per-exit accuracy and per-layer
                 loss are always reported.
             **kwargs: passed to `keras.Model.compile` (e.g.
-                `steps_per_execution`), except `jit_compile`: True compiles
+                `steps_per_execution`), except `ordered_steps` (False by
+                default): True takes each layer's gradients before the next
+                layer runs (`keras_spela.sweep.sweep`), so the step's
+                activation memory stays one layer's whatever the depth
+                (`benchmarks/memory_depth.py`), at a cost in time (measured:
+                1.07-1.09x without XLA, 1.21x with it); and `jit_compile`: True compiles
                 each step's local rules and its optimizer update with XLA
                 (the batch checks stay outside XLA, which would drop them;
                 not under a tf.distribute strategy, whose cross-replica
@@ -206,6 +212,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         # "auto" keeps them uncompiled (Keras' "auto" also stays off XLA on
         # CPU-only machines).
         self.xla_local_steps = jit_compile is True
+        ordered_steps = kwargs.pop("ordered_steps", False)
+        if not isinstance(ordered_steps, bool):
+            raise ValueError(
+                f"ordered_steps must be True or False, received ordered_steps={ordered_steps!r}."
+            )
+        self.ordered_steps = ordered_steps
         self._xla_functions = {}
         kwargs["jit_compile"] = False
         if optimizer is None:
@@ -226,12 +238,14 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             optimizer=config.get("optimizer"),
             steps_per_execution=config.get("steps_per_execution", 1),
             jit_compile=config.get("jit_compile", "auto"),
+            ordered_steps=config.get("ordered_steps", False),
         )
 
     def get_compile_config(self):
         config = super().get_compile_config()
         if config is not None:
             config["jit_compile"] = self.xla_local_steps
+            config["ordered_steps"] = self.ordered_steps
         return config
 
     def _build_optimizer(self):
@@ -361,7 +375,9 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 acceptance.assert_accepted(counts, self.num_classes, list(losses))
             )
         else:
-            errors, scores = self.compute_local_errors(x, y, sample_weight, ordered=True)
+            errors, scores = self.compute_local_errors(
+                x, y, sample_weight, ordered=self.ordered_steps
+            )
             gradients, variables, losses = self.compute_local_gradients(errors)
             # Under tf.distribute the optimizer sums the replicas' gradients
             # (as for Keras' own losses, divided by the replica count).
@@ -382,7 +398,9 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     def _gated_local_update(self, x, y, sample_weight):
         """The local rules and the update, which runs only for an accepted
         batch (the step of `compile(jit_compile=True)`)."""
-        errors, scores = self.compute_local_errors(x, y, sample_weight, ordered=True)
+        errors, scores = self.compute_local_errors(
+            x, y, sample_weight, ordered=self.ordered_steps
+        )
         gradients, variables, losses = self.compute_local_gradients(errors)
         counts = acceptance.layer_rejections(self.exit_layers, errors)
 

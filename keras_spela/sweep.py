@@ -29,7 +29,8 @@ def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=Fals
             then: the step's activation memory stays one layer's, whatever
             the depth (TensorFlow would otherwise run the cheap forward
             chain first and keep every layer's input alive; measured
-            without XLA, which schedules on its own).
+            without XLA, which schedules on its own). It serialises the
+            layers: `compile(ordered_steps=True)` asks for it.
 
     Returns:
         `(errors, scores)`: `{layer name: rules.LocalError}` for the layers in

@@ -860,5 +860,24 @@ def test_all_zero_input_row_with_normalize_inputs_trains_without_nan():
         assert np.all(np.isfinite(layer_scores))
 
 
+
+def test_ordered_steps_train_to_the_same_weights(tmp_path):
+    """compile(ordered_steps=True) only orders the ops (memory): the same
+    weights as the default step, and it survives a .keras round trip."""
+    x, y = _small_train(200)
+    weights = []
+    for ordered in (False, True):
+        model = _model(units=(32, 16, 34))
+        model.compile(keras.optimizers.SGD(0.5), ordered_steps=ordered)
+        model.fit(x, y, batch_size=50, epochs=2, shuffle=False, verbose=0)
+        weights.append([w.numpy() for w in model.trainable_weights])
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    path = str(tmp_path / "ordered.keras")
+    model.save(path)
+    assert keras.saving.load_model(path).ordered_steps is True
+    with pytest.raises(ValueError, match="ordered_steps must be True or False"):
+        model.compile(ordered_steps="yes")
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
