@@ -235,7 +235,8 @@ def build_cnn(method, blocks, image_size, filters, jit_compile):
             [inputs] + [SpelaConv2D(filters, 3, padding="same") for _ in range(blocks)],
             num_classes=NUM_CLASSES,
         )
-        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
+        # The memory-lean step (each layer's gradients before the next layer).
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile, ordered_steps=True)
         return model
     layers = [inputs]
     for _ in range(blocks):
