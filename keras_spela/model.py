@@ -181,8 +181,8 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 default): True takes each layer's gradients before the next
                 layer runs (`keras_spela.sweep.sweep`), so the step's
                 activation memory stays one layer's whatever the depth
-                (`benchmarks/memory_depth.py`), at a cost in time (measured:
-                1.07-1.09x without XLA, 1.21x with it); and `jit_compile`: True compiles
+                (`benchmarks/memory_depth.py`), at a cost in time
+                (`benchmarks/train_speed.py`); and `jit_compile`: True compiles
                 each step's local rules and its optimizer update with XLA
                 (the batch checks stay outside XLA, which would drop them;
                 not under a tf.distribute strategy, whose cross-replica

@@ -56,10 +56,11 @@ def test_host_activation_training_and_scores(digits, tmp_path):
     accuracy = model.evaluate(x_test, y_test, verbose=0, return_dict=True)["accuracy"]
     predicted = model.predict(x_test[y_test < 8], verbose=0).argmax(1)
     assert accuracy == pytest.approx(np.mean(predicted == y_test[y_test < 8]), abs=1e-6)
-    before = [w.numpy().copy() for w in model.weights]
+    before = [w.numpy().copy() for w in model.weights + model.optimizer.variables]
     with pytest.raises(keras_spela.BatchRejectedError, match="not active"):
         model.fit(x[:50], y[:50], batch_size=50, verbose=0)
-    for weight, value in zip(model.weights, before):
+    # No weight and no optimizer variable (its iteration count included) moved.
+    for weight, value in zip(model.weights + model.optimizer.variables, before):
         np.testing.assert_array_equal(weight.numpy(), value)
     model.activate_class(8)
     with pytest.raises(ValueError, match="already active"):
