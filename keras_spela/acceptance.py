@@ -138,6 +138,8 @@ def accepted(counts):
 
 
 def _message(reason, num_classes):
+    if reason == "rows":
+        return "x and y must have the same number of rows"
     if reason == "inputs":
         return "the inputs contain NaN or infinite values"
     if reason == "labels":
@@ -151,26 +153,39 @@ def _message(reason, num_classes):
 
 
 def assert_accepted(counts, num_classes, layer_names=()):
-    """Assertions that fail, naming the reason, when a count is not zero.
+    """One assertion that fails, naming the first reason, when a count is
+    not zero.
 
     Args:
         counts: from `input_rejections`, `layer_rejections` or
             `rejection_counts`.
         num_classes: for the message about labels.
         layer_names: the learning layers, in the order of `counts["layers"]`.
+
+    Returns:
+        A list of assertion ops (empty without counts).
     """
-    named = {k: v for k, v in counts.items() if k != "layers"}
+    reasons = [reason for reason in counts if reason != "layers"]
+    values = [tf.reshape(counts[reason], [1]) for reason in reasons]
     if "layers" in counts:
-        for index, name in enumerate(layer_names):
-            named[f"layer {name!r}"] = counts["layers"][index]
+        reasons += [f"layer {name!r}" for name in layer_names]
+        values.append(tf.reshape(counts["layers"], [-1]))
+    if not reasons:
+        return []
+    messages = tf.constant(
+        [
+            f"Rejected batch: {_message(reason, num_classes)}; no weight was changed"
+            for reason in reasons
+        ]
+    )
+    # NaN != 0: a count that is not a number rejects the batch too.
+    rejected = tf.not_equal(tf.concat(values, axis=0), 0.0)
+    first = tf.argmax(tf.cast(rejected, tf.int32), output_type=tf.int32)
+    # String data only: the assertion needs no tf.cond (cheap at small sizes).
     return [
-        tf.debugging.assert_equal(
-            count,
-            tf.constant(0.0, count.dtype),
-            message=f"Rejected batch: {_message(reason, num_classes)}; "
-            "no weight was changed",
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(rejected)), [tf.gather(messages, first)]
         )
-        for reason, count in named.items()
     ]
 
 

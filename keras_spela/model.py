@@ -1,6 +1,7 @@
 """SpelaModel: a Keras model trained by its layers' local rules."""
 
 import contextlib
+import inspect
 import re
 
 import keras
@@ -9,10 +10,12 @@ import tensorflow as tf
 from keras_spela import acceptance
 from keras_spela import arguments
 from keras_spela import chain
+from keras_spela import fit_data
 from keras_spela import rules
 from keras_spela.class_slots import ClassSlotsMixin
 from keras_spela.class_slots import class_capacity
 from keras_spela.early_exit import EarlyExitMixin
+from keras_spela.exit_metrics import ExitMetrics
 from keras_spela.layers import is_spela_layer
 from keras_spela.layerwise import LayerwiseMixin
 from keras_spela.sweep import sweep
@@ -109,7 +112,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         self.train_layers = train_layers
         # The per-example input shape (from keras.Input), or None.
         self.example_input_shape = None if input_shape is None else tuple(input_shape)
-        self._trackers = self._make_trackers()
+        self._exit_metrics = ExitMetrics([layer.name for layer in self.exit_layers])
         if input_shape is not None:
             self.build((None,) + tuple(input_shape))
 
@@ -137,15 +140,16 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             if layer.name in self.train_layers and layer.trainable
         ]
 
-    def _make_trackers(self):
-        names = ["loss", "accuracy"]
-        for layer in self.exit_layers:
-            names += [f"{layer.name}_loss", f"{layer.name}_accuracy"]
-        return {name: keras.metrics.Mean(name=name) for name in names}
-
     @property
     def metrics(self):
-        return list(self._trackers.values())
+        return self._exit_metrics.slots
+
+    def reset_metrics(self):
+        # What Keras does metric by metric, in two ops (before every epoch).
+        self._exit_metrics.reset()
+
+    def get_metrics_result(self):
+        return self._exit_metrics.results()
 
     @property
     def train_layers(self):
@@ -258,11 +262,13 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             )
 
     # ------------------------------------------------------- Keras entry points
-    def fit(self, *args, callbacks=None, **kwargs):
-        for callback in callbacks or []:
+    def fit(self, *args, **kwargs):
+        arguments_ = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
+        arguments_.pop("self")
+        for callback in arguments_.get("callbacks") or []:
             self._set_monitor_mode(callback)
         with _rejections_as_value_errors():
-            return super().fit(*args, callbacks=callbacks, **kwargs)
+            return super().fit(**fit_data.fit_arguments(arguments_))
 
     def evaluate(self, *args, **kwargs):
         with _rejections_as_value_errors():
@@ -276,6 +282,55 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         with _rejections_as_value_errors():
             return super().test_on_batch(*args, **kwargs)
 
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        self.train_function = self._one_step_function(self.train_step, self.train_function)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is not None and not force:
+            return self.test_function
+        super().make_test_function(force=True)
+        self.test_function = self._one_step_function(self.test_step, self.test_function)
+        return self.test_function
+
+    def _one_step_function(self, step_function, keras_function):
+        """`keras_function`, or for one step per call outside a tf.distribute
+        strategy a leaner equivalent: ONE tf.function that reads the batch
+        from the iterator and runs `step_function` (Keras nests a second
+        tf.function and returns a `tf.experimental.Optional`, whose checks
+        are eager ops: together about 0.6 ms a step, most of a small
+        network's step). An exhausted iterator raises OutOfRangeError, which
+        Keras' epoch loop ends the epoch on."""
+        if (
+            self.steps_per_execution != 1
+            or self.run_eagerly
+            or self._distribute_strategy is not None
+            or tf.distribute.has_strategy()
+        ):
+            return keras_function
+
+        def one_step_on_iterator(iterator):
+            data = iterator.get_next()
+            # As Keras: an Optional in the data (an absent element) is None.
+            data = tf.nest.map_structure(
+                lambda item: None if isinstance(item, tf.experimental.Optional) else item,
+                data,
+            )
+            return step_function(data)
+
+        # As Keras: no autograph (the steps are plain graph code).
+        one_step = tf.function(one_step_on_iterator, reduce_retracing=True, autograph=False)
+
+        def function(iterator):
+            if isinstance(iterator, tf.data.Iterator):
+                return one_step(iterator)
+            return keras_function(iterator)
+
+        return function
+
     def _set_monitor_mode(self, callback):
         """Gives a monitoring callback in mode "auto" (EarlyStopping,
         ReduceLROnPlateau, ModelCheckpoint) the direction of a SpelaModel
@@ -283,7 +338,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         if getattr(callback, "mode", None) != "auto" or not hasattr(callback, "monitor"):
             return
         name = str(callback.monitor).removeprefix("val_")
-        if name in self._trackers:
+        if name in self._exit_metrics:
             callback.mode = "max" if name.endswith("accuracy") else "min"
 
     # ------------------------------------------------------------- local rule
@@ -393,7 +448,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             with tf.control_dependencies(checks):
                 if variables:
                     self.optimizer.apply_gradients(zip(gradients, variables))
-        return self._update_metrics(y, sample_weight, scores, losses)
+        return self._exit_metrics.update(y, sample_weight, scores, losses)
 
     def _gated_local_update(self, x, y, sample_weight):
         """The local rules and the update, which runs only for an accepted
@@ -431,36 +486,13 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             x, y, loss_weight, training=False, train_layers=every_exit
         )
         losses = {name: error.loss for name, error in errors.items()}
-        return self._update_metrics(y, sample_weight, scores, losses)
+        return self._exit_metrics.update(y, sample_weight, scores, losses)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         # Every exit costs one small product: `predict` picks one afterwards,
         # so choosing an exit never retraces.
         return self.exit_scores(x, training=False)
-
-    def _update_metrics(self, y, sample_weight, scores, losses):
-        for name, loss in losses.items():
-            self._trackers[f"{name}_loss"].update_state(loss)
-        if losses:
-            self._trackers["loss"].update_state(tf.add_n(list(losses.values())))
-        for name, layer_scores in scores.items():
-            predicted = tf.argmax(layer_scores, axis=-1, output_type=y.dtype)
-            correct = tf.cast(tf.equal(predicted, y), tf.float32)
-            self._trackers[f"{name}_accuracy"].update_state(correct, sample_weight)
-            if name == self.exit_layers[-1].name:
-                self._trackers["accuracy"].update_state(correct, sample_weight)
-        # Layers that do not learn in this fit have no loss to report.
-        silent = {
-            f"{layer.name}_loss" for layer in self.exit_layers if layer.name not in losses
-        }
-        if not losses:
-            silent.add("loss")
-        return {
-            name: tracker.result()
-            for name, tracker in self._trackers.items()
-            if name not in silent
-        }
 
     def _checked_batch(self, x, y, training=True):
         """Checks a batch's types and shapes, and asserts the rejection counts
@@ -488,18 +520,13 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 "x and y must have the same number of rows, received "
                 f"{x_rows} and {y_rows}."
             )
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(x)[0],
-                tf.shape(y)[0],
-                message="Rejected batch: x and y must have the same number of rows",
-            )
-        ]
-        with tf.control_dependencies(checks):
-            counts = acceptance.input_rejections(
+        counts = {
+            "rows": tf.cast(tf.not_equal(tf.shape(x)[0], tf.shape(y)[0]), tf.float32),
+            **acceptance.input_rejections(
                 x, y, self.num_classes, class_mask=self.class_mask if training else None
-            )
-        checks += acceptance.assert_accepted(counts, self.num_classes)
+            ),
+        }
+        checks = acceptance.assert_accepted(counts, self.num_classes)
         with tf.control_dependencies(checks):
             return tf.identity(x), tf.identity(y)
 
@@ -543,3 +570,6 @@ def _rejections_as_value_errors():
         if match is None:
             raise
         raise acceptance.BatchRejectedError(match.group(1) + ".") from None
+
+
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
