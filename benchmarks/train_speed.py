@@ -245,6 +245,28 @@ def profile(widths, batch, repeats):
     return {name: 1000 * common.median(t) for name, t in times.items()}
 
 
+def print_bound(parts, epoch_rows):
+    """The ratio a step could reach if it were only its matrix products and
+    its optimizer update (both measured in `profile`), next to the measured
+    epoch ratios: what the rest of each step (elementwise work, checks,
+    metrics) costs."""
+    matmuls_s = parts["SPELA matrix products only (h W, h^T dz)"]
+    matmuls_b = parts["backprop matrix products only (fwd, weight, input grads)"]
+    adam_s, adam_b = parts["SPELA Adam update alone"], parts["backprop Adam update alone"]
+    measured = {row[0]: row[3] for row in epoch_rows}
+    print()
+    print("Bound: the epoch ratio if a step were only its matrix products and its optimizer update")
+    print(f"  Adam: (SPELA matrix products {matmuls_s:.2f} + Adam {adam_s:.2f} ms) / (backprop "
+          f"{matmuls_b:.2f} + {adam_b:.2f} ms) = {(matmuls_s + adam_s) / (matmuls_b + adam_b):.3f}"
+          f"; measured (jit_compile=False): {measured.get('jit_compile=False', 'n/a')}")
+    print(f"  SGD (its update is a few elementwise passes): matrix products alone "
+          f"{matmuls_s:.2f} / {matmuls_b:.2f} ms = {matmuls_s / matmuls_b:.3f}; measured "
+          f"(jit_compile=False): {measured.get('jit_compile=False, SGD (extra)', 'n/a')}")
+    print("  The difference between a bound and its measured ratio is the rest of the steps: "
+          "SPELA's elementwise passes (norms, scores, the loss gradient, act', the acceptance "
+          "bounds) against backprop's fused kernels (BiasAdd, LeakyReluGrad, BiasAddGrad).")
+
+
 def main():
     args = parse_args()
     txt = None if args.no_save else common.results_path("train_speed.txt", args.quick)
@@ -366,6 +388,7 @@ def main():
             [[k, f"{v:.2f}"] for k, v in parts.items()],
             title=(f"Step breakdown, batch {args.batch_size}, jit_compile=False, "
                    f"median of {args.profile_repeats} interleaved calls")))
+        print_bound(parts, epoch_rows)
 
 
 if __name__ == "__main__":
