@@ -27,10 +27,11 @@ import tensorflow as tf
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
 
-def fit_arguments(arguments):
+def fit_arguments(arguments, distributed=False):
     """The arguments of `keras.Model.fit` (a dict of its parameter names),
     with array inputs replaced by a repeating dataset (see the module
-    docstring); unchanged where that does not apply."""
+    docstring); unchanged where that does not apply (`distributed`: the
+    model belongs to a tf.distribute strategy)."""
     if arguments.get("steps_per_epoch") is not None:
         return arguments
     x = arguments.get("x")
@@ -49,6 +50,7 @@ def fit_arguments(arguments):
         or shuffle not in (True, False)
         or not isinstance(batch_size, int)
         or batch_size < 1
+        or distributed
         or tf.distribute.has_strategy()
     ):
         return arguments

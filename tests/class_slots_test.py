@@ -47,6 +47,9 @@ def _model(seed=0):
 def test_host_activation_training_and_scores(digits, tmp_path):
     (x, y), (x_test, y_test) = digits
     model = _model()
+    # The library default, Adam 1e-2: new-class accuracy 0.72-0.85 over six shuffle
+    # seeds, where SGD(0.5) spans 0.08-0.86.
+    model.compile()
     assert model.num_classes == 10 and model.max_classes == 10
     assert model.active_classes == list(range(8))
     old = y < 8

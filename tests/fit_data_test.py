@@ -81,6 +81,7 @@ def test_other_inputs_go_to_keras_as_given():
         assert fit_data.fit_arguments(arguments) == arguments
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         assert fit_data.fit_arguments({"x": x, "y": y}) == {"x": x, "y": y}
+    assert fit_data.fit_arguments({"x": x, "y": y}, distributed=True) == {"x": x, "y": y}
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
     assert fit_data.fit_arguments({"x": dataset})["steps_per_epoch"] == 4
     endless = dataset.repeat()
