@@ -9,29 +9,37 @@ once per `fit`:
 
 - the same rows per epoch (a new permutation every epoch with
   `shuffle=True`, Keras' default; in order with `shuffle=False`), the same
-  batch size (Keras' default 32) and the same short last batch;
+  batch size (Keras' default 32) and the same short last batch. (Under
+  `keras.utils.set_random_seed`, Keras' own pipeline restarts its seeded
+  shuffle with every epoch's new iterator and so repeats one order; this
+  one draws a new order each epoch);
+- validation at `validation_batch_size`, or else `batch_size`, as Keras;
+- float64 arrays cast to `keras.config.floatx()` once, as Keras casts them;
 - `validation_split` takes the last rows, as Keras does, before any shuffle;
 - `sample_weight` rides along.
 
-Other inputs, and arrays with `class_weight`, `shuffle="batch"` or under a
-tf.distribute strategy, go to Keras as given; a `tf.data.Dataset` of known
+Other inputs, and arrays with `class_weight`, `shuffle="batch"`, no rows,
+`compile(steps_per_execution=k)` with k > 1 or under a tf.distribute
+strategy, go to Keras as given; a `tf.data.Dataset` of known
 length gets `steps_per_epoch` (then Keras makes one iterator per epoch, not
 two).
 """
 
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
 
-def fit_arguments(arguments, distributed=False):
+def fit_arguments(arguments, distributed=False, steps_per_execution=1):
     """The arguments of `keras.Model.fit` (a dict of its parameter names),
     with array inputs replaced by a repeating dataset (see the module
     docstring); unchanged where that does not apply (`distributed`: the
-    model belongs to a tf.distribute strategy)."""
+    model belongs to a tf.distribute strategy; `steps_per_execution` > 1:
+    a compiled call of several steps would read on into the next epoch)."""
     if arguments.get("steps_per_epoch") is not None:
         return arguments
     x = arguments.get("x")
@@ -51,13 +59,14 @@ def fit_arguments(arguments, distributed=False):
         or not isinstance(batch_size, int)
         or batch_size < 1
         or distributed
+        or steps_per_execution != 1
         or tf.distribute.has_strategy()
     ):
         return arguments
     arrays = [a for a in (x, y, sample_weight) if a is not None]
     rows = int(x.shape[0]) if len(x.shape) else 0
-    if any(len(a.shape) == 0 or int(a.shape[0]) != rows for a in arrays):
-        return arguments  # Keras' own error
+    if rows == 0 or any(len(a.shape) == 0 or int(a.shape[0]) != rows for a in arrays):
+        return arguments  # Keras' own error or warning
     arguments = dict(arguments)
     split = arguments.pop("validation_split", 0.0) or 0.0
     if split:
@@ -69,6 +78,9 @@ def fit_arguments(arguments, distributed=False):
             arrays = [a[:train_rows] for a in arrays]
             rows = train_rows
     steps = -(-rows // batch_size)
+    # Keras validates at validation_batch_size or batch_size (the per-exit
+    # losses are means of batch means): keep that batch size.
+    arguments["validation_batch_size"] = arguments.get("validation_batch_size") or batch_size
     arguments.update(
         x=_repeating_batches(arrays, rows, batch_size, shuffle), y=None, sample_weight=None,
         batch_size=None, shuffle=False, steps_per_epoch=steps,
@@ -78,7 +90,11 @@ def fit_arguments(arguments, distributed=False):
 
 def _repeating_batches(arrays, rows, batch_size, shuffle):
     """`(x, y[, sample_weight])` batches, epoch after epoch, without end."""
-    tensors = tuple(tf.convert_to_tensor(a) for a in arrays)
+    # As Keras: float64 arrays become floatx (once, not per batch).
+    tensors = tuple(
+        tf.cast(a, keras.config.floatx()) if a.dtype == np.float64 else tf.convert_to_tensor(a)
+        for a in arrays
+    )
 
     def epoch_order(_):
         order = tf.range(rows, dtype=tf.int64)

@@ -277,7 +277,9 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         with _rejections_as_value_errors():
             return super().fit(
                 **fit_data.fit_arguments(
-                    arguments_, distributed=self._distribute_strategy is not None
+                    arguments_,
+                    distributed=self._distribute_strategy is not None,
+                    steps_per_execution=self.steps_per_execution,
                 )
             )
 

@@ -77,8 +77,10 @@ def test_other_inputs_go_to_keras_as_given():
         {"x": x, "y": y, "steps_per_epoch": 3},
         {"x": [x], "y": y},
         {"x": x, "y": y[:10]},
+        {"x": x[:0], "y": y[:0]},
     ):
         assert fit_data.fit_arguments(arguments) == arguments
+    assert fit_data.fit_arguments({"x": x, "y": y}, steps_per_execution=3) == {"x": x, "y": y}
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         assert fit_data.fit_arguments({"x": x, "y": y}) == {"x": x, "y": y}
     assert fit_data.fit_arguments({"x": x, "y": y}, distributed=True) == {"x": x, "y": y}
@@ -122,8 +124,32 @@ def test_fit_with_validation_split_reports_the_last_rows():
     x = rng.normal(size=(40, 3)).astype(np.float32)
     y = rng.integers(0, 4, 40).astype(np.int32)
     model = _model()
-    history = model.fit(x, y, batch_size=8, epochs=1, validation_split=0.25, verbose=0)
-    assert int(model.optimizer.iterations) == 4  # 30 rows of batch 8
-    evaluated = model.evaluate(x[30:], y[30:], verbose=0, return_dict=True)
+    history = model.fit(x, y, batch_size=4, epochs=1, validation_split=0.25, verbose=0)
+    assert int(model.optimizer.iterations) == 8  # 30 rows of batch 4
+    # As Keras: validation at the training batch size (losses are means of batch means).
+    evaluated = model.evaluate(x[30:], y[30:], batch_size=4, verbose=0, return_dict=True)
     assert history.history["val_accuracy"][0] == pytest.approx(evaluated["accuracy"])
     assert history.history["val_loss"][0] == pytest.approx(evaluated["loss"], rel=1e-5)
+    other = model.evaluate(x[30:], y[30:], batch_size=32, verbose=0, return_dict=True)
+    assert other["loss"] != pytest.approx(evaluated["loss"], rel=1e-5)
+
+
+def test_multi_step_executions_and_empty_arrays_keep_keras_behaviour():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 40).astype(np.int32)
+    model = _model()
+    model.compile(steps_per_execution=3)
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0)
+    assert int(model.optimizer.iterations) == 8  # 4 batches per epoch, none more
+    empty = _model()
+    with pytest.warns(UserWarning, match="ran out of data"):
+        empty.fit(x[:0], y[:0], batch_size=10, epochs=1, verbose=0)
+    assert int(empty.optimizer.iterations) == 0
+
+
+def test_float64_arrays_become_floatx_once():
+    x, y = _arrays(12)
+    arguments = fit_data.fit_arguments({"x": x.astype(np.float64), "y": y, "batch_size": 5})
+    (epoch,) = _epochs(arguments, 1)
+    assert all(b[0].dtype == np.float32 and b[1].dtype == np.int32 for b in epoch)
