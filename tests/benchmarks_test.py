@@ -1,9 +1,9 @@
-"""The time-to-accuracy and memory-against-depth benchmarks run as a user runs them
-(subprocesses from a temporary directory, --no_save), at tiny settings: what they
-print, that a target out of reach is reported as such, that the memory numbers mean
-what the script says (persistent bytes hold the weights and both Adam slots, a step
-holds every weight gradient), and one-line errors for bad flags. No timing is
-asserted: speed and memory are claims of the benchmarks, not of tests."""
+"""The time-to-accuracy, memory-against-depth, conv-speed and small-speed benchmarks run
+as a user runs them (subprocesses from a temporary directory, --no_save), at tiny
+settings: what they print, that a target out of reach is reported as such, that the
+memory numbers mean what the script says (persistent bytes hold the weights and both
+Adam slots, a step holds every weight gradient), and one-line errors for bad flags. No
+timing is asserted: speed and memory are claims of the benchmarks, not of tests."""
 
 import os
 import pathlib
@@ -201,3 +201,35 @@ def test_conv_speed_smallest(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+SMALL_SPEED = BENCHMARKS / "small_speed.py"
+
+
+def test_small_speed_smallest(tmp_path):
+    result, output = run(
+        SMALL_SPEED, "--rounds", 1, "--batch1_examples", 20, "--no_save", cwd=tmp_path,
+    )
+    out = result.stdout
+    # The epoch table: per method and batch, ms per epoch, ms per step and the time
+    # ratio to backprop (Adam), which is the quotient of the first column.
+    epoch_ms = {}
+    for method in ("SPELA", "backprop", "backprop RMSprop"):
+        for batch, steps in ((50, DIGITS_STEPS_PER_EPOCH), (1, 20)):
+            row = re.search(rf"^{method}, batch {batch} +\|(.*)$", out, re.MULTILINE)
+            assert row, output
+            cells = [float(cell) for cell in row.group(1).split("|")]
+            assert cells[1] == pytest.approx(cells[0] / steps, rel=0.02, abs=0.01), output
+            epoch_ms[method, batch] = cells
+    for batch in (50, 1):
+        spela, backprop = epoch_ms["SPELA", batch][0], epoch_ms["backprop", batch][0]
+        assert epoch_ms["SPELA", batch][2] == pytest.approx(spela / backprop, rel=0.02), output
+    assert re.search(rf"^  (PASS|FAIL) epoch time SPELA / backprop \(Adam\), batch 50: "
+                     rf"{NUMBER} \(goal <= 0\.8\)$", out, re.MULTILINE), output
+    assert re.search(rf"^  (PASS|FAIL) steps per second at batch 1, SPELA / backprop "
+                     rf"\(Adam\): {NUMBER}x \(goal >= 1\.25x\)$", out, re.MULTILINE), output
+    assert_quiet(result, output)
+    assert not list(tmp_path.iterdir()), "--no_save wrote files"
+    result, output = run(SMALL_SPEED, "--rounds", 0, cwd=tmp_path, expect_code=2)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("error: --rounds must be >= 1, received 0"), output
