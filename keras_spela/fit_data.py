@@ -34,12 +34,13 @@ import tensorflow as tf
 _ARRAY_TYPES = (np.ndarray, tf.Tensor)
 
 
-def fit_arguments(arguments, distributed=False, steps_per_execution=1):
+def fit_arguments(arguments, one_step_calls=True):
     """The arguments of `keras.Model.fit` (a dict of its parameter names),
     with array inputs replaced by a repeating dataset (see the module
-    docstring); unchanged where that does not apply (`distributed`: the
-    model belongs to a tf.distribute strategy; `steps_per_execution` > 1:
-    a compiled call of several steps would read on into the next epoch)."""
+    docstring); unchanged where that does not apply. `one_step_calls`: the
+    model's train function runs one step per call outside any tf.distribute
+    strategy (`SpelaModel.runs_one_step_per_call`; a call of several steps
+    would read on into the next epoch)."""
     if arguments.get("steps_per_epoch") is not None:
         return arguments
     x = arguments.get("x")
@@ -58,9 +59,7 @@ def fit_arguments(arguments, distributed=False, steps_per_execution=1):
         or shuffle not in (True, False)
         or not isinstance(batch_size, int)
         or batch_size < 1
-        or distributed
-        or steps_per_execution != 1
-        or tf.distribute.has_strategy()
+        or not one_step_calls
     ):
         return arguments
     arrays = [a for a in (x, y, sample_weight) if a is not None]

@@ -276,11 +276,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             self._set_monitor_mode(callback)
         with _rejections_as_value_errors():
             return super().fit(
-                **fit_data.fit_arguments(
-                    arguments_,
-                    distributed=self._distribute_strategy is not None,
-                    steps_per_execution=self.steps_per_execution,
-                )
+                **fit_data.fit_arguments(arguments_, self.runs_one_step_per_call())
             )
 
     def evaluate(self, *args, **kwargs):
@@ -309,6 +305,17 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         self.test_function = self._one_step_function(self.test_step, self.test_function)
         return self.test_function
 
+    def runs_one_step_per_call(self):
+        """Whether the train and test functions are SpelaModel's own (one
+        step per call, graph mode, no tf.distribute strategy), whose fit
+        takes arrays as one repeating pipeline (`keras_spela.fit_data`)."""
+        return not (
+            self.steps_per_execution != 1
+            or self.run_eagerly
+            or self._distribute_strategy is not None
+            or tf.distribute.has_strategy()
+        )
+
     def _one_step_function(self, step_function, keras_function):
         """`keras_function`, or for one step per call outside a tf.distribute
         strategy a leaner equivalent: ONE tf.function that reads the batch
@@ -317,12 +324,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         are eager ops: together about 0.6 ms a step, most of a small
         network's step). An exhausted iterator raises OutOfRangeError, which
         Keras' epoch loop ends the epoch on."""
-        if (
-            self.steps_per_execution != 1
-            or self.run_eagerly
-            or self._distribute_strategy is not None
-            or tf.distribute.has_strategy()
-        ):
+        if not self.runs_one_step_per_call():
             return keras_function
 
         def one_step_on_iterator(iterator):

@@ -80,10 +80,13 @@ def test_other_inputs_go_to_keras_as_given():
         {"x": x[:0], "y": y[:0]},
     ):
         assert fit_data.fit_arguments(arguments) == arguments
-    assert fit_data.fit_arguments({"x": x, "y": y}, steps_per_execution=3) == {"x": x, "y": y}
+    assert fit_data.fit_arguments({"x": x, "y": y}, one_step_calls=False) == {"x": x, "y": y}
+    model = _model()
+    assert model.runs_one_step_per_call()
+    model.compile(steps_per_execution=3)
+    assert not model.runs_one_step_per_call()
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
-        assert fit_data.fit_arguments({"x": x, "y": y}) == {"x": x, "y": y}
-    assert fit_data.fit_arguments({"x": x, "y": y}, distributed=True) == {"x": x, "y": y}
+        assert not _model().runs_one_step_per_call()
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
     assert fit_data.fit_arguments({"x": dataset})["steps_per_epoch"] == 4
     endless = dataset.repeat()

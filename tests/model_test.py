@@ -359,6 +359,28 @@ def test_early_exit_thresholds():
     assert 0 < result["exit_fractions"][0] < 1
 
 
+def test_metric_slots_read_reset_and_refuse_updates_one_by_one():
+    """model.metrics (every mean held in ExitMetrics' two variables) as Keras' API
+    uses them: names in order, result() per metric, reset_state() of one metric."""
+    x, y = _small_train(100)
+    model = _model()
+    model.compile()
+    logs = model.evaluate(x, y, batch_size=25, verbose=0, return_dict=True)
+    names = [metric.name for metric in model.metrics]
+    assert names == ["loss", "accuracy", "h1_loss", "h1_accuracy", "h2_loss", "h2_accuracy"]
+    for metric in model.metrics:
+        assert float(metric.result()) == pytest.approx(logs[metric.name], rel=1e-6)
+    assert logs["accuracy"] == logs["h2_accuracy"] and logs["loss"] > logs["h1_loss"] > 0
+    model.metrics[2].reset_state()
+    assert float(model.metrics[2].result()) == 0.0
+    for metric in model.metrics[:2] + model.metrics[3:]:
+        assert float(metric.result()) == pytest.approx(logs[metric.name], rel=1e-6)
+    model.reset_metrics()
+    assert all(float(metric.result()) == 0.0 for metric in model.metrics)
+    with pytest.raises(NotImplementedError, match="updated by SpelaModel's steps"):
+        model.metrics[0].update_state(1.0)
+
+
 # ------------------------------------------------------ layer-wise / subsets
 class _PhaseSnapshots(keras.callbacks.Callback):
     """Records every weight at the start and end of each fit() call."""
