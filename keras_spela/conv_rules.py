@@ -11,7 +11,8 @@ dense losses (`rules.output_gradient`). Backwards, in closed form:
   contiguous STRIDED_SLICEs, EQUAL, CAST, MUL, CONCATENATION, PACK): ties,
   common where an image is flat, are broken as TensorFlow's MaxPoolGrad
   breaks them, on every runtime;
-- `dL/dz = dL/da * act'(z)`;
+- `dL/dz = dL/da * act'(z)`, taken at the pooled resolution before the
+  unpooling (where `dL/da` is not zero, `a` is the window's maximum);
 - `dL/dK[i, j, c, o] = sum_{b,y,x} h[b, s y + i, s x + j, c] dL/dz[b, y, x, o]`:
   ONE forward CONV_2D with batch and channels swapped (input `h^T`
   `(C, H, W, B)`, filter `dL/dz^T` `(H', W', B, O)`, dilation = the stride),
@@ -235,7 +236,8 @@ def conv_local_error(
             features, targets, class_vectors, rule.dense, sample_weight
         )
         positions = float(p.shape[1] * p.shape[2])
-        grad_p = tf.ones_like(p) * tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
+        # The same dL/dp at every position: broadcast by the SELECT below.
+        grad_p = tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
     else:
         channels, projected = projected_channels(p, projection)
         filters = p.shape[3]
@@ -248,8 +250,10 @@ def conv_local_error(
         grad_channels = tf.matmul(grad_projected, projection, transpose_b=True)
         grad_p = tf.reshape(tf.transpose(grad_channels, [1, 2, 0]), [-1] + p.shape[1:].as_list())
         aux.update(channels=channels, grad_projected=grad_projected)
-    grad_a = _unpool(grad_p, a, p, rule)
-    grad_z = grad_a * rules.activation_derivative(z, a, rule.dense)
+    # act' at the pooled resolution: the gradient reaches only the cell of a
+    # window where a equals the window's maximum p, so act'(a) = act'(p)
+    # there (and 0 * act' elsewhere).
+    grad_z = _unpool(rules.times_activation_derivative(grad_p, p, rule.dense), a, p, rule)
     if normalized is not None:
         aux["grad_conv"] = _through_normalization(grad_z, normalized, rule)
     return rules.LocalError(h, p, grad_z, loss, scores, aux or None)

@@ -168,18 +168,25 @@ def activate(z, rule):
     return z
 
 
-def activation_derivative(z, a, rule):
-    """`act'(z)`, given `z` and `a = act(z)`.
+def times_activation_derivative(grad_a, a, rule):
+    """`dL/dz = dL/da * act'(z)`, given `a = act(z)`.
 
-    Written with `a` only, so `z` need not be kept until the backward step.
-    At exactly `z = 0` (a flat image region with a zero bias) it takes the
-    value TensorFlow's gradient takes for `leaky_relu` (1: `a >= 0` exactly
-    when `z >= 0`); `relu`, whose `a = 0` does not tell `z = 0` from `z < 0`,
-    takes 0 there."""
+    Written with `a` only, so `z` need not be kept until the backward step;
+    `grad_a` may be any shape that broadcasts against `a`. At exactly `z = 0`
+    (a flat image region with a zero bias) `leaky_relu` takes the slope 1,
+    as the gradient of `activate`'s `maximum(z, slope z)` does (`a >= 0`
+    exactly when `z >= 0`); `relu`, whose `a = 0` does not tell `z = 0` from
+    `z < 0`, takes 0 there."""
+    return grad_a * _activation_derivative(a, rule)
+
+
+def _activation_derivative(a, rule):
+    """`act'(z)` from `a = act(z)`."""
     if rule.activation == "leaky_relu":
-        slope = rule.negative_slope
+        # max(1 or 0, slope): a MAXIMUM, not a MUL and an ADD. (A SELECT of
+        # same-shaped tensors converts to SELECT, which TFLite Micro lacks.)
         positive = tf.cast(tf.greater_equal(a, 0.0), a.dtype)
-        return slope + (1.0 - slope) * positive
+        return tf.maximum(positive, rule.negative_slope)
     if rule.activation == "relu":
         return tf.cast(tf.greater(a, 0.0), a.dtype)
     if rule.activation == "tanh":
@@ -272,8 +279,11 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
 
     if rule.local_loss == "euclidean":
         # dL/da = 2 (a - v_y)
-        direction = outputs - tf.matmul(targets, class_vectors)
-        losses = tf.reduce_sum(tf.square(direction), axis=-1)
+        losses = tf.reduce_sum(
+            tf.square(outputs - tf.matmul(targets, class_vectors)), axis=-1
+        )
+        class_weights = -targets
+        output_scale = 1.0
         row_scale = 2.0
     else:
         # d(cosine)/d(a) carries 1/||a||; rows of ~zero norm get no update.
@@ -289,15 +299,15 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
             # about 0.35 ms a call on small batches (most of a small step).
             error = tf.exp(log_probabilities) - targets
             error_dot_scores = tf.reduce_sum(error * scores, axis=-1, keepdims=True)
-            direction = (
-                tf.matmul(error, class_vectors) - (error_dot_scores * inverse_norm) * outputs
-            )
+            # dL/da = (e f) V - ((e . s) f / ||a||) a with the row factor f
+            # below: the factors go on small tensors first.
+            class_weights = error
+            output_scale = -error_dot_scores * inverse_norm
             row_scale = valid_inverse_norm / rule.temperature
         else:
             # cosine: dL/da = (s_y u - v_y) / ||a||; log_cosine: / (2 - s_y)
-            direction = (target_score * inverse_norm) * outputs - tf.matmul(
-                targets, class_vectors
-            )
+            class_weights = -targets
+            output_scale = target_score * inverse_norm
             row_scale = valid_inverse_norm
             # squared_cosine: dL/da = 2 (1 - s_y) (s_y u - v_y) / ||a||
             if rule.local_loss == "cosine":
@@ -318,7 +328,14 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
         losses = losses * sample_weight
         row_scale = row_scale * tf.expand_dims(sample_weight, -1)
     loss = tf.reduce_sum(losses) / batch_size
-    return loss, direction * (row_scale / batch_size), scores
+    # dL/da = (class_weights f) V + (output_scale f) a, f = row_scale / rows:
+    # the row factor f multiplies (batch, classes) and (batch, 1) tensors,
+    # and the (batch, units) ones take one MUL, one product and one ADD.
+    row_scale = row_scale / batch_size
+    grad = tf.matmul(class_weights * row_scale, class_vectors) + (
+        output_scale * row_scale
+    ) * outputs
+    return loss, grad, scores
 
 
 def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):
@@ -337,7 +354,7 @@ def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):
     loss, grad_a, scores = output_gradient(
         a, targets, class_vectors, rule, sample_weight
     )
-    grad_z = grad_a * activation_derivative(z, a, rule)
+    grad_z = times_activation_derivative(grad_a, a, rule)
     return LocalError(h, a, grad_z, loss, scores)
 
 
