@@ -8,7 +8,7 @@ dense losses (`rules.output_gradient`). Backwards, in closed form:
 - `dL/dp = dL/dg / (H' W')` at every position;
 - `dL/da`: `dL/dp` given to the first cell of each pooling window (row-major
   order) that equals the window's maximum, zero elsewhere (RESHAPE,
-  contiguous STRIDED_SLICEs, EQUAL, CAST, MUL, CONCATENATION, PACK): ties,
+  CONCATENATION, EQUAL, CAST, MUL, REDUCE_MAX): ties,
   common where an image is flat, are broken as TensorFlow's MaxPoolGrad
   breaks them, on every runtime;
 - `dL/dz = dL/da * act'(z)`, taken at the pooled resolution before the
@@ -32,6 +32,7 @@ explicit PAD of the input, so every convolution here is VALID.
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from keras_spela import rules
@@ -153,10 +154,12 @@ def _unpool(grad_p, a, p, rule):
     on every runtime.
 
     `a` (cropped to whole windows) is RESHAPEd, without moving data, to
-    `(B * H', ph, W', pw * C)`: window row `i` is then index `i` of axis 1
-    and window column `j` the channel block `j`, so every cell is a
-    contiguous STRIDED_SLICE (EQUAL, CAST, MUL per cell); the pieces go back
-    with CONCATENATION, PACK and RESHAPE."""
+    `(B * H', ph, W', pw * C)`: window row `i` is index `i` of axis 1 and
+    window column `j` the channel block `j`. `p` repeated for every block
+    (CONCATENATION) then broadcasts over the rows, so one EQUAL marks every
+    maximal cell; scoring those cells by `ph * pw` minus their row-major
+    index, the first one is where the score equals the window's largest
+    (REDUCE_MAX). Every tensor has at most 4 axes (TFLite Micro's broadcasts)."""
     if rule.pool_size == (1, 1):
         return grad_p
     pool_h, pool_w = rule.pool_size
@@ -165,19 +168,26 @@ def _unpool(grad_p, a, p, rule):
     windows = tf.reshape(
         a[:, : out_h * pool_h, : out_w * pool_w, :], [-1, pool_h, out_w, pool_w * channels]
     )
-    maxima = tf.reshape(p, [-1, out_w, channels])
-    grad = tf.reshape(grad_p, [-1, out_w, channels])
-    taken = tf.zeros_like(maxima)
-    rows = []
-    for i in range(pool_h):
-        pieces = []
-        for j in range(pool_w):
-            cell = windows[:, i, :, j * channels : (j + 1) * channels]
-            first = tf.cast(tf.equal(cell, maxima), a.dtype) * (1.0 - taken)
-            taken = taken + first
-            pieces.append(grad * first)
-        rows.append(rules.concat(pieces, axis=-1))
-    grad_a = tf.reshape(tf.stack(rows, axis=1), [-1, out_h * pool_h, out_w * pool_w, channels])
+
+    def every_column(t):
+        """`(B, H', W', C)` values as `(B H', 1, W', pw C)`, one per cell."""
+        t = tf.reshape(t, [-1, 1, out_w, channels])
+        return rules.concat([t] * pool_w, axis=-1) if pool_w > 1 else t
+
+    cells = pool_h * pool_w
+    rank = np.repeat(
+        cells - np.arange(cells, dtype=np.float32).reshape(1, pool_h, 1, pool_w), channels, axis=-1
+    )
+    score = tf.cast(tf.equal(windows, every_column(p)), a.dtype) * rank
+    best = tf.reduce_max(score, axis=1, keepdims=True)
+    if pool_w > 1:
+        best = every_column(
+            tf.reduce_max(tf.reshape(best, [-1, out_w, pool_w, channels]), axis=2)
+        )
+    first = tf.cast(tf.equal(score, best), a.dtype)
+    grad_a = tf.reshape(
+        first * every_column(grad_p), [-1, out_h * pool_h, out_w * pool_w, channels]
+    )
     rest_h, rest_w = height - out_h * pool_h, width - out_w * pool_w
     if rest_h or rest_w:
         grad_a = tf.pad(grad_a, [[0, 0], [0, rest_h], [0, rest_w], [0, 0]])

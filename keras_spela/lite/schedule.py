@@ -71,9 +71,14 @@ def _order_on_demand(model, subgraph):
             extra += reads_since.pop(variable, [])
             last_write[variable] = i
         needs[i] |= set(extra)
-    # Depth first, variable reads last: a read is made just before its user.
+    # Depth first, variable reads last (a read is made just before its
+    # user), and of an operator's other inputs the one with the most work
+    # behind it first, so that the smaller results wait for it, not it for
+    # them (Sethi-Ullman's order).
+    work = _ancestor_counts(needs)
     needs = [
-        sorted(n, key=lambda c: (codes[c] == _OPS.READ_VARIABLE, c)) for n in needs
+        sorted(n, key=lambda c: (codes[c] == _OPS.READ_VARIABLE, -work[c], c))
+        for n in needs
     ]
 
     outputs = set(subgraph.outputs)
@@ -99,6 +104,18 @@ def _order_on_demand(model, subgraph):
             else:
                 stack.append((child, iter(needs[child])))
     subgraph.operators = [ops[i] for i in order]
+
+
+def _ancestor_counts(needs):
+    """How many operators each operator depends on, directly or not."""
+    ancestors = [None] * len(needs)
+    for i in range(len(needs)):  # the converter's order is topological
+        found = set()
+        for c in needs[i]:
+            found.add(c)
+            found |= ancestors[c] if ancestors[c] is not None else set()
+        ancestors[i] = found
+    return [len(a) for a in ancestors]
 
 
 def _split_variable_reads(model, subgraph):
