@@ -130,12 +130,14 @@ def row_norm(t):
         -tf.reduce_min(t, axis=-1, keepdims=True),
     )
     scale = tf.maximum(largest, NORM_EPSILON)
-    return scale * tf.sqrt(tf.reduce_sum(tf.square(t / scale), axis=-1, keepdims=True))
+    # A MUL by the (batch, 1) reciprocal: cheaper than a DIV of every entry.
+    scaled = t * (1.0 / scale)
+    return scale * tf.sqrt(tf.reduce_sum(tf.square(scaled), axis=-1, keepdims=True))
 
 
 def normalize_rows(h):
     """Scales every row of `h` to unit L2 norm; all-zero rows stay zero."""
-    return h / tf.maximum(row_norm(h), NORM_EPSILON)
+    return h * (1.0 / tf.maximum(row_norm(h), NORM_EPSILON))
 
 
 def one_hot(labels, num_classes):
@@ -279,11 +281,8 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
 
     if rule.local_loss == "euclidean":
         # dL/da = 2 (a - v_y)
-        losses = tf.reduce_sum(
-            tf.square(outputs - tf.matmul(targets, class_vectors)), axis=-1
-        )
-        class_weights = -targets
-        output_scale = 1.0
+        direction = outputs - tf.matmul(targets, class_vectors)
+        losses = tf.reduce_sum(tf.square(direction), axis=-1)
         row_scale = 2.0
     else:
         # d(cosine)/d(a) carries 1/||a||; rows of ~zero norm get no update.
@@ -299,15 +298,15 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
             # about 0.35 ms a call on small batches (most of a small step).
             error = tf.exp(log_probabilities) - targets
             error_dot_scores = tf.reduce_sum(error * scores, axis=-1, keepdims=True)
-            # dL/da = (e f) V - ((e . s) f / ||a||) a with the row factor f
-            # below: the factors go on small tensors first.
-            class_weights = error
-            output_scale = -error_dot_scores * inverse_norm
+            direction = (
+                tf.matmul(error, class_vectors) - (error_dot_scores * inverse_norm) * outputs
+            )
             row_scale = valid_inverse_norm / rule.temperature
         else:
             # cosine: dL/da = (s_y u - v_y) / ||a||; log_cosine: / (2 - s_y)
-            class_weights = -targets
-            output_scale = target_score * inverse_norm
+            direction = (target_score * inverse_norm) * outputs - tf.matmul(
+                targets, class_vectors
+            )
             row_scale = valid_inverse_norm
             # squared_cosine: dL/da = 2 (1 - s_y) (s_y u - v_y) / ||a||
             if rule.local_loss == "cosine":
@@ -328,14 +327,10 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
         losses = losses * sample_weight
         row_scale = row_scale * tf.expand_dims(sample_weight, -1)
     loss = tf.reduce_sum(losses) / batch_size
-    # dL/da = (class_weights f) V + (output_scale f) a, f = row_scale / rows:
-    # the row factor f multiplies (batch, classes) and (batch, 1) tensors,
-    # and the (batch, units) ones take one MUL, one product and one ADD.
-    row_scale = row_scale / batch_size
-    grad = tf.matmul(class_weights * row_scale, class_vectors) + (
-        output_scale * row_scale
-    ) * outputs
-    return loss, grad, scores
+    # The direction is of unit scale (u, v_y), and row_scale carries
+    # 1 / ||a||: folding row_scale into the factor of `outputs` would make
+    # it 1 / ||a||^2, which overflows for rows below ~1e-19.
+    return loss, direction * (row_scale / batch_size), scores
 
 
 def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):
