@@ -103,10 +103,10 @@ def main_job_scenario(seed, output_dir):
     return main_job.pretrain(*host_data, num_classes), device_data, tests
 
 
-def fine_tune(path, runtime, device_data, tests, seed, exits, epochs):
+def fine_tune(path, runtime, device_data, tests, seed, epochs):
     """{test set: last-exit accuracy} after `epochs` of `DeviceTrainer.fit` on
-    `runtime` (`exits`: the learning exits of the export)."""
-    trainer = main_job.device_trainer(path, exits, runtime)
+    `runtime`."""
+    trainer = main_job.DeviceTrainer(path, runtime=runtime, quiet=True)
     trainer.fit(*device_data, epochs=epochs, seed=seed, verbose=0)
     last = f"{trainer.exits[-1]}_accuracy"
     return {name: trainer.evaluate(x, y)[last] for name, (x, y) in tests.items()}
@@ -125,13 +125,12 @@ def measure(settings, model, device_data, tests, seed, workdir):
     with main_job.capture_native_stderr(True):
         litert = keras_spela.export_tflite(model, stem + ".tflite", **common_args)
         micro = keras_spela.export_tflite_micro(model, stem + "_micro.tflite", **common_args)
-    exits = main_job.learning_exits(model, settings.train_layers)
     return {
         "arena": micro.arena_bytes,
         "operators": sum(micro.operators.values()),
         "model_bytes": micro.size_bytes,
-        "micro": fine_tune(micro.path, "micro", device_data, tests, seed, exits, settings.epochs),
-        "litert": fine_tune(litert.path, "litert", device_data, tests, seed, exits, settings.epochs),
+        "micro": fine_tune(micro.path, "micro", device_data, tests, seed, settings.epochs),
+        "litert": fine_tune(litert.path, "litert", device_data, tests, seed, settings.epochs),
     }
 
 

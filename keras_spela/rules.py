@@ -6,7 +6,7 @@ call these functions, so the host and every device runtime run the same code.
 
 Everything here is a pure function of tensors, written with ops that TFLite
 and TFLite Micro have as builtins (MATMUL, ADD, MUL, DIV, SQRT, MAXIMUM,
-GREATER, EQUAL, CAST, SOFTMAX, LOG_SOFTMAX, TANH, LOGISTIC, ...): no
+GREATER, EQUAL, CAST, EXP, LOG_SOFTMAX, TANH, LOGISTIC, ...): no
 `tf.where`, no gather, no autodiff. With `a = act(z)`, `z = h W + b`,
 `n = ||a||`, `u = a / n` and `s_c = u . v_c`:
 

@@ -1,5 +1,6 @@
-"""The time-to-accuracy, memory-against-depth, conv-speed and small-speed benchmarks run
-as a user runs them (subprocesses from a temporary directory, --no_save), at tiny
+"""The time-to-accuracy, memory-against-depth, conv-speed, small-speed and micro-budget
+benchmarks run as a user runs them (subprocesses from a temporary directory, --no_save),
+at tiny
 settings: what they print, that a target out of reach is reported as such, that the
 memory numbers mean what the script says (persistent bytes hold the weights and both
 Adam slots, a step holds every weight gradient), and one-line errors for bad flags. No
@@ -199,9 +200,6 @@ def test_conv_speed_smallest(tmp_path):
     assert_quiet(result, output)
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__]))
-
 
 SMALL_SPEED = BENCHMARKS / "small_speed.py"
 
@@ -233,3 +231,26 @@ def test_small_speed_smallest(tmp_path):
     result, output = run(SMALL_SPEED, "--rounds", 0, cwd=tmp_path, expect_code=2)
     last = result.stderr.strip().splitlines()[-1]
     assert last.endswith("error: --rounds must be >= 1, received 0"), output
+
+
+MICRO_BUDGET = BENCHMARKS / "micro_budget.py"
+
+
+def test_micro_budget_quick(tmp_path):
+    # Seed 0, the main job's defaults and the 128 KiB row: the table's arenas
+    # sit on either side of the budget, and TFLite Micro fine-tunes as LiteRT.
+    result, output = run(MICRO_BUDGET, "--quick", "--no_save", cwd=tmp_path)
+    rows = re.findall(rf"^(defaults|last only)[^|]*\|(.*)$", result.stdout, re.MULTILINE)
+    assert [name for name, _ in rows] == ["defaults", "last only"], output
+    cells = {name: [float(c) for c in rest.split("|")] for name, rest in rows}
+    assert cells["defaults"][0] > 128 >= cells["last only"][0], output
+    for name, (_, _, _, micro_new, micro_old, litert_new, litert_old, *_) in cells.items():
+        assert micro_new == pytest.approx(litert_new, abs=0.5), output
+        assert micro_old == pytest.approx(litert_old, abs=0.5), output
+    assert len(re.findall(r"^  (PASS|FAIL) ", result.stdout, re.MULTILINE)) == 2, output
+    assert_quiet(result, output)
+    assert not list(tmp_path.iterdir()), "--no_save wrote files"
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
