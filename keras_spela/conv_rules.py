@@ -236,10 +236,8 @@ def conv_local_error(
         A `rules.LocalError` with `inputs = h` (padded), `outputs = p`; its
         `aux` holds, for the projection objective, `"channels"` `(C, batch,
         H'W')` and `"grad_projected"` `(C, batch, d)` (the factors of
-        `dL/dprojection`), with a normalisation `"grad_conv"`, `dL/dc`
-        at the convolution's output (the kernel's factor), and with pooling
-        `"grad_pooled"`: `dL/dz` before the unpooling, `(batch, H', W', C)`
-        (`dL/dz` holds the same values, one per window, and zeros).
+        `dL/dprojection`), and with a normalisation `"grad_conv"`, `dL/dc`
+        at the convolution's output (the kernel's factor).
     """
     aux = {}
     if projection is None:
@@ -265,10 +263,7 @@ def conv_local_error(
     # act' at the pooled resolution: the gradient reaches only the cell of a
     # window where a equals the window's maximum p, so act'(a) = act'(p)
     # there (and 0 * act' elsewhere).
-    grad_pooled = rules.times_activation_derivative(grad_p, p, rule.dense)
-    grad_z = _unpool(grad_pooled, a, p, rule)
-    if rule.pool_size != (1, 1):
-        aux["grad_pooled"] = grad_pooled
+    grad_z = _unpool(rules.times_activation_derivative(grad_p, p, rule.dense), a, p, rule)
     if normalized is not None:
         aux["grad_conv"] = _through_normalization(grad_z, normalized, rule)
     return rules.LocalError(h, p, grad_z, loss, scores, aux or None)
@@ -278,13 +273,6 @@ def conv_gradient(error):
     """`dL/dc` at the convolution's output: `dL/dz`, or with a
     normalisation its gradient through it."""
     return error.grad_z if not error.aux else error.aux.get("grad_conv", error.grad_z)
-
-
-def pooled_gradient(error):
-    """`dL/dz` before the unpooling (see `conv_local_error`), or `dL/dz`
-    without pooling: the same nonzero values, in a quarter of the memory
-    for 2x2 windows."""
-    return error.aux.get("grad_pooled", error.grad_z) if error.aux else error.grad_z
 
 
 def projection_gradient(error):
@@ -303,10 +291,9 @@ def conv_kernel_gradient(h, grad_z, rule):
     return tf.transpose(product[:, :kh, :kw, :], [1, 2, 0, 3])
 
 
-def conv_bias_gradient(error):
-    """`dL/db = sum over batch and positions of dL/dz`, `(O,)`: the sum of
-    `pooled_gradient`."""
-    return tf.reduce_sum(pooled_gradient(error), axis=[0, 1, 2])
+def conv_bias_gradient(grad_z):
+    """`dL/db = sum over batch and positions of dL/dz`, `(O,)`."""
+    return tf.reduce_sum(grad_z, axis=[0, 1, 2])
 
 
 def conv_gradient_bound(error):
@@ -316,10 +303,8 @@ def conv_gradient_bound(error):
     projection also of `dL/dprojection`: `batch * max|dL/du| * max|p|`."""
     grad_z = error.grad_z
     terms = tf.cast(tf.reduce_prod(tf.shape(grad_z)[:3]), grad_z.dtype)
-    # max|dL/dz| read from pooled_gradient (the same nonzero values).
     largest = rules.largest_magnitude(
-        [pooled_gradient(error)]
-        + ([error.aux["grad_conv"]] if error.aux and "grad_conv" in error.aux else [])
+        [grad_z] + ([error.aux["grad_conv"]] if error.aux and "grad_conv" in error.aux else [])
     )
     bound = terms * largest * tf.maximum(rules.largest_magnitude([error.inputs]), 1.0)
     if error.aux is not None and "grad_projected" in error.aux:

@@ -275,7 +275,7 @@ class SpelaConv2D(KernelSpelaLayer):
 
     def bias_gradient(self, error):
         """`dL/dbias = sum(dL/dz)`."""
-        return conv_rules.conv_bias_gradient(error)
+        return conv_rules.conv_bias_gradient(error.grad_z)
 
     def gradient_bound(self, error):
         """`conv_rules.conv_gradient_bound`: from activations."""
