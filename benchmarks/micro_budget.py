@@ -41,12 +41,15 @@ import sys
 import tempfile
 import time
 
-# The main job's own functions; its example_setup imports TensorFlow quietly.
+# First: TensorFlow, quietly, and this checkout's keras_spela on the path
+# (before the example's import of it, which would otherwise find whatever
+# `keras_spela` directory comes first, e.g. a Bazel runfiles tree).
+from quiet_common import common  # noqa: E402
+
+# The main job's own functions.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "examples"))
-import on_device_finetune as main_job  # noqa: E402  (also puts export/ on the path)
-
-import common  # noqa: E402  sets the Keras backend
+import on_device_finetune as main_job  # noqa: E402
 
 import numpy as np  # noqa: E402
 
