@@ -75,6 +75,13 @@ QUICK_ROWS = (0, 4)
 MAX_GAP_POINTS = 2.0
 
 
+def _int_list(parser, name, text):
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        parser.error(f"--{name} must be comma-separated integers, received {text!r}")
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="seed 0, rows 0 and 4")
@@ -86,10 +93,14 @@ def parse_args():
     args = parser.parse_args()
     if args.seeds is None:
         args.seeds = "0" if args.quick else "0,1,2"
-    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.seeds = _int_list(parser, "seeds", args.seeds)
     rows = QUICK_ROWS if args.quick and args.rows is None else (
-        range(len(SETTINGS)) if args.rows is None else [int(r) for r in args.rows.split(",")]
+        range(len(SETTINGS)) if args.rows is None else _int_list(parser, "rows", args.rows)
     )
+    if not set(rows) <= set(range(len(SETTINGS))):
+        parser.error(f"--rows must be row numbers 0 to {len(SETTINGS) - 1}, received {args.rows}")
+    if not args.budget_kib > 0:
+        parser.error(f"--budget_kib must be > 0, received {args.budget_kib:g}")
     args.settings = [SETTINGS[r] for r in sorted(set(rows) | {0})]
     return args
 

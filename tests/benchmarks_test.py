@@ -250,6 +250,10 @@ def test_micro_budget_quick(tmp_path):
     assert len(re.findall(r"^  (PASS|FAIL) ", result.stdout, re.MULTILINE)) == 2, output
     assert_quiet(result, output)
     assert not list(tmp_path.iterdir()), "--no_save wrote files"
+    for flag, value, message in (("--rows", "99", "--rows must be row numbers 0 to 6"),
+                                 ("--seeds", "x", "--seeds must be comma-separated integers")):
+        result, output = run(MICRO_BUDGET, flag, value, cwd=tmp_path, expect_code=2)
+        assert message in result.stderr.strip().splitlines()[-1], output
 
 
 if __name__ == "__main__":
