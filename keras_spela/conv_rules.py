@@ -246,7 +246,8 @@ def conv_local_error(
             features, targets, class_vectors, rule.dense, sample_weight
         )
         positions = float(p.shape[1] * p.shape[2])
-        # The same dL/dp at every position: broadcast by the SELECT below.
+        # The same dL/dp at every position: `(batch, 1, 1, C)`, broadcast by
+        # the act' product below.
         grad_p = tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
     else:
         channels, projected = projected_channels(p, projection)

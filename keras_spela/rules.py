@@ -179,23 +179,18 @@ def times_activation_derivative(grad_a, a, rule):
     as the gradient of `activate`'s `maximum(z, slope z)` does (`a >= 0`
     exactly when `z >= 0`); `relu`, whose `a = 0` does not tell `z = 0` from
     `z < 0`, takes 0 there."""
-    return grad_a * _activation_derivative(a, rule)
-
-
-def _activation_derivative(a, rule):
-    """`act'(z)` from `a = act(z)`."""
     if rule.activation == "leaky_relu":
         # max(1 or 0, slope): a MAXIMUM, not a MUL and an ADD. (A SELECT of
         # same-shaped tensors converts to SELECT, which TFLite Micro lacks.)
         positive = tf.cast(tf.greater_equal(a, 0.0), a.dtype)
-        return tf.maximum(positive, rule.negative_slope)
+        return grad_a * tf.maximum(positive, rule.negative_slope)
     if rule.activation == "relu":
-        return tf.cast(tf.greater(a, 0.0), a.dtype)
+        return grad_a * tf.cast(tf.greater(a, 0.0), a.dtype)
     if rule.activation == "tanh":
-        return 1.0 - tf.square(a)
+        return grad_a * (1.0 - tf.square(a))
     if rule.activation == "sigmoid":
-        return a * (1.0 - a)
-    return tf.ones_like(a)
+        return grad_a * (a * (1.0 - a))
+    return grad_a * tf.ones_like(a)
 
 
 def dense_forward(inputs, kernel, bias, rule):
