@@ -1,4 +1,4 @@
-"""SPELA CNN training step vs the same CNN by backprop: step time and peak memory.
+"""SPELA CNN training step vs the same CNN by backprop: step time, memory, where the time goes.
 
 What is measured (CPU), side by side in one run:
 
@@ -47,12 +47,29 @@ What is measured (CPU), side by side in one run:
     1 MiB) are counted instead, and block 4's pooled output (128 KB) is not
     seen; blocks 1-3's feature maps are above the threshold.
 
+(3) Where the time goes, at the largest timing batch (64), jit_compile=False,
+    timed side by side in blocks as in (1): the SPELA and backprop steps
+    (`train_function`); a block-local reference step (the backprop CNN's
+    blocks, each with its own cross-entropy through a fixed random read-out,
+    differentiated by a GradientTape scoped to the block, so TensorFlow
+    computes no input gradients: layer-local learning with TensorFlow's
+    fused MaxPoolGrad and Conv2DBackpropFilter, a measuring stick and not a
+    method of the library); and, per SpelaConv2D layer on its real forward
+    tensors, the rule's two full-resolution pieces (`conv_rules.max_unpool`
+    and `conv_rules.conv_kernel_gradient`, TFLite builtins) against
+    TensorFlow's MaxPoolGrad and Conv2DBackpropFilter. Printed: each piece's
+    ratio, the reference's ratio to backprop, and the estimate of the SPELA
+    step with TensorFlow's kernels in those pieces (pieces timed alone
+    overlap in a step: an estimate). Standalone, MaxPoolGrad recomputes the
+    window maxima; inside Keras' backprop step oneDNN's reads them from its
+    forward pass, so the estimate is on the high side.
+
 The load average is printed at the start and at the end: above ~3 on this
 2-core machine, other processes took CPU time and the timings are noisy.
 
 Run (from the repository root, with the project's virtualenv; do not nice it):
 
-    python benchmarks/conv_speed.py            # 20 blocks of 10 calls; memory 1-4 blocks
+    python benchmarks/conv_speed.py            # 20 blocks of 10 calls; memory 1-4 blocks; (3)
     python benchmarks/conv_speed.py --quick    # 5 blocks of 3 calls; memory 1-2 blocks, 32x32
 
 Output: benchmarks/results/conv_speed[_quick].txt
@@ -73,7 +90,7 @@ import tensorflow as tf  # noqa: E402
 import cnn_accuracy  # noqa: E402  (the CNN builders)
 import keras_spela  # noqa: E402
 import memory_depth  # noqa: E402  (the memory method's helpers)
-from keras_spela import SpelaConv2D, SpelaModel  # noqa: E402
+from keras_spela import SpelaConv2D, SpelaModel, conv_rules  # noqa: E402
 
 # Eight models trace their steps here on purpose: no retracing warnings.
 tf.get_logger().setLevel("ERROR")
@@ -81,6 +98,7 @@ tf.get_logger().setLevel("ERROR")
 NUM_CLASSES = 10
 METHODS = ("SPELA", "backprop")
 WAYS = ("train_on_batch", "train_function")
+PARTS = ("time", "memory", "kernels")
 MIB = 2.0**20
 # Issue 13's goals: SPELA step / backprop step at each batch size.
 GOAL_RATIO = {64: 0.8, 1: 1.0}
@@ -91,8 +109,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="5 blocks of 3 calls; memory: 1,2 conv blocks on 32x32, 3 repeats")
-    parser.add_argument("--parts", default="time,memory",
-                        help="comma-separated parts to run: time, memory (default both)")
+    parser.add_argument("--parts", default="time,memory,kernels",
+                        help="comma-separated parts to run: time, memory, kernels (default all)")
     parser.add_argument("--batches", type=memory_depth.positive_int_list, default=[1, 64],
                         help="batch sizes of the step timing (default 1,64)")
     parser.add_argument("--blocks", type=int, default=None,
@@ -113,10 +131,10 @@ def parse_args(argv=None):
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = [p for p in parts if p not in ("time", "memory")]
+    unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
         named = ", ".join(unknown) or repr(args.parts)
-        parser.error(f"unknown part {named}; choose from time, memory")
+        parser.error(f"unknown part {named}; choose from {', '.join(PARTS)}")
     args.parts = parts
     defaults = {"blocks": (20, 5), "block": (10, 3), "image_size": (64, 32), "repeats": (5, 3)}
     for name, (full, quick) in defaults.items():
@@ -224,6 +242,160 @@ def step_times(args, jits):
         title=(f"(1) CNN train step, load_canvas_digits 20x20x1, median ms per call over "
                f"{args.blocks} interleaved blocks of {args.block} calls")))
     print("\n".join(verdicts))
+
+
+# ------------------------------------------------- (3) where the time goes
+class BlockLocalReference:
+    """The reference step of part (3): the backprop CNN's blocks, each trained
+    by its own local loss through TensorFlow's own gradient kernels.
+
+    Every block (conv + LeakyReLU + max-pool, or dense + LeakyReLU) takes its
+    input as a constant and has a fixed random linear read-out to the classes
+    (of its channel means for conv blocks); each block's cross-entropy is
+    differentiated by a GradientTape scoped to that block only, so TensorFlow
+    computes no input gradients: the cost of layer-local learning when the
+    max-pool and filter gradients are TensorFlow's fused MaxPoolGrad and
+    Conv2DBackpropFilter. A measuring stick for part (3), not a method of the
+    library (which writes its rule in TFLite builtins)."""
+
+    def __init__(self, model, num_classes=NUM_CLASSES, seed=0):
+        layers = model.layers
+        self.blocks, block = [], []
+        for previous, layer in zip([None] + layers[:-1], layers):
+            block.append(layer)
+            if isinstance(layer, keras.layers.MaxPooling2D) or (
+                isinstance(layer, keras.layers.LeakyReLU)
+                and isinstance(previous, keras.layers.Dense)
+            ):
+                self.blocks.append(block)
+                block = []
+        self.blocks.append(block)  # the softmax head
+        rng = np.random.default_rng(seed)
+        self.readouts = [
+            tf.constant(rng.normal(size=(self._width(b), num_classes)).astype(np.float32))
+            for b in self.blocks[:-1]
+        ]
+        self.optimizer = keras.optimizers.Adam(1e-3)
+        self.variables = [v for layer in layers for v in layer.trainable_variables]
+        self.optimizer.build(self.variables)
+        self.step = tf.function(self._step)
+
+    @staticmethod
+    def _width(block):
+        """The channels (conv) or units (dense) of a block's output."""
+        learned = [layer for layer in block if isinstance(layer, (keras.layers.Conv2D,
+                                                                  keras.layers.Dense))]
+        return learned[0].filters if hasattr(learned[0], "filters") else learned[0].units
+
+    def _step(self, x, y):
+        h, losses, gradients, variables = x, [], [], []
+        for index, block in enumerate(self.blocks):
+            block_variables = [v for layer in block for v in layer.trainable_variables]
+            with tf.GradientTape() as tape:
+                out = tf.stop_gradient(h)
+                for layer in block:
+                    out = layer(out, training=True)
+                if index < len(self.readouts):
+                    features = out if out.shape.rank == 2 else tf.reduce_mean(out, axis=[1, 2])
+                    logits = features @ self.readouts[index]
+                else:
+                    logits = tf.math.log(out + 1e-7)
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            gradients += tape.gradient(loss, block_variables)
+            variables += block_variables
+            losses.append(loss)
+            h = out
+        self.optimizer.apply(gradients, variables)
+        return tf.add_n(losses)
+
+
+def kernel_functions(model, x, y):
+    """Part (3)'s timed callables for every SpelaConv2D of `model` on the batch
+    `x`: the rule's unpooling and filter gradient (conv_rules, TFLite
+    builtins) and TensorFlow's MaxPoolGrad and Conv2DBackpropFilter on the
+    same tensors."""
+    functions, h = {}, tf.constant(x)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if not isinstance(layer, SpelaConv2D):
+            h = layer(h)
+            continue
+        rule = layer.rule
+        padded, _, a, p, _ = conv_rules.conv_forward(h, layer.kernel, layer.bias, rule)
+        grad_p = tf.constant(rng.normal(size=p.shape).astype(np.float32))
+        grad_z = conv_rules.max_unpool(grad_p, a, p, rule)
+        window = [1, *rule.pool_size, 1]
+        kernel_shape = list(layer.kernel.shape)
+        name = layer.name
+        functions.update({
+            (name, "unpooling", "builtins"): tf.function(
+                lambda g=grad_p, a=a, p=p, r=rule: conv_rules.max_unpool(g, a, p, r)),
+            (name, "unpooling", "tensorflow"): tf.function(
+                lambda g=grad_p, a=a, p=p, w=window: tf.raw_ops.MaxPoolGrad(
+                    orig_input=a, orig_output=p, grad=g, ksize=w, strides=w,
+                    padding="VALID")),
+            (name, "filter gradient", "builtins"): tf.function(
+                lambda h=padded, g=grad_z, r=rule: conv_rules.conv_kernel_gradient(h, g, r)),
+            (name, "filter gradient", "tensorflow"): tf.function(
+                lambda h=padded, g=grad_z, s=kernel_shape, r=rule:
+                    tf.raw_ops.Conv2DBackpropFilter(
+                        input=h, filter_sizes=s, out_backprop=g,
+                        strides=[1, *r.strides, 1], padding="VALID")),
+        })
+        h = p
+    return functions
+
+
+def kernel_part(args):
+    """Part (3): at the largest timing batch, the SPELA and backprop steps, the
+    block-local reference step and the rule's two full-resolution pieces
+    against TensorFlow's kernels, timed side by side; then the estimate of
+    the SPELA step with TensorFlow's kernels in those two places."""
+    batch = max(args.batches)
+    (x_train, y_train), _ = keras_spela.datasets.load_canvas_digits()
+    x, y = x_train[:batch], y_train[:batch]
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    spela, backprop = cnn_accuracy.spela_cnn(), cnn_accuracy.backprop_cnn()
+    steps = step_functions({("SPELA", False): spela, ("backprop", False): backprop}, x, y)
+    reference = BlockLocalReference(cnn_accuracy.backprop_cnn())
+    x_tf, y_tf = tf.constant(x), tf.constant(y)
+    functions = {
+        "SPELA step": steps[("SPELA", False, "train_function")],
+        "backprop step": steps[("backprop", False, "train_function")],
+        "block-local reference step": lambda: float(reference.step(x_tf, y_tf)),
+    }
+    for key, function in kernel_functions(spela, x, y).items():
+        functions[key] = lambda f=function: f().numpy()
+    with capture_native_stderr():
+        seconds = time_in_blocks(functions, args.blocks, args.block)
+    ms = {key: 1000 * value for key, value in seconds.items()}
+    rows = []
+    layers = sorted({key[0] for key in ms if isinstance(key, tuple)},
+                    key=lambda n: [layer.name for layer in spela.layers].index(n))
+    for name in layers:
+        for piece in ("unpooling", "filter gradient"):
+            own, theirs = ms[(name, piece, "builtins")], ms[(name, piece, "tensorflow")]
+            rows.append([name, piece, f"{own:.2f}", f"{theirs:.2f}", f"{own / theirs:.2f}"])
+    print()
+    print(common.format_table(
+        ["layer", "piece", "rule (TFLite builtins) ms", "TensorFlow kernel ms", "ratio"], rows,
+        title=(f"(3) Where the time goes, batch {batch}, jit_compile=False, median ms per call "
+               f"over {args.blocks} interleaved blocks of {args.block} calls (pieces timed "
+               "alone: TensorFlow's kernels are MaxPoolGrad and Conv2DBackpropFilter)")))
+    step, bp, ref = ms["SPELA step"], ms["backprop step"], ms["block-local reference step"]
+    own = sum(v for k, v in ms.items() if isinstance(k, tuple) and k[2] == "builtins")
+    theirs = sum(v for k, v in ms.items() if isinstance(k, tuple) and k[2] == "tensorflow")
+    estimate = step - own + theirs
+    goal = GOAL_RATIO.get(batch)
+    goal_text = f" (goal {goal})" if goal else ""
+    print(f"  steps: SPELA {step:.2f} ms, backprop {bp:.2f} ms, ratio {step / bp:.3f}{goal_text}")
+    print(f"  block-local reference step (each block its own loss, TensorFlow's gradient "
+          f"kernels, a tape per block): {ref:.2f} ms = {ref / bp:.3f} x backprop")
+    print(f"  estimate, SPELA with TensorFlow's kernels in the two pieces: {step:.2f} - "
+          f"{own:.2f} + {theirs:.2f} = {estimate:.2f} ms = {estimate / bp:.3f} x backprop "
+          "(pieces timed alone overlap in a step: an estimate, not a floor)")
 
 
 # ------------------------------------------------------- (2) memory vs blocks
@@ -396,6 +568,8 @@ def main():
             step_times(args, jits)
         if "memory" in args.parts:
             memory_part(args, jits)
+        if "kernels" in args.parts:
+            kernel_part(args)
         end_load = os.getloadavg()[0]
         print()
         print(f"load average at the end (1, 5, 15 min): {common.load_average()}")

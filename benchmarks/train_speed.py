@@ -31,6 +31,9 @@ classes; CPU only):
 5. The estimate: the epoch ratio a step would have if it were only its
    matrix products and its optimizer update (from 4), next to the measured
    ratios.
+6. The same breakdown at batch 1 and its estimate: the speed-up at batch 1
+   if a step were only its matrix products and its Adam update (goal of the
+   measured one: >= 1.25x).
 
 Run (from the repository root, with the project's virtualenv):
 
@@ -55,6 +58,8 @@ NUM_CLASSES = 10
 # printed at the end): its goal is 0.9, SGD's 0.8.
 ADAM_GOAL = 0.9
 SGD_GOAL = 0.8
+# Steps per second at batch 1, SPELA / backprop (issue 11).
+BATCH1_GOAL = 1.25
 
 
 def parse_args():
@@ -276,6 +281,31 @@ def print_estimate(parts, epoch_rows):
           "against backprop's fused kernels (BiasAdd, LeakyReluGrad, BiasAddGrad).")
 
 
+def print_batch1_estimate(parts, step_rows):
+    """The batch-1 speed-up a step could reach if it were only its matrix
+    products and its Adam update (from `profile` at batch 1), next to the
+    measured one: at batch 1 the update, the same for both methods, is most
+    of either step."""
+    matmuls_s = parts["SPELA matrix products only (h W, h^T dz)"]
+    matmuls_b = parts["backprop matrix products only (fwd, weight, input grads)"]
+    adam_s, adam_b = parts["SPELA Adam update alone"], parts["backprop Adam update alone"]
+    step_s = parts["SPELA full train step"]
+    measured = {row[0]: row[5] for row in step_rows if row[1] == "1"}
+    print()
+    print("Estimate at batch 1: the speed-up if a step were only its matrix products and its "
+          "Adam update")
+    print(f"  (backprop matrix products {matmuls_b:.3f} + Adam {adam_b:.3f} ms) / (SPELA "
+          f"{matmuls_s:.3f} + {adam_s:.3f} ms) = "
+          f"{(matmuls_b + adam_b) / (matmuls_s + adam_s):.2f}x; measured (jit_compile=False): "
+          f"{measured.get('jit_compile=False', 'n/a')}x (goal >= {BATCH1_GOAL}x)")
+    step_b = parts["backprop full train step"]
+    print(f"  SPELA's Adam update alone is {adam_s:.3f} of its {step_s:.3f} ms step "
+          f"({100 * adam_s / step_s:.0f} %): Keras' Adam reads and writes every parameter "
+          "and its two slots each step, whatever the batch")
+    print(f"  a SPELA step that were only its Adam update would be {step_b / adam_s:.2f}x "
+          f"backprop's speed (backprop's full step {step_b:.3f} ms / {adam_s:.3f} ms)")
+
+
 def main():
     args = parse_args()
     txt = None if args.no_save else common.results_path("train_speed.txt", args.quick)
@@ -402,6 +432,16 @@ def main():
             title=(f"Step breakdown, batch {args.batch_size}, jit_compile=False, "
                    f"median of {args.profile_repeats} interleaved calls")))
         print_estimate(parts, epoch_rows)
+
+        keras.backend.clear_session()
+        parts_b1 = profile(widths, 1, args.profile_repeats)
+        print()
+        print(common.format_table(
+            ["part of one step", "ms (median)"],
+            [[k, f"{v:.3f}"] for k, v in parts_b1.items()],
+            title=(f"Step breakdown, batch 1, jit_compile=False, median of "
+                   f"{args.profile_repeats} interleaved calls")))
+        print_batch1_estimate(parts_b1, step_rows)
 
 
 if __name__ == "__main__":

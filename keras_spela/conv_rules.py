@@ -147,7 +147,7 @@ def pooled_features(outputs):
     return tf.reduce_mean(outputs, axis=[1, 2])
 
 
-def _unpool(grad_p, a, p, rule):
+def max_unpool(grad_p, a, p, rule):
     """`dL/da` from `dL/dp` through the max-pool: each window's gradient goes
     to its first maximal cell in row-major order (as TensorFlow's MaxPoolGrad
     does), so ties, common where an image is flat, are broken the same way
@@ -264,7 +264,7 @@ def conv_local_error(
     # act' at the pooled resolution: the gradient reaches only the cell of a
     # window where a equals the window's maximum p, so act'(a) = act'(p)
     # there (and 0 * act' elsewhere).
-    grad_z = _unpool(rules.times_activation_derivative(grad_p, p, rule.dense), a, p, rule)
+    grad_z = max_unpool(rules.times_activation_derivative(grad_p, p, rule.dense), a, p, rule)
     if normalized is not None:
         aux["grad_conv"] = _through_normalization(grad_z, normalized, rule)
     return rules.LocalError(h, p, grad_z, loss, scores, aux or None)

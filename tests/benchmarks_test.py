@@ -190,13 +190,28 @@ def test_conv_speed_smallest(tmp_path):
     assert re.search(rf"^  ratio SPELA / backprop at 2 conv blocks \(jit_compile=False\): "
                      rf"activations {NUMBER}, step peak {NUMBER}; SPELA sequenced / backprop "
                      rf"activations {NUMBER}$", out, re.MULTILINE), output
+    # Where the time goes: both conv layers' two pieces, each ratio the
+    # quotient of its row's times; the steps and the estimate.
+    assert "(3) Where the time goes, batch 2, jit_compile=False" in out, output
+    for layer in ("conv1", "conv2"):
+        for piece in ("unpooling", "filter gradient"):
+            row = re.search(rf"^{layer} +\| {piece} +\|(.*)$", out, re.MULTILINE)
+            assert row, output
+            own, theirs, ratio = (float(c) for c in row.group(1).split("|"))
+            assert own > 0 and theirs > 0, output
+            assert ratio == pytest.approx(own / theirs, rel=0.02, abs=6e-3), output
+    assert re.search(rf"^  block-local reference step .*: {NUMBER} ms = {NUMBER} x backprop$",
+                     out, re.MULTILINE), output
+    assert re.search(rf"^  estimate, SPELA with TensorFlow's kernels in the two pieces: "
+                     rf"{NUMBER} - {NUMBER} \+ {NUMBER} = {NUMBER} ms = {NUMBER} x backprop",
+                     out, re.MULTILINE), output
     assert "load average at the start" in out and "load average at the end" in out, output
     assert_quiet(result, output)
     assert not list(tmp_path.iterdir()), "--no_save wrote files"
     # A bad flag: one error line.
     result, output = run(CONV_SPEED, "--parts", "time,speed", cwd=tmp_path, expect_code=2)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.endswith("error: unknown part speed; choose from time, memory"), output
+    assert last.endswith("error: unknown part speed; choose from time, memory, kernels"), output
     assert_quiet(result, output)
 
 
