@@ -55,14 +55,15 @@ What is measured (CPU), side by side in one run:
     computes no input gradients: layer-local learning with TensorFlow's
     fused MaxPoolGrad and Conv2DBackpropFilter, a measuring stick and not a
     method of the library); and, per SpelaConv2D layer on its real forward
-    tensors, the rule's two full-resolution pieces (`conv_rules.max_unpool`
-    and `conv_rules.conv_kernel_gradient`, TFLite builtins) against
-    TensorFlow's MaxPoolGrad and Conv2DBackpropFilter. Printed: each piece's
-    ratio, the reference's ratio to backprop, and the estimate of the SPELA
-    step with TensorFlow's kernels in those pieces (pieces timed alone
-    overlap in a step: an estimate). Standalone, MaxPoolGrad recomputes the
-    window maxima; inside Keras' backprop step oneDNN's reads them from its
-    forward pass, so the estimate is on the high side.
+    tensors, the rule's two full-resolution pieces against TensorFlow's:
+    the max-pool with `conv_rules.max_unpool` (TFLite builtins) against the
+    max-pool differentiated by a GradientTape scoped to it (MaxPool, whose
+    oneDNN kernel keeps where the maxima were, and MaxPoolGrad), and
+    `conv_rules.conv_kernel_gradient` (transposes and one CONV_2D) against
+    Conv2DBackpropFilter. Printed: each piece's ratio, the reference's
+    ratio to backprop, and the estimate of the SPELA step with TensorFlow's
+    kernels in those pieces (pieces timed alone overlap in a step: an
+    estimate, not a floor).
 
 The load average is printed at the start and at the end: above ~3 on this
 2-core machine, other processes took CPU time and the timings are noisy.
@@ -310,11 +311,13 @@ class BlockLocalReference:
         return tf.add_n(losses)
 
 
-def kernel_functions(model, x, y):
+def kernel_functions(model, x):
     """Part (3)'s timed callables for every SpelaConv2D of `model` on the batch
-    `x`: the rule's unpooling and filter gradient (conv_rules, TFLite
-    builtins) and TensorFlow's MaxPoolGrad and Conv2DBackpropFilter on the
-    same tensors."""
+    `x`, on the layer's real activations: the max-pool with the rule's
+    unpooling (`conv_rules.max_unpool`) against the max-pool differentiated
+    by TensorFlow (MaxPool, whose oneDNN kernel keeps the window maxima'
+    positions, and MaxPoolGrad), and the rule's filter gradient
+    (`conv_rules.conv_kernel_gradient`) against Conv2DBackpropFilter."""
     functions, h = {}, tf.constant(x)
     rng = np.random.default_rng(0)
     for layer in model.layers:
@@ -325,16 +328,22 @@ def kernel_functions(model, x, y):
         padded, _, a, p, _ = conv_rules.conv_forward(h, layer.kernel, layer.bias, rule)
         grad_p = tf.constant(rng.normal(size=p.shape).astype(np.float32))
         grad_z = conv_rules.max_unpool(grad_p, a, p, rule)
-        window = [1, *rule.pool_size, 1]
         kernel_shape = list(layer.kernel.shape)
         name = layer.name
+
+        def rule_pooling(g=grad_p, a=a, r=rule):
+            p = tf.nn.max_pool2d(a, r.pool_size, r.pool_size, padding="VALID")
+            return conv_rules.max_unpool(g, a, p, r)
+
+        def tensorflow_pooling(g=grad_p, a=a, r=rule):
+            with tf.GradientTape() as tape:  # scoped to the max-pool alone
+                tape.watch(a)
+                p = tf.nn.max_pool2d(a, r.pool_size, r.pool_size, padding="VALID")
+            return tape.gradient(p, a, output_gradients=g)
+
         functions.update({
-            (name, "unpooling", "builtins"): tf.function(
-                lambda g=grad_p, a=a, p=p, r=rule: conv_rules.max_unpool(g, a, p, r)),
-            (name, "unpooling", "tensorflow"): tf.function(
-                lambda g=grad_p, a=a, p=p, w=window: tf.raw_ops.MaxPoolGrad(
-                    orig_input=a, orig_output=p, grad=g, ksize=w, strides=w,
-                    padding="VALID")),
+            (name, "max-pool and its gradient", "builtins"): tf.function(rule_pooling),
+            (name, "max-pool and its gradient", "tensorflow"): tf.function(tensorflow_pooling),
             (name, "filter gradient", "builtins"): tf.function(
                 lambda h=padded, g=grad_z, r=rule: conv_rules.conv_kernel_gradient(h, g, r)),
             (name, "filter gradient", "tensorflow"): tf.function(
@@ -366,7 +375,7 @@ def kernel_part(args):
         "backprop step": steps[("backprop", False, "train_function")],
         "block-local reference step": lambda: float(reference.step(x_tf, y_tf)),
     }
-    for key, function in kernel_functions(spela, x, y).items():
+    for key, function in kernel_functions(spela, x).items():
         functions[key] = lambda f=function: f().numpy()
     with capture_native_stderr():
         seconds = time_in_blocks(functions, args.blocks, args.block)
@@ -375,7 +384,7 @@ def kernel_part(args):
     layers = sorted({key[0] for key in ms if isinstance(key, tuple)},
                     key=lambda n: [layer.name for layer in spela.layers].index(n))
     for name in layers:
-        for piece in ("unpooling", "filter gradient"):
+        for piece in ("max-pool and its gradient", "filter gradient"):
             own, theirs = ms[(name, piece, "builtins")], ms[(name, piece, "tensorflow")]
             rows.append([name, piece, f"{own:.2f}", f"{theirs:.2f}", f"{own / theirs:.2f}"])
     print()
@@ -383,7 +392,7 @@ def kernel_part(args):
         ["layer", "piece", "rule (TFLite builtins) ms", "TensorFlow kernel ms", "ratio"], rows,
         title=(f"(3) Where the time goes, batch {batch}, jit_compile=False, median ms per call "
                f"over {args.blocks} interleaved blocks of {args.block} calls (pieces timed "
-               "alone: TensorFlow's kernels are MaxPoolGrad and Conv2DBackpropFilter)")))
+               "alone; TensorFlow's: MaxPool + MaxPoolGrad, Conv2DBackpropFilter)")))
     step, bp, ref = ms["SPELA step"], ms["backprop step"], ms["block-local reference step"]
     own = sum(v for k, v in ms.items() if isinstance(k, tuple) and k[2] == "builtins")
     theirs = sum(v for k, v in ms.items() if isinstance(k, tuple) and k[2] == "tensorflow")

@@ -303,7 +303,9 @@ def print_batch1_estimate(parts, step_rows):
           f"({100 * adam_s / step_s:.0f} %): Keras' Adam reads and writes every parameter "
           "and its two slots each step, whatever the batch")
     print(f"  a SPELA step that were only its Adam update would be {step_b / adam_s:.2f}x "
-          f"backprop's speed (backprop's full step {step_b:.3f} ms / {adam_s:.3f} ms)")
+          f"backprop's speed (backprop's full step {step_b:.3f} ms / {adam_s:.3f} ms); "
+          f"{BATCH1_GOAL}x leaves {step_b / BATCH1_GOAL - adam_s:.3f} ms for everything else, "
+          f"where SPELA's matrix products alone take {matmuls_s:.3f} ms")
 
 
 def main():

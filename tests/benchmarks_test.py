@@ -1,9 +1,9 @@
-"""The time-to-accuracy, memory-against-depth, conv-speed, small-speed and micro-budget
-benchmarks run as a user runs them (subprocesses from a temporary directory, --no_save),
-at tiny
-settings: what they print, that a target out of reach is reported as such, that the
-memory numbers mean what the script says (persistent bytes hold the weights and both
-Adam slots, a step holds every weight gradient), and one-line errors for bad flags. No
+"""The time-to-accuracy, memory-against-depth, conv-speed, train-speed, small-speed and
+micro-budget benchmarks run as a user runs them (subprocesses from a temporary
+directory, --no_save), at tiny settings: what they print, that a target out of reach is
+reported as such, that the memory numbers mean what the script says (persistent bytes
+hold the weights and both Adam slots, a step holds every weight gradient), that printed
+ratios are the quotients of the printed times, and one-line errors for bad flags. No
 timing is asserted: speed and memory are claims of the benchmarks, not of tests."""
 
 import os
@@ -194,7 +194,7 @@ def test_conv_speed_smallest(tmp_path):
     # quotient of its row's times; the steps and the estimate.
     assert "(3) Where the time goes, batch 2, jit_compile=False" in out, output
     for layer in ("conv1", "conv2"):
-        for piece in ("unpooling", "filter gradient"):
+        for piece in ("max-pool and its gradient", "filter gradient"):
             row = re.search(rf"^{layer} +\| {piece} +\|(.*)$", out, re.MULTILINE)
             assert row, output
             own, theirs, ratio = (float(c) for c in row.group(1).split("|"))
@@ -273,3 +273,37 @@ def test_micro_budget_quick(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+TRAIN_SPEED = BENCHMARKS / "train_speed.py"
+
+
+def test_train_speed_smallest_prints_its_estimates(tmp_path):
+    result, output = run(
+        TRAIN_SPEED, "--quick", "--widths", "32,16,16,10", "--examples", 256, "--epochs", 1,
+        "--step_repeats", 1, "--steps_b1", 5, "--steps_b256", 1, "--profile_repeats", 2,
+        "--jit", "false", "--no_save", cwd=tmp_path,
+    )
+    out = result.stdout
+    # The batch-1 estimate is the quotient of the parts it names, and the
+    # measured speed-up it quotes is the steps table's.
+    line = re.search(
+        rf"^  \(backprop matrix products ({NUMBER}) \+ Adam ({NUMBER}) ms\) / \(SPELA "
+        rf"({NUMBER}) \+ ({NUMBER}) ms\) = ({NUMBER})x; measured \(jit_compile=False\): "
+        rf"({NUMBER})x \(goal >= 1.25x\)$", out, re.MULTILINE)
+    assert line, output
+    mm_b, adam_b, mm_s, adam_s, estimate, measured = map(float, line.groups())
+    assert estimate == pytest.approx((mm_b + adam_b) / (mm_s + adam_s), abs=0.006), output
+    steps_row = re.search(r"^jit_compile=False \| 1 +\| 5 +\|.*\| (" + NUMBER + r") *$",
+                          out, re.MULTILINE)
+    assert steps_row and float(steps_row.group(1)) == measured, output
+    bound = re.search(
+        rf"only its Adam update would be ({NUMBER})x backprop's speed \(backprop's full step "
+        rf"({NUMBER}) ms / ({NUMBER}) ms\); 1.25x leaves (-?{NUMBER}) ms", out)
+    assert bound, output
+    ratio, step_b, adam, left = map(float, bound.groups())
+    assert adam == adam_s and ratio == pytest.approx(step_b / adam, abs=0.006), output
+    assert left == pytest.approx(step_b / 1.25 - adam, abs=0.002), output
+    assert "Estimate: the epoch ratio" in out, output
+    assert_quiet(result, output)
+    assert not list(tmp_path.iterdir()), "--no_save wrote files"
