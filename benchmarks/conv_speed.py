@@ -245,6 +245,155 @@ def step_times(args, jits):
     print("\n".join(verdicts))
 
 
+# ------------------------------------------------------- (2) memory vs blocks
+def build_cnn(method, blocks, image_size, filters, jit_compile):
+    """The compiled SPELA or backprop CNN of `blocks` conv blocks."""
+    inputs = keras.Input((image_size, image_size, 1))
+    if method == "SPELA":
+        model = SpelaModel(
+            [inputs] + [SpelaConv2D(filters, 3, padding="same") for _ in range(blocks)],
+            num_classes=NUM_CLASSES,
+        )
+        # The memory-lean step (each layer's gradients before the next layer).
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile, ordered_steps=True)
+        return model
+    layers = [inputs]
+    for _ in range(blocks):
+        layers += [
+            keras.layers.Conv2D(filters, 3, padding="same"),
+            keras.layers.LeakyReLU(negative_slope=common.BACKPROP_NEGATIVE_SLOPE),
+            keras.layers.MaxPooling2D(2),
+        ]
+    layers += [keras.layers.GlobalAveragePooling2D(),
+               keras.layers.Dense(NUM_CLASSES, activation="softmax")]
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=jit_compile)
+    return model
+
+
+def measure(method, blocks, args, jit_compile):
+    """The memory numbers of one configuration (a dict of bytes), in this
+    process, as memory_depth.measure takes them."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    shape = (args.memory_batch, args.image_size, args.image_size, 1)
+    x = tf.constant(rng.random(shape, np.float32))
+    y = tf.constant(rng.integers(0, NUM_CLASSES, args.memory_batch).astype(np.int32))
+    model = build_cnn(method, blocks, args.image_size, args.filters, jit_compile)
+    gradients = memory_depth.gradient_function(model, jit_compile)
+    sequenced = (memory_depth.sequenced_gradient_function(model, jit_compile)
+                 if method == "SPELA" else None)
+
+    def step():
+        return model.train_on_batch(x, y)
+
+    with capture_native_stderr():  # trace, compile, create the optimizer slots
+        for _ in range(2):
+            step()
+            gradients(x, y)
+            if sequenced is not None:
+                sequenced(x, y)
+    persistent = memory_depth.live_bytes()
+    peak = memory_depth.allocator_peak
+    step_peaks = [peak(step) for _ in range(args.repeats)]
+    activation_peaks = [peak(lambda: gradients(x, y)) for _ in range(args.repeats)]
+    sequenced_peaks = ([peak(lambda: sequenced(x, y)) for _ in range(args.repeats)]
+                       if sequenced is not None else [0])
+    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    return {
+        "persistent": persistent,
+        "step": common.median(step_peaks),
+        "activations": common.median(activation_peaks),
+        "sequenced": common.median(sequenced_peaks),
+        "gradient_bytes": 4 * params,
+    }
+
+
+def run_child(args, method, blocks, jit_compile):
+    """Measures one memory configuration in a fresh Python process."""
+    flags = [
+        "--image_size", str(args.image_size), "--filters", str(args.filters),
+        "--memory_batch", str(args.memory_batch), "--repeats", str(args.repeats),
+        "--conv_blocks", str(blocks),
+    ]
+    return common.run_child(
+        __file__, f"{method},{blocks},{jit_compile}", flags,
+        f"{method} {blocks} blocks jit_compile={jit_compile}",
+    )
+
+
+def child_main(args):
+    method, blocks, jit = args.child.split(",")
+    print(json.dumps(measure(method, int(blocks), args, jit == "True")))
+
+
+def mib(value):
+    """Bytes as MiB with two decimals (a conv block's weights are ~0.04 MiB)."""
+    return f"{value / MIB:.2f}"
+
+
+def ratio(numerator, denominator):
+    """`numerator / denominator` with two decimals, or "n/a" when the
+    denominator is 0 (a peak the allocator statistics did not see)."""
+    return f"{numerator / denominator:.2f}" if denominator else "n/a"
+
+
+def memory_report(args, results, jit_compile):
+    depths = args.conv_blocks
+    block_bytes = 4 * args.memory_batch * args.image_size**2 * args.filters
+    rows = []
+    for depth in depths:
+        s, b = results["SPELA"][depth], results["backprop"][depth]
+        rows.append([
+            str(depth), mib(3 * s["gradient_bytes"]), mib(3 * b["gradient_bytes"]),
+            mib(s["step"]), mib(b["step"]),
+            ratio(s["step"], b["step"]),
+            mib(s["activations"]), mib(b["activations"]),
+            ratio(s["activations"], b["activations"]),
+            mib(s["sequenced"]), ratio(s["sequenced"], b["activations"]),
+        ])
+    print()
+    print(common.format_table(
+        ["conv blocks", "weights+slots SPELA", "weights+slots bp", "step peak SPELA",
+         "step peak bp", "ratio", "activations SPELA", "activations bp", "ratio",
+         "SPELA sequenced", "ratio"],
+        rows,
+        title=(f"(2) MiB, jit_compile={jit_compile}, {args.image_size}x{args.image_size}x1, "
+               f"{args.filters} filters per block, batch {args.memory_batch} (block 1's "
+               f"feature map = {block_bytes / MIB:.1f} MiB); medians of {args.repeats} calls"),
+    ))
+    for key, label in (("activations", "activations"), ("step", "step peak")):
+        for method in METHODS:
+            series = [results[method][d][key] for d in depths]
+            growth = (series[-1] - series[0]) / block_bytes
+            print(f"  {method} {label} (MiB) by conv blocks {depths}: "
+                  f"{', '.join(mib(v) for v in series)}; from {depths[0]} to "
+                  f"{depths[-1]} blocks +{growth:.2f} x block 1's feature map")
+    deepest = depths[-1]
+    s, b = results["SPELA"][deepest], results["backprop"][deepest]
+    print(f"  ratio SPELA / backprop at {deepest} conv blocks (jit_compile={jit_compile}): "
+          f"activations {ratio(s['activations'], b['activations'])}, step peak "
+          f"{ratio(s['step'], b['step'])}; SPELA sequenced / backprop activations "
+          f"{ratio(s['sequenced'], b['activations'])}")
+
+
+def memory_part(args, jits):
+    start = time.perf_counter()
+    for jit in jits:
+        results = {method: {} for method in METHODS}
+        for blocks in args.conv_blocks:
+            for method in METHODS:
+                try:
+                    results[method][blocks] = run_child(args, method, blocks, jit)
+                except RuntimeError as error:
+                    sys.exit(f"conv_speed.py: memory measurement failed: {error}")
+            print(f"  memory jit_compile={jit} {blocks} conv blocks measured "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+        memory_report(args, results, jit)
+
+
 # ------------------------------------------------- (3) where the time goes
 class BlockLocalReference:
     """The reference step of part (3): the backprop CNN's blocks, each trained
@@ -405,155 +554,6 @@ def kernel_part(args):
     print(f"  estimate, SPELA with TensorFlow's kernels in the two pieces: {step:.2f} - "
           f"{own:.2f} + {theirs:.2f} = {estimate:.2f} ms = {estimate / bp:.3f} x backprop "
           "(pieces timed alone overlap in a step: an estimate, not a floor)")
-
-
-# ------------------------------------------------------- (2) memory vs blocks
-def build_cnn(method, blocks, image_size, filters, jit_compile):
-    """The compiled SPELA or backprop CNN of `blocks` conv blocks."""
-    inputs = keras.Input((image_size, image_size, 1))
-    if method == "SPELA":
-        model = SpelaModel(
-            [inputs] + [SpelaConv2D(filters, 3, padding="same") for _ in range(blocks)],
-            num_classes=NUM_CLASSES,
-        )
-        # The memory-lean step (each layer's gradients before the next layer).
-        model.compile(keras.optimizers.Adam(1e-3), jit_compile=jit_compile, ordered_steps=True)
-        return model
-    layers = [inputs]
-    for _ in range(blocks):
-        layers += [
-            keras.layers.Conv2D(filters, 3, padding="same"),
-            keras.layers.LeakyReLU(negative_slope=common.BACKPROP_NEGATIVE_SLOPE),
-            keras.layers.MaxPooling2D(2),
-        ]
-    layers += [keras.layers.GlobalAveragePooling2D(),
-               keras.layers.Dense(NUM_CLASSES, activation="softmax")]
-    model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
-    return model
-
-
-def measure(method, blocks, args, jit_compile):
-    """The memory numbers of one configuration (a dict of bytes), in this
-    process, as memory_depth.measure takes them."""
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    shape = (args.memory_batch, args.image_size, args.image_size, 1)
-    x = tf.constant(rng.random(shape, np.float32))
-    y = tf.constant(rng.integers(0, NUM_CLASSES, args.memory_batch).astype(np.int32))
-    model = build_cnn(method, blocks, args.image_size, args.filters, jit_compile)
-    gradients = memory_depth.gradient_function(model, jit_compile)
-    sequenced = (memory_depth.sequenced_gradient_function(model, jit_compile)
-                 if method == "SPELA" else None)
-
-    def step():
-        return model.train_on_batch(x, y)
-
-    with capture_native_stderr():  # trace, compile, create the optimizer slots
-        for _ in range(2):
-            step()
-            gradients(x, y)
-            if sequenced is not None:
-                sequenced(x, y)
-    persistent = memory_depth.live_bytes()
-    peak = memory_depth.allocator_peak
-    step_peaks = [peak(step) for _ in range(args.repeats)]
-    activation_peaks = [peak(lambda: gradients(x, y)) for _ in range(args.repeats)]
-    sequenced_peaks = ([peak(lambda: sequenced(x, y)) for _ in range(args.repeats)]
-                       if sequenced is not None else [0])
-    params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-    return {
-        "persistent": persistent,
-        "step": common.median(step_peaks),
-        "activations": common.median(activation_peaks),
-        "sequenced": common.median(sequenced_peaks),
-        "gradient_bytes": 4 * params,
-    }
-
-
-def run_child(args, method, blocks, jit_compile):
-    """Measures one memory configuration in a fresh Python process."""
-    flags = [
-        "--image_size", str(args.image_size), "--filters", str(args.filters),
-        "--memory_batch", str(args.memory_batch), "--repeats", str(args.repeats),
-        "--conv_blocks", str(blocks),
-    ]
-    return common.run_child(
-        __file__, f"{method},{blocks},{jit_compile}", flags,
-        f"{method} {blocks} blocks jit_compile={jit_compile}",
-    )
-
-
-def child_main(args):
-    method, blocks, jit = args.child.split(",")
-    print(json.dumps(measure(method, int(blocks), args, jit == "True")))
-
-
-def mib(value):
-    """Bytes as MiB with two decimals (a conv block's weights are ~0.04 MiB)."""
-    return f"{value / MIB:.2f}"
-
-
-def ratio(numerator, denominator):
-    """`numerator / denominator` with two decimals, or "n/a" when the
-    denominator is 0 (a peak the allocator statistics did not see)."""
-    return f"{numerator / denominator:.2f}" if denominator else "n/a"
-
-
-def memory_report(args, results, jit_compile):
-    depths = args.conv_blocks
-    block_bytes = 4 * args.memory_batch * args.image_size**2 * args.filters
-    rows = []
-    for depth in depths:
-        s, b = results["SPELA"][depth], results["backprop"][depth]
-        rows.append([
-            str(depth), mib(3 * s["gradient_bytes"]), mib(3 * b["gradient_bytes"]),
-            mib(s["step"]), mib(b["step"]),
-            ratio(s["step"], b["step"]),
-            mib(s["activations"]), mib(b["activations"]),
-            ratio(s["activations"], b["activations"]),
-            mib(s["sequenced"]), ratio(s["sequenced"], b["activations"]),
-        ])
-    print()
-    print(common.format_table(
-        ["conv blocks", "weights+slots SPELA", "weights+slots bp", "step peak SPELA",
-         "step peak bp", "ratio", "activations SPELA", "activations bp", "ratio",
-         "SPELA sequenced", "ratio"],
-        rows,
-        title=(f"(2) MiB, jit_compile={jit_compile}, {args.image_size}x{args.image_size}x1, "
-               f"{args.filters} filters per block, batch {args.memory_batch} (block 1's "
-               f"feature map = {block_bytes / MIB:.1f} MiB); medians of {args.repeats} calls"),
-    ))
-    for key, label in (("activations", "activations"), ("step", "step peak")):
-        for method in METHODS:
-            series = [results[method][d][key] for d in depths]
-            growth = (series[-1] - series[0]) / block_bytes
-            print(f"  {method} {label} (MiB) by conv blocks {depths}: "
-                  f"{', '.join(mib(v) for v in series)}; from {depths[0]} to "
-                  f"{depths[-1]} blocks +{growth:.2f} x block 1's feature map")
-    deepest = depths[-1]
-    s, b = results["SPELA"][deepest], results["backprop"][deepest]
-    print(f"  ratio SPELA / backprop at {deepest} conv blocks (jit_compile={jit_compile}): "
-          f"activations {ratio(s['activations'], b['activations'])}, step peak "
-          f"{ratio(s['step'], b['step'])}; SPELA sequenced / backprop activations "
-          f"{ratio(s['sequenced'], b['activations'])}")
-
-
-def memory_part(args, jits):
-    start = time.perf_counter()
-    for jit in jits:
-        results = {method: {} for method in METHODS}
-        for blocks in args.conv_blocks:
-            for method in METHODS:
-                try:
-                    results[method][blocks] = run_child(args, method, blocks, jit)
-                except RuntimeError as error:
-                    sys.exit(f"conv_speed.py: memory measurement failed: {error}")
-            print(f"  memory jit_compile={jit} {blocks} conv blocks measured "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-        memory_report(args, results, jit)
 
 
 def main():
