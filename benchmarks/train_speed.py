@@ -62,7 +62,7 @@ SGD_GOAL = 0.8
 BATCH1_GOAL = 1.25
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--widths", default="784,1024,1024,1024,34",
@@ -80,8 +80,15 @@ def parse_args():
     parser.add_argument("--no_sgd", dest="also_sgd", action="store_false",
                         help="skip the extra SGD(1e-2) epoch comparison")
     parser.add_argument("--no_save", action="store_true")
-    args = parser.parse_args()
-    args.widths = [int(w) for w in args.widths.split(",")]
+    args = parser.parse_args(argv)
+    text = args.widths
+    try:
+        args.widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        args.widths = []
+    if len(args.widths) < 3 or min(args.widths) < 1:
+        parser.error(f"--widths must be an input dim and at least two layer widths, "
+                     f"integers >= 1 separated by commas, got {text!r}")
     if args.examples is None:
         args.examples = 2048 if args.quick else 10240
     if args.epochs is None:
@@ -92,6 +99,10 @@ def parse_args():
         args.profile_repeats = 10 if args.quick else 30
     if args.quick:
         args.steps_b1, args.steps_b256 = min(args.steps_b1, 100), min(args.steps_b256, 8)
+    for name in ("examples", "batch_size", "epochs", "step_repeats", "steps_b1",
+                 "steps_b256", "profile_repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
 
 
