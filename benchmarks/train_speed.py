@@ -269,6 +269,20 @@ def profile(widths, batch, repeats):
     return {name: 1000 * common.median(t) for name, t in times.items()}
 
 
+def breakdown(widths, batch, repeats, digits):
+    """Profiles one step's parts at `batch` (`profile`) and prints them as a
+    table (ms with `digits` decimals); returns the parts."""
+    keras.backend.clear_session()
+    parts = profile(widths, batch, repeats)
+    print()
+    print(common.format_table(
+        ["part of one step", "ms (median)"],
+        [[k, f"{v:.{digits}f}"] for k, v in parts.items()],
+        title=(f"Step breakdown, batch {batch}, jit_compile=False, "
+               f"median of {repeats} interleaved calls")))
+    return parts
+
+
 def print_estimate(parts, epoch_rows):
     """The ratio a step could reach if it were only its matrix products and
     its optimizer update (both measured in `profile`), next to the measured
@@ -436,26 +450,9 @@ def main():
             ["matrix products per step", "SPELA MMACs", "backprop MMACs"], rows,
             title=f"Analytic multiply-accumulates per training step, batch {args.batch_size}"))
 
-        keras.backend.clear_session()
-        parts = profile(widths, args.batch_size, args.profile_repeats)
-        print()
-        print(common.format_table(
-            ["part of one step", "ms (median)"],
-            [[k, f"{v:.2f}"] for k, v in parts.items()],
-            title=(f"Step breakdown, batch {args.batch_size}, jit_compile=False, "
-                   f"median of {args.profile_repeats} interleaved calls")))
+        parts = breakdown(widths, args.batch_size, args.profile_repeats, digits=2)
         print_estimate(parts, epoch_rows)
-
-        keras.backend.clear_session()
-        parts_b1 = profile(widths, 1, args.profile_repeats)
-        print()
-        print(common.format_table(
-            ["part of one step", "ms (median)"],
-            [[k, f"{v:.3f}"] for k, v in parts_b1.items()],
-            title=(f"Step breakdown, batch 1, jit_compile=False, median of "
-                   f"{args.profile_repeats} interleaved calls")))
-        print_batch1_estimate(parts_b1, step_rows)
-
+        print_batch1_estimate(breakdown(widths, 1, args.profile_repeats, digits=3), step_rows)
 
 if __name__ == "__main__":
     main()

@@ -190,6 +190,8 @@ def times_activation_derivative(grad_a, a, rule):
         return grad_a * (1.0 - tf.square(a))
     if rule.activation == "sigmoid":
         return grad_a * (a * (1.0 - a))
+    # linear: act' = 1, at a's shape (grad_a may broadcast, as a conv's
+    # (batch, 1, 1, C) dL/dp does).
     return grad_a * tf.ones_like(a)
 
 
