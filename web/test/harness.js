@@ -1,0 +1,154 @@
+// Jobs that tests/web_test.py and benchmarks/browser_speed.py run in the
+// browser through web/test/run_in_chromium.mjs: window.runJob(job) -> JSON.
+import * as web from '../keras_spela_web.js';
+
+const plain = (weights) => Object.fromEntries(Object.entries(weights).map(([k, v]) => [k, Array.from(v)]));
+
+async function fetchJson(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+async function caught(work) {
+  try {
+    await work();
+    return null;
+  } catch (error) {
+    return {name: error.name, message: error.message, isDeviceTrainingError: error instanceof web.DeviceTrainingError};
+  }
+}
+
+function base64(bytes) {
+  let text = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(text);
+}
+
+const jobs = {
+  // Trains on the job's batches (no shuffling) and returns every weight.
+  async parity({model, data, accelerator = 'wasm'}) {
+    const batches = await fetchJson(data);
+    const trainer = await web.DeviceTrainer.load(model, {accelerator});
+    const initial = await trainer.getWeights();
+    const history = await trainer.fit(batches.x, batches.y, {epochs: batches.epochs, shuffle: false});
+    const weights = await trainer.getWeights();
+    const scores = await trainer.predict(batches.predict_x, 'all');
+    const npz = await trainer.weightsToNpz();
+    return {
+      accelerator: trainer.accelerator, batchSize: trainer.batchSize, exits: trainer.exits,
+      initial: plain(initial), weights: plain(weights), history,
+      scores: Object.fromEntries(Object.entries(scores).map(([k, rows]) => [k, rows.map((r) => Array.from(r))])),
+      npz: base64(npz),
+    };
+  },
+
+  // A batch the model rejects (finite, but it overflows in the layer), alone
+  // and as step 2 of fit; bad weights; the weights after each.
+  async reject({model, data}) {
+    const batches = await fetchJson(data);
+    const trainer = await web.DeviceTrainer.load(model);
+    const n = trainer.batchSize * trainer.exampleSize;
+    const good = batches.x.slice(0, n);
+    const labels = batches.y.slice(0, trainer.batchSize);
+    await trainer.trainBatch(good, labels);  // optimizer state moves first
+    const before = plain(await trainer.getWeights());
+    const huge = new Float32Array(n).fill(3e38);
+    const alone = await caught(() => trainer.trainBatch(huge, labels));
+    const afterAlone = plain(await trainer.getWeights());
+    const inFit = await caught(() => trainer.fit(Float32Array.from([...good, ...huge]), [...labels, ...labels], {shuffle: false}));
+    const afterFit = await trainer.getWeights();
+    const nanInput = await caught(() => trainer.trainBatch(Float32Array.from(good).fill(NaN, 3, 4), labels));
+    const badLabel = await caught(() => trainer.trainBatch(good, labels.map((v, i) => (i === 2 ? trainer.numClasses : v))));
+    const weights = await trainer.getWeights();
+    const kernel = Object.keys(weights).find((k) => k.endsWith('_kernel'));
+    const nanWeights = {...weights, [kernel]: Float32Array.from(weights[kernel]).fill(NaN, 0, 1)};
+    const badWeights = await caught(() => trainer.setWeights(nanWeights));
+    const missingWeights = await caught(() => trainer.setWeights({[kernel]: weights[kernel]}));
+    const afterWeights = plain(await trainer.getWeights());
+    // The first good step of fit was learned before its rejected second step.
+    return {
+      before, afterAlone, afterFitChanged: Object.keys(afterFit).some((k) => afterFit[k].some((v, i) => v !== afterAlone[k][i])),
+      afterWeights, alone, inFit, nanInput, badLabel, badWeights, missingWeights,
+    };
+  },
+
+  // Each bad file's error.
+  async files({cases}) {
+    const results = {};
+    for (const [name, url] of Object.entries(cases)) {
+      results[name] = await caught(() => web.DeviceTrainer.load(url));
+    }
+    return results;
+  },
+
+  // IndexedDB and .npz round trips: save, train more, restore.
+  async storage({model, data, npz}) {
+    const batches = await fetchJson(data);
+    const trainer = await web.DeviceTrainer.load(model);
+    const n = trainer.batchSize * trainer.exampleSize;
+    await trainer.trainBatch(batches.x.slice(0, n), batches.y.slice(0, trainer.batchSize));
+    const saved = plain(await trainer.getWeights());
+    await trainer.saveWeights('test');
+    await trainer.trainBatch(batches.x.slice(n, 2 * n), batches.y.slice(trainer.batchSize, 2 * trainer.batchSize));
+    const moved = plain(await trainer.getWeights());
+    const fresh = await web.DeviceTrainer.load(model);
+    await fresh.loadWeights('test');
+    const restored = plain(await fresh.getWeights());
+    const missing = await caught(() => fresh.loadWeights('never saved'));
+    let fromPython = null;
+    if (npz) {
+      const bytes = new Uint8Array(await (await fetch(npz)).arrayBuffer());
+      await fresh.loadWeightsFromNpz(bytes, npz);
+      fromPython = plain(await fresh.getWeights());
+    }
+    const notNpz = await caught(() => fresh.loadWeightsFromNpz(new Uint8Array([1, 2, 3]), 'junk.npz'));
+    return {saved, moved, restored, missing, fromPython, notNpz};
+  },
+
+  // Median time of a train step: `rounds` blocks of `steps` steps each.
+  async bench({model, data, rounds, steps, accelerator = 'wasm'}) {
+    const batches = await fetchJson(data);
+    const trainer = await web.DeviceTrainer.load(model, {accelerator});
+    const n = trainer.batchSize * trainer.exampleSize;
+    const x = Float32Array.from(batches.x.slice(0, n));
+    const y = Int32Array.from(batches.y.slice(0, trainer.batchSize));
+    for (let i = 0; i < steps; i++) await trainer.trainBatch(x, y);  // warm-up
+    const blocks = [];
+    for (let r = 0; r < rounds; r++) {
+      const start = performance.now();
+      for (let i = 0; i < steps; i++) await trainer.trainBatch(x, y);
+      blocks.push((performance.now() - start) / steps);
+    }
+    return {blocks, accelerator: trainer.accelerator, fullyAccelerated: trainer.isFullyAccelerated};
+  },
+
+  // What this browser offers: WebGPU adapter, and whether a model trains on it.
+  async webgpu({model, data}) {
+    const report = {navigatorGpu: 'gpu' in navigator};
+    if (report.navigatorGpu) {
+      const adapter = await navigator.gpu.requestAdapter();
+      const info = adapter && adapter.info;
+      report.adapter = adapter ? (info ? {vendor: info.vendor, architecture: info.architecture,
+        device: info.device, description: info.description} : 'an adapter') : null;
+    }
+    const batches = await fetchJson(data);
+    let trainer;
+    report.load = await caught(async () => { trainer = await web.DeviceTrainer.load(model, {accelerator: 'webgpu'}); });
+    if (trainer) {
+      report.fullyAccelerated = trainer.isFullyAccelerated;
+      report.train = await caught(async () => {
+        report.history = await trainer.fit(batches.x, batches.y, {epochs: batches.epochs, shuffle: false});
+      });
+      report.weights = await caught(async () => { report.finalWeights = plain(await trainer.getWeights()); });
+    }
+    return report;
+  },
+};
+
+window.runJob = async (job) => {
+  const run = jobs[job.kind];
+  if (!run) throw new Error(`unknown job ${job.kind}`);
+  return run(job);
+};
+document.getElementById('status').textContent = 'ready';
