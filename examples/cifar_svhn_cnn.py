@@ -1,5 +1,5 @@
 """
-Title: SPELA convolutional networks: canvas digits, CIFAR-10/100, SVHN
+Title: SPELA convolutional networks: canvas digits, Fashion-MNIST, CIFAR-10/100, SVHN
 Author: keras_spela contributors
 Date created: 2026/12/01
 Last modified: 2026/12/01
@@ -40,6 +40,14 @@ after every epoch:
   different place in every image; a convolution does not care. Network
   `SpelaConv2D(32, 5x5) -> SpelaConv2D(64, 3x3) -> Flatten -> SpelaDense(256)
   -> SpelaDense(34)`.
+- `--dataset fashion_mnist` (offline where the files are on the machine):
+  60,000 training and 10,000 test images of clothes, 28x28 grey, from
+  `keras_spela.datasets.load_fashion_mnist` (the Debian package
+  `dataset-fashion-mnist`, Keras' cache or `--data_dir`; otherwise Keras
+  downloads them). Network: the widths of the Fashion-MNIST benchmark's
+  convnet, `SpelaConv2D(32, 5x5) -> SpelaConv2D(64, 5x5) -> Flatten ->
+  SpelaDense(256) -> SpelaDense(34)`, every SPELA layer with the library's
+  defaults (not measured here yet).
 - `--dataset cifar10 | cifar100 | svhn_cropped`: 32x32 colour images from
   TensorFlow Datasets, kept as `(32, 32, 3)` floats in `[0, 1]` (not
   flattened). Network `SpelaConv2D(64, 5x5) -> SpelaConv2D(128, 3x3) ->
@@ -70,6 +78,7 @@ repository root:
 
 ```
 bash tools/install.sh             # the "examples" extra: tensorflow-datasets, matplotlib
+python examples/cifar_svhn_cnn.py --dataset fashion_mnist   # no download with the Debian package
 python examples/cifar_svhn_cnn.py --dataset cifar10
 python examples/cifar_svhn_cnn.py --dataset cifar100 --epochs 30
 python examples/cifar_svhn_cnn.py --dataset svhn_cropped --data_dir ~/tensorflow_datasets
@@ -77,7 +86,8 @@ python examples/cifar_svhn_cnn.py --dataset svhn_cropped --data_dir ~/tensorflow
 
 TFDS downloads and prepares each set on first use (CIFAR-10 about 160 MB,
 CIFAR-100 160 MB, SVHN cropped 1.5 GB) into `--data_dir` (default
-`~/tensorflow_datasets`). For reference only (a different network and
+`~/tensorflow_datasets`); without internet the script says in one line that
+the set must be downloaded first. For reference only (a different network and
 objective): the authors' CNN notebook reached conv exits of 41-49 % and 65 %
 after a SPELA MLP head on CIFAR-10 (64x64 resized images, 128-kernel 5x5
 blocks).
@@ -88,10 +98,12 @@ blocks).
 """
 
 import contextlib
+import math
 import os
 
 from example_setup import keras
 from example_setup import keras_spela
+from example_setup import parse_flags
 
 from absl import app
 from absl import flags
@@ -102,14 +114,16 @@ from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 
-DATASETS = ("digits_canvas", "cifar10", "cifar100", "svhn_cropped")
+TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped")
+DATASETS = ("digits_canvas", "fashion_mnist") + TFDS_DATASETS
 
-# Default widths: the measured canvas-digits network, and a wider one for the
-# 32x32 colour sets (not measured here).
-DEFAULT_FILTERS = {"digits_canvas": "32,64"}
+# Default widths: the measured canvas-digits network, the Fashion-MNIST
+# benchmark's convnet widths, and a wider one for the 32x32 colour sets (the
+# last two not measured here).
+DEFAULT_FILTERS = {"digits_canvas": "32,64", "fashion_mnist": "32,64"}
 DEFAULT_FILTERS_TFDS = "64,128,256"
 # A 5x5 first block (its exit sees whole strokes), 3x3 after it.
-DEFAULT_KERNELS = {"digits_canvas": "5,3"}
+DEFAULT_KERNELS = {"digits_canvas": "5,3", "fashion_mnist": "5,5"}
 DEFAULT_KERNELS_TFDS = "5,3,3"
 DEFAULT_DENSE = {"cifar100": "512,234"}
 DEFAULT_DENSE_OTHER = "256,34"
@@ -122,24 +136,30 @@ MOCK_TFDS_ENV = "KERAS_SPELA_EXAMPLE_MOCK_TFDS"
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
     "dataset", "digits_canvas", DATASETS,
-    "digits_canvas: the embedded digits on a 20x20 canvas (offline); the others "
-    "come from TensorFlow Datasets (downloaded on first use).",
+    "digits_canvas: the embedded digits on a 20x20 canvas (offline); fashion_mnist: "
+    "the files of the Debian package, Keras' cache or --data_dir (else downloaded by "
+    "Keras); the others come from TensorFlow Datasets (downloaded on first use).",
 )
-flags.DEFINE_integer("epochs", 20, "Training epochs.")
-flags.DEFINE_integer("batch_size", 50, "Batch size.")
+flags.DEFINE_integer("epochs", 20, "Training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 50, "Batch size.", lower_bound=1)
 flags.DEFINE_float(
     "learning_rate", 1e-2, "Adam learning rate of every SPELA layer (the library default)."
+)
+flags.register_validator(
+    "learning_rate", lambda rate: math.isfinite(rate) and rate > 0,
+    message="must be a positive number",
 )
 flags.DEFINE_string(
     "filters", None,
     "Comma-separated filters of the SpelaConv2D blocks ('same', 2x2 max-pool); "
-    f"default {DEFAULT_FILTERS['digits_canvas']} for digits_canvas, "
+    f"default {DEFAULT_FILTERS['digits_canvas']} for digits_canvas and fashion_mnist, "
     f"{DEFAULT_FILTERS_TFDS} for the TFDS sets.",
 )
 flags.DEFINE_string(
     "kernel_sizes", None,
     "Comma-separated kernel sizes of the SpelaConv2D blocks, one per block; default "
-    f"{DEFAULT_KERNELS['digits_canvas']} for digits_canvas, {DEFAULT_KERNELS_TFDS} for "
+    f"{DEFAULT_KERNELS['digits_canvas']} for digits_canvas, "
+    f"{DEFAULT_KERNELS['fashion_mnist']} for fashion_mnist, {DEFAULT_KERNELS_TFDS} for "
     "the TFDS sets.",
 )
 flags.DEFINE_enum(
@@ -153,8 +173,14 @@ flags.DEFINE_string(
     "Comma-separated units of the SpelaDense layers after Flatten; default "
     f"{DEFAULT_DENSE['cifar100']} for cifar100, else {DEFAULT_DENSE_OTHER}.",
 )
-flags.DEFINE_integer("seed", 0, "Seed of the initial weights, class vectors and shuffling.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own).")
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the initial weights, class vectors and shuffling.", lower_bound=0
+)
+flags.DEFINE_string(
+    "data_dir", None,
+    "TFDS data directory (default: TFDS's own), or a directory with Fashion-MNIST's "
+    "four .gz files (looked in first).",
+)
 flags.DEFINE_string(
     "plot", "spela_cnn_{dataset}.png",
     "Where to save the plot of per-exit test accuracy ('' for none); "
@@ -163,6 +189,7 @@ flags.DEFINE_string(
 flags.DEFINE_integer(
     "max_examples", 0,
     "Use only the first N training and N test examples (smoke runs); 0 = all.",
+    lower_bound=0,
 )
 flags.DEFINE_bool(
     "verbose", False, "Show TensorFlow's own log lines (captured by default).",
@@ -172,7 +199,8 @@ flags.DEFINE_bool(
 ## Data
 
 `keras_spela.datasets.load_canvas_digits()` returns numpy arrays of shape
-`(N, 20, 20, 1)`. For the TFDS sets, `keras_spela.datasets.load_tfds(...,
+`(N, 20, 20, 1)`, `keras_spela.datasets.load_fashion_mnist(normalize=True,
+channel_axis=True)` float32 images `(N, 28, 28, 1)` in `[0, 1]`. For the TFDS sets, `keras_spela.datasets.load_tfds(...,
 flatten=False)` gives a batched `tf.data.Dataset` of `(32, 32, 3)` float32
 images in `[0, 1]` and int32 labels (CIFAR-100: its 100 fine labels),
 reshuffled every epoch; the test split is read into memory with
@@ -191,7 +219,7 @@ def tfds_mock():
     """For tests only: `tfds.testing.mock_data` when `$KERAS_SPELA_EXAMPLE_MOCK_TFDS`
     is set and a TFDS set is asked for, else a context that does nothing."""
     num_mock = mock_tfds_examples()
-    if num_mock <= 0 or FLAGS.dataset == "digits_canvas":
+    if num_mock <= 0 or FLAGS.dataset not in TFDS_DATASETS:
         return contextlib.nullcontext()
     import tensorflow_datasets as tfds
 
@@ -212,6 +240,10 @@ def split(name, max_examples):
 
 def load_tfds_data():
     spec = keras_spela.datasets.dataset_spec(FLAGS.dataset)
+    if not FLAGS["verbosity"].present:
+        # TFDS warns of every data directory it does not find; a missing set
+        # is load_tfds' one error line.
+        logging.set_verbosity(logging.ERROR)
     train = keras_spela.datasets.load_tfds(
         FLAGS.dataset,
         split=split("train", FLAGS.max_examples),
@@ -236,13 +268,18 @@ def load_data():
     `train` is a pair of numpy arrays or a batched `tf.data.Dataset`; `test`
     is a pair of numpy arrays.
     """
-    if FLAGS.dataset == "digits_canvas":
+    if FLAGS.dataset in TFDS_DATASETS:
+        return load_tfds_data()
+    if FLAGS.dataset == "fashion_mnist":
+        (x_train, y_train), (x_test, y_test) = keras_spela.datasets.load_fashion_mnist(
+            FLAGS.data_dir, normalize=True, channel_axis=True
+        )
+    else:
         (x_train, y_train), (x_test, y_test) = keras_spela.datasets.load_canvas_digits()
-        if FLAGS.max_examples > 0:
-            x_train, y_train = x_train[: FLAGS.max_examples], y_train[: FLAGS.max_examples]
-            x_test, y_test = x_test[: FLAGS.max_examples], y_test[: FLAGS.max_examples]
-        return (x_train, y_train), (x_test, y_test), x_train.shape[1:], 10
-    return load_tfds_data()
+    if FLAGS.max_examples > 0:
+        x_train, y_train = x_train[: FLAGS.max_examples], y_train[: FLAGS.max_examples]
+        x_test, y_test = x_test[: FLAGS.max_examples], y_test[: FLAGS.max_examples]
+    return (x_train, y_train), (x_test, y_test), x_train.shape[1:], 10
 
 
 def widths(text, name):
@@ -375,15 +412,16 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO logs are noise here
-    # absl's log handler was created during example_setup's quiet import, while
-    with tfds_mock():  # only under the tests' environment variable
-        train_and_report()
+    try:
+        with tfds_mock():  # only under the tests' environment variable
+            train_and_report()
+    except keras_spela.datasets.DatasetError as error:  # not here, not downloadable
+        raise SystemExit(f"error: {error}") from None
 
 
 def train_and_report():
     keras.utils.set_random_seed(FLAGS.seed)
     train, test, image_shape, num_classes = load_data()
-    tfds_set = FLAGS.dataset != "digits_canvas"
     filters = widths(
         FLAGS.filters or DEFAULT_FILTERS.get(FLAGS.dataset, DEFAULT_FILTERS_TFDS), "filters"
     )
@@ -432,10 +470,10 @@ def train_and_report():
     report(history.history, exit_names)
     if FLAGS.plot:
         title = f"SPELA CNN ({architecture}) on {FLAGS.dataset}"
-        if tfds_set and mock_tfds_examples() > 0:
+        if FLAGS.dataset in TFDS_DATASETS and mock_tfds_examples() > 0:
             title += " (mock data)"
         plot(history.history, exit_names, FLAGS.plot.format(dataset=FLAGS.dataset), title)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

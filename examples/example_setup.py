@@ -3,6 +3,9 @@ quietly (their C++ log lines captured and shown only if the import fails)
 unless the command line has --verbose.
 
     from example_setup import VERBOSE, keras, keras_spela, tf
+
+`app.run(main, flags_parser=parse_flags)` ends a bad flag value (absl's
+bounds, types, enums) with one `error:` line and exit code 2, as argparse does.
 """
 
 import os
@@ -42,4 +45,31 @@ from absl import logging as _absl_logging  # noqa: E402
 
 _absl_logging.get_absl_handler().python_handler.stream = sys.stderr
 
-__all__ = ["REPO", "VERBOSE", "capture_native_stderr", "keras", "keras_spela", "tf"]
+
+
+def parse_flags(argv):
+    """absl's flag parsing; a bad flag is one line, `<script>: error: ...`, exit code 2.
+
+    Args:
+        argv: The command line, `sys.argv`.
+
+    Returns:
+        The arguments that are not flags (`app.run` passes them to `main`).
+
+    Example:
+
+    >>> app.run(main, flags_parser=parse_flags)  # doctest: +SKIP
+    """
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        message = " ".join(str(error).split())
+        sys.stderr.write(f"{pathlib.Path(argv[0]).name}: error: {message} (see --helpfull)\n")
+        sys.exit(2)
+
+
+__all__ = [
+    "REPO", "VERBOSE", "capture_native_stderr", "keras", "keras_spela", "parse_flags", "tf",
+]

@@ -59,9 +59,14 @@ python examples/mnist_mlp.py --dataset svhn_cropped --recipe default
 python examples/mnist_mlp.py --dataset digits --epochs 5   # offline, seconds
 ```
 
-The six paper datasets come from TensorFlow Datasets and are downloaded on
-first use, or read from `--data_dir`. `--dataset digits` uses the small 8x8
-digits that ship with `keras_spela`, so it runs with no download.
+Fashion-MNIST is read by `keras_spela.datasets.load_fashion_mnist` from the
+Debian package `dataset-fashion-mnist` (`apt-get install dataset-fashion-mnist`,
+which `tools/install.sh` does where it runs as root), Keras' cache or
+`--data_dir`, and otherwise downloaded by Keras. The five other paper datasets
+come from TensorFlow Datasets and are downloaded on first use, or read from
+`--data_dir`; without internet the script says in one line that the set must be
+downloaded first. `--dataset digits` uses the small 8x8 digits that ship with
+`keras_spela`, so it runs with no download.
 """
 
 """
@@ -71,6 +76,7 @@ digits that ship with `keras_spela`, so it runs with no download.
 
 from example_setup import keras
 from example_setup import keras_spela
+from example_setup import parse_flags
 
 from absl import app
 from absl import flags
@@ -96,28 +102,37 @@ PAPER = {
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
     "dataset", "mnist", list(PAPER),
-    "TFDS dataset (or the embedded 8x8 digits, no download).",
+    "A paper dataset (fashion_mnist: local files or Keras' download; the others: "
+    "TFDS), or the embedded 8x8 digits (no download).",
 )
-flags.DEFINE_integer("epochs", 100, "Training epochs (the paper: 100).")
-flags.DEFINE_integer("batch_size", 50, "Batch size (the paper: 50).")
+flags.DEFINE_integer("epochs", 100, "Training epochs (the paper: 100).", lower_bound=1)
+flags.DEFINE_integer("batch_size", 50, "Batch size (the paper: 50).", lower_bound=1)
 flags.DEFINE_integer(
-    "hidden", None, "Units of the hidden SPELA layer (default: 800 for cifar100, else 1000)."
+    "hidden", None, "Units of the hidden SPELA layer (default: 800 for cifar100, else 1000).",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
-    "last", None, "Units of the last SPELA layer (default: 234 for cifar100, else 34)."
+    "last", None, "Units of the last SPELA layer (default: 234 for cifar100, else 34).",
+    lower_bound=1,
 )
 flags.DEFINE_enum(
     "recipe", "paper", ["paper", "default"],
     "'paper': log(2 - cos), LeakyReLU(0.001), SGD(2.5) minus 0.1 every 10 "
     "epochs. 'default': keras_spela's defaults (softmax-cosine loss, Adam(1e-2)).",
 )
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own).")
+flags.DEFINE_string(
+    "data_dir", None,
+    "TFDS data directory (default: TFDS's own), or a directory with Fashion-MNIST's "
+    "four .gz files (looked in first).",
+)
 flags.DEFINE_string(
     "plot", "spela_mlp_{dataset}.png",
     "Where to save the plot of per-exit test accuracy ('' for none); "
     "{dataset} is replaced by the dataset name.",
 )
-flags.DEFINE_integer("seed", 0, "Seed of the initial weights, class vectors and shuffling.")
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the initial weights, class vectors and shuffling.", lower_bound=0
+)
 flags.DEFINE_bool(
     "verbose", False,
     "Show TensorFlow's and the converter's own log lines (captured by default).",
@@ -125,6 +140,7 @@ flags.DEFINE_bool(
 flags.DEFINE_integer(
     "max_examples", 0,
     "Use only the first N training and N test examples (smoke runs); 0 = all.",
+    lower_bound=0,
 )
 
 """
@@ -136,6 +152,8 @@ flags.DEFINE_integer(
 uses its 100 fine labels. The training set is reshuffled every epoch. No input
 normalisation beyond the scaling is applied, as in the authors' code. The test
 split is small enough to hold in memory as numpy arrays.
+`keras_spela.datasets.load_fashion_mnist(normalize=True)` gives Fashion-MNIST
+as numpy arrays of the same scale, flattened here to 784 features.
 """
 
 
@@ -149,12 +167,22 @@ def load_data():
 
     `train` and `test` are what `fit` takes as `x` and `validation_data`.
     """
-    if FLAGS.dataset == "digits":
-        (x_train, y_train), (x_test, y_test) = keras_spela.datasets.load_digits()
+    if FLAGS.dataset in ("digits", "fashion_mnist"):
+        if FLAGS.dataset == "digits":
+            (x_train, y_train), (x_test, y_test) = keras_spela.datasets.load_digits()
+        else:
+            (x_train, y_train), (x_test, y_test) = keras_spela.datasets.load_fashion_mnist(
+                FLAGS.data_dir, normalize=True
+            )
+            x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
         if FLAGS.max_examples > 0:
             x_train, y_train = x_train[: FLAGS.max_examples], y_train[: FLAGS.max_examples]
             x_test, y_test = x_test[: FLAGS.max_examples], y_test[: FLAGS.max_examples]
         return (x_train, y_train), (x_test, y_test), x_train.shape[1], 10
+    if not FLAGS["verbosity"].present:
+        # TFDS warns of every data directory it does not find; a missing set
+        # is load_tfds' one error line.
+        logging.set_verbosity(logging.ERROR)
     spec = keras_spela.datasets.dataset_spec(FLAGS.dataset)
     train = keras_spela.datasets.load_tfds(
         FLAGS.dataset,
@@ -312,7 +340,10 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO logs are noise here
     keras.utils.set_random_seed(FLAGS.seed)
-    train, test, input_dim, num_classes = load_data()
+    try:
+        train, test, input_dim, num_classes = load_data()
+    except keras_spela.datasets.DatasetError as error:  # not here, not downloadable
+        raise SystemExit(f"error: {error}") from None
     hidden = FLAGS.hidden or PAPER[FLAGS.dataset]["hidden"]
     last = FLAGS.last or PAPER[FLAGS.dataset]["last"]
     architecture = f"{input_dim}-{hidden}-{last}"
@@ -325,7 +356,7 @@ def main(argv):
     callbacks = [ExitAccuracyPrinter(exit_names)]
     if FLAGS.recipe == "paper":
         callbacks.append(keras.callbacks.LearningRateScheduler(paper_schedule))
-    if isinstance(train, tuple):  # numpy arrays (the embedded digits)
+    if isinstance(train, tuple):  # numpy arrays (the embedded digits, Fashion-MNIST)
         fit_data = dict(x=train[0], y=train[1], batch_size=FLAGS.batch_size, shuffle=True)
     else:  # a tf.data.Dataset, already batched and reshuffled every epoch
         fit_data = dict(x=train, shuffle=False)
@@ -343,4 +374,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
