@@ -1,6 +1,6 @@
 """Packaging of keras_spela. The version is read from keras_spela/version.py by path."""
 
-import importlib.metadata
+import os
 import pathlib
 
 from setuptools import find_namespace_packages
@@ -11,18 +11,30 @@ VERSION = {}
 exec((HERE / "keras_spela" / "version.py").read_text(), VERSION)
 
 
+# One TensorFlow distribution: `tensorflow`, or `tensorflow-cpu` (the same
+# package without GPU support, Linux x86-64 and Windows only) when
+# KERAS_SPELA_TENSORFLOW=tensorflow-cpu, as tools/install.sh sets it. What is
+# installed cannot be probed here: pip runs this file in an isolated build
+# environment.
+TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu")
+
+
 def tensorflow_requirement():
-    """`tensorflow`, or `tensorflow-cpu` when that build is already installed."""
-    try:
-        importlib.metadata.version("tensorflow-cpu")
-        return "tensorflow-cpu>=2.16"
-    except importlib.metadata.PackageNotFoundError:
-        return "tensorflow>=2.16"
+    """The TensorFlow requirement that `$KERAS_SPELA_TENSORFLOW` names."""
+    name = os.environ.get("KERAS_SPELA_TENSORFLOW", "tensorflow")
+    if name not in TENSORFLOW_DISTRIBUTIONS:
+        raise SystemExit(
+            f"error: KERAS_SPELA_TENSORFLOW must be one of {', '.join(TENSORFLOW_DISTRIBUTIONS)}; "
+            f"received {name!r}"
+        )
+    return f"{name}>=2.16"
 
 
 LITERT = ["ai-edge-litert>=2.0"]
 MICRO = ["tflite-micro"]
-DATASETS = ["tensorflow-datasets>=4.9"]
+# tensorflow-datasets 4.9.10 imports importlib_resources to read its
+# checksums (before any download) but declares it for Python < 3.9 only.
+DATASETS = ["tensorflow-datasets>=4.9", "importlib_resources"]
 # Flower (federated rounds over DeviceTrainer clients, examples/federated_flower.py).
 FLOWER = ["flwr>=1.42"]
 EXAMPLES = DATASETS + LITERT + MICRO + FLOWER + ["matplotlib"]
