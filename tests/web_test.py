@@ -214,3 +214,208 @@ def test_browser_training_equals_host_fit(parity_run, case):
             np.testing.assert_array_equal(
                 archive[name].reshape(-1), np.asarray(browser["weights"][name], np.float32)
             )
+
+
+# ----------------------------------------------------------- rejected batch
+@pytest.fixture(scope="module")
+def checks_run(server, parity_run, tmp_path_factory):
+    """The rejected-batch, bad-file and storage jobs, on the dense Adam
+    export (its optimizer state must not move either)."""
+    base, data = server
+    model_bytes = (data / "dense_adam.tflite").read_bytes()
+    files = {
+        "empty": b"",
+        "truncated": model_bytes[: len(model_bytes) // 2],
+        "keras archive": b"PK\x03\x04" + bytes(200),
+        "hdf5": b"\x89HDF\r\n\x1a\n" + bytes(200),
+        "text": b"this is not a model at all\n",
+        "plain keras tflite": _plain_tflite(),
+    }
+    for name, content in files.items():
+        (data / f"bad_{name.replace(' ', '_')}.tflite").write_bytes(content)
+    python_weights = data / "python_weights.npz"
+    trainer = device_trainer.DeviceTrainer(str(data / "dense_adam.tflite"), runtime="litert")
+    (x, _), _ = keras_spela.datasets.load_digits()
+    _, (_, y) = keras_spela.datasets.load_digits()
+    trainer.train_batch(x[:BATCH], y[:BATCH].astype(np.int32))
+    trainer.save_weights(str(python_weights))
+    cases = {name: f"/__data__/bad_{name.replace(' ', '_')}.tflite" for name in files}
+    cases["missing"] = "/__data__/no_such_model.tflite"
+    model, batches = "/__data__/dense_adam.tflite", "/__data__/dense_adam.json"
+    jobs = [
+        {"id": "reject", "kind": "reject", "model": model, "data": batches},
+        {"id": "files", "kind": "files", "cases": cases},
+        {"id": "storage", "kind": "storage", "model": model, "data": batches,
+         "npz": "/__data__/python_weights.npz"},
+    ]
+    results = run_jobs(base, jobs, tmp_path_factory.mktemp("checks"))
+    python_errors = {}
+    for name in files:
+        path = data / f"bad_{name.replace(' ', '_')}.tflite"
+        with pytest.raises(device_trainer.ModelFileError) as error:
+            device_trainer.DeviceTrainer(str(path), runtime="litert")
+        python_errors[name] = str(error.value).replace(str(path), cases[name])
+    return results, python_errors, dict(np.load(python_weights))
+
+
+def _plain_tflite():
+    """A plain Keras model converted to TFLite (no keras_spela signatures)."""
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def assert_same(a, b):
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(np.asarray(a[name], np.float32), np.asarray(b[name], np.float32), err_msg=name)
+
+
+def test_rejected_batch_changes_nothing(checks_run):
+    """A finite batch that overflows in the layer passes the module's checks;
+    the model rejects it (accepted = 0), the module raises, and no weight or
+    optimizer state moved, alone or as step 2 of fit (whose step 1 was
+    learned)."""
+    result = result_of(checks_run[0], "reject")
+    assert result["alone"]["name"] == "DeviceTrainingError"
+    assert "The device model rejected the batch" in result["alone"]["message"]
+    assert_same(result["afterAlone"], result["before"])
+    assert result["inFit"]["message"].startswith(
+        "Epoch 1/1, step 2/2: The device model rejected the batch"
+    ), result["inFit"]
+    assert result["inFit"]["message"].endswith("The steps before it were learned.")
+    assert result["afterFitChanged"]
+    assert result["nanInput"]["message"] == "x contains NaN or infinite values."
+    assert result["badLabel"]["message"] == "Labels must be in [0, 10), received values in [0, 10]."
+    assert re.fullmatch(r"Weight '\w+_kernel' contains NaN or inf\.", result["badWeights"]["message"])
+    assert result["missingWeights"]["message"].startswith("set_weights needs exactly the names")
+    for error in ("alone", "inFit", "nanInput", "badLabel", "badWeights", "missingWeights"):
+        assert result[error]["isDeviceTrainingError"], error
+
+
+# ---------------------------------------------------------------- bad files
+@pytest.mark.parametrize(
+    "case", ["empty", "truncated", "keras archive", "hdf5", "text", "plain keras tflite"]
+)
+def test_bad_model_file_gets_the_python_error(checks_run, case):
+    """The file checks are DeviceTrainer's: the same one-line message (the
+    file's URL in place of its path), as a ModelFileError."""
+    results, python_errors, _ = checks_run
+    error = result_of(results, "files")[case]
+    assert error is not None, case
+    assert error["name"] == "ModelFileError" and error["isDeviceTrainingError"]
+    assert error["message"] == python_errors[case]
+
+
+def test_missing_model_file(checks_run):
+    error = result_of(checks_run[0], "files")["missing"]
+    assert error["name"] == "ModelFileError"
+    assert error["message"] == (
+        "/__data__/no_such_model.tflite: the model file does not exist (HTTP 404)"
+    )
+
+
+# ------------------------------------------------------------------ storage
+def test_weights_round_trip_through_indexeddb_and_npz(checks_run):
+    """saveWeights / loadWeights (IndexedDB) restore every weight and
+    optimizer state into a freshly loaded model; the Python DeviceTrainer's
+    save_weights .npz loads in the browser."""
+    results, _, python_weights = checks_run
+    result = result_of(results, "storage")
+    assert any(not np.array_equal(result["moved"][k], result["saved"][k]) for k in result["saved"])
+    assert_same(result["restored"], result["saved"])
+    assert result["missing"]["message"].startswith("No weights saved under 'never saved'")
+    assert_same(result["fromPython"], {k: v.reshape(-1) for k, v in python_weights.items()})
+    assert result["notNpz"]["message"].startswith("junk.npz: not an .npz archive")
+
+
+# --------------------------------------------------------------------- demo
+@pytest.fixture(scope="module")
+def demo_run(server, tmp_path_factory):
+    """examples/browser/build_assets.py's assets (the README's main job), and
+    the demo page driven like a person."""
+    import build_assets
+
+    base, data = server
+    assets = build_assets.build(str(data / "demo_assets"))
+    jobs = [{"id": "demo", "kind": "demo", "assets": "/__data__/demo_assets/", "label": 1,
+             "epochs": 3, "timeout_s": 120}]
+    results = run_jobs(base, jobs, tmp_path_factory.mktemp("demo"))
+    return assets, result_of(results, "demo")
+
+
+def test_demo_page_draw_add_finetune_predict(demo_run):
+    """The page loads the main job's model on wasm, fine-tunes on the main
+    job's device examples, takes a drawing as an example, fine-tunes on it,
+    predicts it, and saves and loads the weights in the browser."""
+    assets, trace = demo_run
+    assert trace["accelerator"].startswith("wasm")
+    # Before any fine-tune the browser's accuracy is the Python Interpreter's.
+    before = assets["accuracy"]["python_litert_before"]
+    for test in ("new", "old"):
+        for exit_name, value in before[test].items():
+            assert trace["before"][test][exit_name] == pytest.approx(value, abs=1e-9)
+    assert trace["shippedFineTune"].startswith("fine-tuned on 600 examples, 5 epochs")
+    assert trace["stepsAfterShipped"] == 5 * 38  # ceil(600 / 16) steps per epoch
+    # The mouse drew ink; the 8x8 example has it, labelled 1.
+    assert trace["inkBeforeAdd"] > 1000
+    assert trace["examplesCount"] == "1"
+    assert trace["addedExample"]["y"] == 1 and sum(trace["addedExample"]["x"]) > 1
+    assert trace["lastFit"]["count"] == 1 and trace["lastFit"]["epochs"] == 3
+    assert len(trace["losses"]) == 5 * 38 + 3
+    assert all(np.isfinite(trace["losses"]))
+    assert re.fullmatch(r"(exit_\d: class \d \(cosine -?\d\.\d{3}\)\n?){2}", trace["prediction"]), trace["prediction"]
+    assert trace["loadedWeights"] == "loaded the saved weights"
+    rows = trace["rows"]
+    assert rows["browser, saved weights loaded"] == rows["browser after fine-tune 2 (1 examples, 3 epochs)"]
+
+
+def test_demo_finetune_reaches_python_litert(demo_run):
+    """The demo's fine-tune of the rotated digits (same model, examples and
+    epochs; its own shuffling) is within 1 point of LiteRT's Python result or
+    above it, at every exit, and learned the task (from chance to > 85 %)."""
+    assets, trace = demo_run
+    python = assets["accuracy"]["python_litert_after"]["new"]
+    browser = trace["afterShipped"]["new"]
+    print("rotated test after the fine-tune, browser vs Python LiteRT: " + ", ".join(
+        f"{k} {100 * browser[k]:.2f}% vs {100 * python[k]:.2f}%" for k in python))
+    for exit_name, value in python.items():
+        assert browser[exit_name] >= value - 0.01, (exit_name, browser, python)
+        assert browser[exit_name] > 0.85
+
+
+# ----------------------------------------------------------------- contract
+def _contract_module():
+    """The Python contract module of the device side when it exists, else
+    export/device_trainer.py (where the shared names live)."""
+    for path in sorted(REPO.glob("export/**/contract.py")):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("device_contract", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return device_trainer
+
+
+def test_js_contract_names_match_python():
+    """The constant block of keras_spela_web.js holds the names of the Python
+    device side."""
+    output = subprocess.run(
+        [NODE, "--input-type=module", "-e",
+         "import {CONTRACT} from './keras_spela_web.js'; console.log(JSON.stringify(CONTRACT));"],
+        cwd=WEB, capture_output=True, text=True, timeout=60,
+    )
+    assert output.returncode == 0, output.stderr
+    contract = json.loads(output.stdout)
+    python = _contract_module()
+    assert contract["SIGNATURES"] == list(python.SIGNATURES)
+    assert contract["PADDING_LABEL"] == python.PADDING_LABEL
+    assert contract["PADDING_OUTPUT"] == python.PADDING_OUTPUT
+    assert contract["CLASS_MASK"] == python.CLASS_MASK
+    # The names the exporter writes (keras_spela/lite/trainable_module.py).
+    source = (REPO / "keras_spela" / "lite" / "trainable_module.py").read_text()
+    for key in ("ACCEPTED_OUTPUT", "LOSS_OUTPUT", "SCORES_OUTPUT", "GET_WEIGHTS_INPUT"):
+        assert f'"{contract[key]}"' in source, key
+    assert re.fullmatch(contract["EXIT_SCORES_PATTERN"], "exit_12_scores")

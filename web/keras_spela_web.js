@@ -291,22 +291,37 @@ function shapeText(shape) {
   return `[${shape.join(', ')}]`;
 }
 
+/** The input names of subgraph 0: from a signature over it, else from
+ * its tensor names (`serving_default_x:0` -> `x`). */
+function inputNames(structure) {
+  const tensors = structure.subgraphs[0].inputs;
+  for (const signature of Object.values(structure.signatures)) {
+    if (signature.subgraph === 0) {
+      const byIndex = new Map(Object.entries(signature.inputs).map(([name, t]) => [t.index, name]));
+      return tensors.map((t) => byIndex.get(t.index));
+    }
+  }
+  return tensors.map((t) => t.name.replace(/^serving_default_|:\d+$/g, ''));
+}
+
 /** The train signature's x and infer's scores of an export_tflite model, or
  * a TFLiteFormatError saying what the file is instead. */
 function checkSignatureModel(structure) {
   const {signatures} = structure;
   const present = CONTRACT.SIGNATURES.filter((name) => name in signatures);
   if (present.length !== CONTRACT.SIGNATURES.length) {
-    const inputs = structure.subgraphs[0].inputs.map((t) => t.name.replace(/^serving_default_|:\d+$/g, ''));
+    const inputs = inputNames(structure);
     if (!present.length && inputs.includes('x') && inputs.includes('y')) {
       throw new TFLiteFormatError(
           'a TFLite Micro train step (export_tflite_micro: one graph, no train/infer ' +
           'signatures); LiteRT.js runs the export_tflite model of the same network');
     }
-    const listed = Object.keys(signatures).length ? sorted(Object.keys(signatures)).join(', ') : 'none';
+    const keys = sorted(Object.keys(signatures));
+    const listed = keys.length ? `[${keys.map((k) => `'${k}'`).join(', ')}]` : 'none';
     throw new TFLiteFormatError(
-        `not a keras_spela export: it lacks the signatures ${CONTRACT.SIGNATURES.join(', ')} ` +
-        `of export_tflite (its signatures: ${listed})`);
+        `not a keras_spela export: it has neither the signatures ${CONTRACT.SIGNATURES.join(', ')} ` +
+        `of export_tflite (its signatures: ${listed}) nor the x and y inputs of ` +
+        `export_tflite_micro's train step (its inputs: [${inputs.map((n) => `'${n}'`).join(', ')}])`);
   }
   const train = signatures.train;
   const infer = signatures.infer;
@@ -1174,22 +1189,48 @@ function parseNpy(bytes, name) {
   return {shape, data: Float32Array.from(values)};
 }
 
-/** The arrays of .npz bytes: {name: {shape, data: Float32Array}}. */
+/** The arrays of .npz bytes: {name: {shape, data: Float32Array}}. Reads
+ * the zip's central directory (np.savez writes zip64 entries, whose sizes are
+ * in their extra fields). */
 export async function readNpz(bytes) {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let end = bytes.length - 22;
+  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end -= 1;
+  if (end < 0) throw new Error('no zip end record found');
+  const entries = view.getUint16(end + 10, true);
+  let pos = view.getUint32(end + 16, true);
   const arrays = {};
-  let pos = 0;
-  while (pos + 30 <= bytes.length && view.getUint32(pos, true) === 0x04034b50) {
-    const flags = view.getUint16(pos + 6, true);
-    const method = view.getUint16(pos + 8, true);
-    let size = view.getUint32(pos + 18, true);
-    const nameLength = view.getUint16(pos + 26, true);
-    const extraLength = view.getUint16(pos + 28, true);
-    const name = new TextDecoder().decode(bytes.subarray(pos + 30, pos + 30 + nameLength));
-    const start = pos + 30 + nameLength + extraLength;
-    if (flags & 8 || size === 0xffffffff) {
-      throw new Error(`${name}: streamed or zip64 entries are not supported (write it with np.savez)`);
+  for (let e = 0; e < entries; e++) {
+    if (pos + 46 > bytes.length || view.getUint32(pos, true) !== 0x02014b50) {
+      throw new Error('a broken zip central directory');
     }
+    const method = view.getUint16(pos + 10, true);
+    let size = view.getUint32(pos + 20, true);
+    let uncompressed = view.getUint32(pos + 24, true);
+    const nameLength = view.getUint16(pos + 28, true);
+    const extraLength = view.getUint16(pos + 30, true);
+    const commentLength = view.getUint16(pos + 32, true);
+    let offset = view.getUint32(pos + 42, true);
+    const name = new TextDecoder().decode(bytes.subarray(pos + 46, pos + 46 + nameLength));
+    // zip64: the 64-bit values of the fields that hold 0xffffffff, in order.
+    let extra = pos + 46 + nameLength;
+    const extraEnd = extra + extraLength;
+    while (extra + 4 <= extraEnd) {
+      const id = view.getUint16(extra, true);
+      const length = view.getUint16(extra + 2, true);
+      if (id === 1) {
+        let at = extra + 4;
+        const next = () => { const value = Number(view.getBigUint64(at, true)); at += 8; return value; };
+        if (uncompressed === 0xffffffff) uncompressed = next();
+        if (size === 0xffffffff) size = next();
+        if (offset === 0xffffffff) offset = next();
+      }
+      extra += 4 + length;
+    }
+    if (offset + 30 > bytes.length || view.getUint32(offset, true) !== 0x04034b50) {
+      throw new Error(`${name}: a broken zip entry`);
+    }
+    const start = offset + 30 + view.getUint16(offset + 26, true) + view.getUint16(offset + 28, true);
     if (start + size > bytes.length) throw new Error(`${name} is truncated`);
     const stored = bytes.subarray(start, start + size);
     let content;
@@ -1197,7 +1238,7 @@ export async function readNpz(bytes) {
     else if (method === 8) content = await inflateRaw(stored);
     else throw new Error(`${name} uses zip method ${method}`);
     arrays[name.replace(/\.npy$/, '')] = parseNpy(content, name);
-    pos = start + size;
+    pos += 46 + nameLength + extraLength + commentLength;
   }
   if (!Object.keys(arrays).length) throw new Error('no .npy entries found');
   return arrays;
