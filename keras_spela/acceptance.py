@@ -148,7 +148,9 @@ def _message(reason, num_classes):
         return "found a label of a class that is not active (activate_class it first)"
     return (
         f"the local loss of {reason} is not finite, or its gradients could "
-        f"exceed {rules.MAX_GRADIENT:g} (inputs too large, or training diverged)"
+        f"exceed {rules.MAX_GRADIENT:g}: its inputs are too large, or far below "
+        "the scale of its bias (give it normalize_inputs=True or use_bias=False), "
+        "or training diverged (lower the learning rate)"
     )
 
 

@@ -1,6 +1,49 @@
 """Building a SpelaModel from a layer list or a chain-shaped Keras model."""
 
+import inspect
+
 import keras
+
+
+def _model_signature(
+    layers, num_classes, train_layers="all", max_classes=None, name=None, **kwargs
+):
+    """SpelaModel's arguments (see its docstring)."""
+
+
+MODEL_SIGNATURE = inspect.signature(_model_signature)
+
+
+def model_arguments(args, kwargs):
+    """SpelaModel's arguments by name, from its positional and keyword ones.
+
+    Keras' functional style, `SpelaModel(inputs, outputs, num_classes=10)`
+    (or `inputs=`, `outputs=`), gives `layers` as `keras.Model(inputs,
+    outputs)`, which `unpack_layers` takes when it is a chain.
+
+    Returns:
+        A dict `{parameter: value}` of `MODEL_SIGNATURE`, defaults included
+        (`kwargs`: the other keyword arguments).
+    """
+    args, kwargs = list(args), dict(kwargs)
+    if "inputs" in kwargs or "outputs" in kwargs:
+        inputs = kwargs.pop("inputs") if "inputs" in kwargs else args.pop(0)
+        outputs = kwargs.pop("outputs") if "outputs" in kwargs else args.pop(0)
+        args.insert(0, keras.Model(inputs, outputs))
+    elif len(args) >= 2 and _symbolic(args[0]) and _symbolic(args[1]):
+        args[:2] = [keras.Model(args[0], args[1])]
+    bound = MODEL_SIGNATURE.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+def _symbolic(value):
+    """Whether `value` is a KerasTensor or a non-empty structure of them."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(v, keras.KerasTensor) for v in value)
+    return isinstance(value, keras.KerasTensor)
 
 
 def unpack_layers(layers):

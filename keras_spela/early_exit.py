@@ -2,8 +2,10 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_spela import arguments
+from keras_spela import data_checks
 
 
 class EarlyExitMixin:
@@ -27,25 +29,31 @@ class EarlyExitMixin:
             f"{names}, received exit={exit!r}."
         )
 
-    def predict(self, x, exit=None, **kwargs):
+    def predict(
+        self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, exit=None
+    ):
         """Class scores (cosine to every class vector) at one exit or all.
 
         Args:
-            x: inputs, as for `keras.Model.predict`.
+            x, batch_size, verbose, steps, callbacks: as for
+                `keras.Model.predict`.
             exit: None (the last exit), an exit index or layer name, or
                 `"all"` for a dict `{layer name: scores}`.
-            **kwargs: passed to `keras.Model.predict` (`batch_size`, ...).
 
         Returns:
             `(num_examples, num_classes)` numpy scores, or a dict of them.
         """
         name = self._exit_name(exit)
-        scores = super().predict(x, **kwargs)
+        data_checks.check_data(self, x, labels=False)
+        scores = super().predict(
+            x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
+        )
         return scores if name is None else scores[name]
 
     def predict_on_batch(self, x, exit=None):
         """`predict` on one batch (same `exit` argument)."""
         name = self._exit_name(exit)
+        data_checks.check_data(self, x, labels=False)
         scores = super().predict_on_batch(x)
         return scores if name is None else scores[name]
 
@@ -82,7 +90,7 @@ class EarlyExitMixin:
         An example that never passes `threshold` uses the last exit.
 
         Args:
-            x: inputs.
+            x: inputs, as for `predict`.
             threshold: margin needed to stop, e.g. 0.2.
             batch_size: passed to `predict`.
 
@@ -91,6 +99,11 @@ class EarlyExitMixin:
             of the exit index used, per example.
         """
         scores = self.predict(x, exit="all", batch_size=batch_size, verbose=0)
+        return self._early_exits(scores, threshold)
+
+    def _early_exits(self, scores, threshold):
+        """`(predictions, exits)` of `predict_early_exit` from the scores of
+        every exit, `{layer name: (examples, num_classes)}`."""
         scores = np.stack([scores[layer.name] for layer in self.exit_layers])
         top2 = np.sort(scores, axis=-1)[..., -2:]
         confident = (top2[..., 1] - top2[..., 0]) >= threshold
@@ -102,16 +115,62 @@ class EarlyExitMixin:
     def evaluate_early_exit(self, x, y, threshold, batch_size=None):
         """Accuracy and average depth of confidence-gated early exit.
 
+        Args:
+            x: inputs (with `y`), or a batched `tf.data.Dataset` of `(x, y)`
+                (then `y` is None), as for `evaluate`.
+            y: integer class ids in `[0, num_classes)`, or None.
+            threshold: margin needed to stop (`predict_early_exit`).
+            batch_size: passed to `predict` for array inputs.
+
         Returns:
             A dict with `accuracy`, `mean_exit` (average exit index, from 0),
             `mean_depth` (average number of SPELA layers run, from 1), and
             `exit_fractions` (share of examples leaving at each exit).
         """
-        predictions, exits = self.predict_early_exit(x, threshold, batch_size)
+        if isinstance(x, tf.data.Dataset):
+            predictions, exits, y = self._dataset_early_exits(x, y, threshold)
+        else:
+            if y is None:
+                raise ValueError(
+                    "evaluate_early_exit needs labels: give y, or x as a "
+                    "tf.data.Dataset of (x, y) batches."
+                )
+            rows = None if not hasattr(x, "shape") or not len(x.shape) else int(x.shape[0])
+            y = data_checks.class_ids(y, self.num_classes, rows)
+            predictions, exits = self.predict_early_exit(x, threshold, batch_size)
         counts = np.bincount(exits, minlength=len(self.exit_layers))
         return {
-            "accuracy": float(np.mean(predictions == np.asarray(y).reshape(-1))),
+            "accuracy": float(np.mean(predictions == y)),
             "mean_exit": float(np.mean(exits)),
             "mean_depth": float(np.mean(exits) + 1.0),
             "exit_fractions": (counts / len(exits)).tolist(),
         }
+
+    def _dataset_early_exits(self, dataset, y, threshold):
+        """`(predictions, exits, labels)` over one pass of a dataset of
+        `(x, y)` batches (one pass: a reshuffling dataset keeps each label
+        with its example)."""
+        if y is not None:
+            raise ValueError(
+                "y must be None when x is a tf.data.Dataset: its (x, y) "
+                "batches carry the labels."
+            )
+        data_checks.check_data(self, dataset, labels=True)
+        if len(dataset.element_spec) == 3:
+            raise ValueError(
+                "evaluate_early_exit takes (x, y) batches; this dataset also "
+                "yields sample weights. Drop them, e.g. "
+                "dataset.map(lambda x, y, w: (x, y))."
+            )
+        predictions, exits, labels = [], [], []
+        for batch_x, batch_y in dataset:
+            batch_y = data_checks.class_ids(batch_y, self.num_classes, int(batch_x.shape[0]))
+            batch_predictions, batch_exits = self._early_exits(
+                self.predict_on_batch(batch_x, exit="all"), threshold
+            )
+            predictions.append(batch_predictions)
+            exits.append(batch_exits)
+            labels.append(batch_y)
+        if not labels:
+            raise ValueError("evaluate_early_exit received an empty tf.data.Dataset.")
+        return np.concatenate(predictions), np.concatenate(exits), np.concatenate(labels)

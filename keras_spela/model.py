@@ -5,11 +5,13 @@ import inspect
 import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_spela import acceptance
 from keras_spela import arguments
 from keras_spela import chain
+from keras_spela import data_checks
 from keras_spela import fit_data
 from keras_spela import rules
 from keras_spela.class_slots import ClassSlotsMixin
@@ -57,6 +59,9 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     Args:
         layers: a list of layers, optionally starting with `keras.Input(...)`;
             or a Sequential/functional Keras model whose layers form a chain.
+            Keras' functional style works too for a chain:
+            `SpelaModel(inputs, outputs, num_classes=10)` (its SPELA layers
+            need `num_classes=` when they are called on `inputs`).
         num_classes: number of classes (integer labels in
             `[0, num_classes)`). Given to every SPELA layer that lacks it.
         max_classes: None, or room for this many classes (>= num_classes):
@@ -81,9 +86,15 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     ```
     """
 
-    def __init__(
-        self, layers, num_classes, train_layers="all", max_classes=None, name=None, **kwargs
-    ):
+    def __init__(self, *args, **kwargs):
+        # (layers, num_classes, train_layers, max_classes, name, **kwargs), or
+        # Keras' functional style: SpelaModel(inputs, outputs, num_classes=10).
+        arguments_ = chain.model_arguments(args, kwargs)
+        layers, num_classes, train_layers, max_classes, name = (
+            arguments_[key]
+            for key in ("layers", "num_classes", "train_layers", "max_classes", "name")
+        )
+        kwargs = arguments_["kwargs"]
         # The model's own computations (scores, the local rules) run in
         # float32; plain Keras layers in the stack follow their own policy.
         kwargs.setdefault("dtype", "float32")
@@ -274,20 +285,24 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         arguments_.pop("self")
         for callback in arguments_.get("callbacks") or []:
             self._set_monitor_mode(callback)
+        data_checks.check_fit_data(self, arguments_.get("x"), arguments_.get("validation_data"))
         with _rejections_as_value_errors():
             return super().fit(
                 **fit_data.fit_arguments(arguments_, self.runs_one_step_per_call())
             )
 
     def evaluate(self, *args, **kwargs):
+        data_checks.check_data(self, args[0] if args else kwargs.get("x"))
         with _rejections_as_value_errors():
             return super().evaluate(*args, **kwargs)
 
     def train_on_batch(self, *args, **kwargs):
+        data_checks.check_data(self, args[0] if args else kwargs.get("x"))
         with _rejections_as_value_errors():
             return super().train_on_batch(*args, **kwargs)
 
     def test_on_batch(self, *args, **kwargs):
+        data_checks.check_data(self, args[0] if args else kwargs.get("x"))
         with _rejections_as_value_errors():
             return super().test_on_batch(*args, **kwargs)
 
@@ -415,6 +430,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
     def exit_scores(self, x, training=False):
         """Class scores at every exit: `{layer name: (batch, num_classes)}`
         (an inactive class of a `max_classes` model scores below -3)."""
+        x = data_checks.model_inputs(self, x)
         return self.masked_scores(sweep(self.stack, x, training=training)[1])
 
     def call(self, inputs, training=False):
@@ -515,6 +531,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         inactive classes only when `training`)."""
         if y is None:
             raise ValueError("SpelaModel needs labels: call fit/evaluate with y.")
+        if y.shape.rank == 0:
+            raise ValueError(
+                "The labels of a batch have shape (): single examples, not "
+                "batches. Batch a tf.data.Dataset first, e.g. dataset.batch(32)."
+            )
+        x = data_checks.model_inputs(self, x)
         if not y.dtype.is_integer:
             raise ValueError(
                 "Labels must be integer class ids in [0, num_classes), "
@@ -546,6 +568,29 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             return tf.identity(x), tf.identity(y)
 
     # --------------------------------------------------------- serialization
+    def set_weights(self, weights):
+        """As `keras.Model.set_weights`; NaN or infinite values are refused
+        (ValueError) and then no weight is changed."""
+        for variable, value in zip(self.weights, weights):
+            value = np.asarray(value)
+            if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"set_weights received NaN or infinite values for {variable.path!r}; "
+                    "no weight was changed. Give finite weights."
+                )
+        super().set_weights(weights)
+
+    def save(self, filepath, *args, **kwargs):
+        """As `keras.Model.save`, in the `.keras` format (HDF5, `.h5`, is
+        refused: its legacy loader cannot rebuild a SpelaModel)."""
+        if str(filepath).endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"SpelaModel saves to the .keras format, received {str(filepath)!r}: "
+                "a legacy HDF5 file could not be loaded back. Use a path ending "
+                "in .keras (or save_weights('....weights.h5') for the weights)."
+            )
+        return super().save(filepath, *args, **kwargs)
+
     def get_config(self):
         config = {
             "name": self.name,
@@ -584,7 +629,9 @@ def _rejections_as_value_errors():
         match = re.search(r"(Rejected batch: .*?no weight was changed)", error.message)
         if match is None:
             raise
-        raise acceptance.BatchRejectedError(match.group(1) + ".") from None
+        # The assertion prints its message as a string literal: \' for '.
+        message = match.group(1).replace("\\'", "'")
+        raise acceptance.BatchRejectedError(message + ".") from None
 
 
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)

@@ -295,5 +295,23 @@ def test_wrong_input_width_after_build_raises():
         layer(np.zeros((2, INPUT_DIM + 1), np.float32))
 
 
+
+def test_local_error_with_another_input_width_names_both_widths():
+    layer = _built()
+    x, y = _data()
+    wider = np.concatenate([x, x[:, :1]], axis=1)
+    with pytest.raises(ValueError, match=rf"takes {INPUT_DIM} features, .*\(6, {INPUT_DIM + 1}\)"):
+        layer.local_error(tf.constant(wider), rules.one_hot(y, NUM_CLASSES))
+
+
+@pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
+def test_per_layer_mixed_policy_runs_the_layer_in_float32(dtype):
+    layer = SpelaDense(UNITS, num_classes=NUM_CLASSES, seed=1, dtype=dtype)
+    outputs = layer(np.ones((2, INPUT_DIM), np.float32))
+    assert layer.compute_dtype == "float32" and outputs.dtype == "float32"
+    assert {v.dtype for v in layer.weights} == {"float32"}
+    restored = SpelaDense.from_config(layer.get_config())
+    assert restored.compute_dtype == "float32"
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

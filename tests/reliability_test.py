@@ -286,5 +286,229 @@ def test_layers_listed_twice_or_sharing_a_name_refused():
                     SpelaDense(12, name="same")], num_classes=NUM_CLASSES)
 
 
+
+# ------------------------------------------------------ early exit, Keras' way
+@pytest.fixture(scope="module")
+def trained():
+    model = _model(units=(32, 16))
+    model.compile()
+    (x, y), _ = DIGITS
+    model.fit(x, y, batch_size=50, epochs=3, verbose=0)
+    return model
+
+
+def test_evaluate_early_exit_on_a_dataset_gives_the_numbers_of_arrays(trained):
+    _, (x_test, y_test) = DIGITS
+    expected = trained.evaluate_early_exit(x_test, y_test, threshold=0.3)
+    assert expected["accuracy"] > 0.8
+    # Reshuffled at every pass: each label must stay with its example.
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x_test, y_test))
+        .shuffle(len(y_test), seed=0, reshuffle_each_iteration=True)
+        .batch(32)
+    )
+    result = trained.evaluate_early_exit(dataset, None, threshold=0.3)
+    assert result["accuracy"] == pytest.approx(expected["accuracy"])
+    assert result["mean_exit"] == pytest.approx(expected["mean_exit"])
+    np.testing.assert_allclose(result["exit_fractions"], expected["exit_fractions"])
+    column = tf.data.Dataset.from_tensor_slices((x_test, y_test[:, None])).batch(50)
+    assert trained.evaluate_early_exit(column, None, 0.3)["accuracy"] == pytest.approx(
+        expected["accuracy"]
+    )
+
+
+def test_evaluate_early_exit_refuses_labels_it_cannot_score(trained):
+    _, (x_test, y_test) = DIGITS
+    with pytest.raises(ValueError, match=r"y.argmax\(-1\)"):
+        trained.evaluate_early_exit(x_test, np.eye(NUM_CLASSES)[y_test], 0.3)
+    bad = y_test.copy()
+    bad[7] = 99
+    with pytest.raises(ValueError, match=r"\[0, num_classes=10\), found 99"):
+        trained.evaluate_early_exit(x_test, bad, 0.3)
+    dataset = tf.data.Dataset.from_tensor_slices((x_test, bad)).batch(32)
+    with pytest.raises(ValueError, match="found 99"):
+        trained.evaluate_early_exit(dataset, None, 0.3)
+    with pytest.raises(ValueError, match="y must be None"):
+        trained.evaluate_early_exit(dataset, y_test, 0.3)
+    with pytest.raises(ValueError, match="same number of rows"):
+        trained.evaluate_early_exit(x_test, y_test[:-1], 0.3)
+
+
+# ---------------------------------------------------- integer inputs, predict
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.int32])
+def test_integer_inputs_predict_like_the_same_values_as_floats(trained, x_dtype):
+    _, (x_test, _) = DIGITS
+    x_int = np.round(x_test[:40] * 16).astype(x_dtype)
+    expected = trained.predict(x_int.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(trained.predict(x_int, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(trained.predict_on_batch(x_int), expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(trained(x_int)), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        trained.predict(x_int, exit=0, verbose=0),
+        trained.predict(x_int.astype(np.float32), exit=0, verbose=0), atol=1e-6,
+    )
+
+
+def test_predict_takes_batch_size_as_its_second_argument(trained):
+    _, (x_test, _) = DIGITS
+    expected = trained.predict(x_test[:70], verbose=0)
+    np.testing.assert_allclose(trained.predict(x_test[:70], 32, 0), expected, atol=1e-6)
+    assert trained.predict(x_test[:5], 2, 0, exit="h1").shape == (5, NUM_CLASSES)
+
+
+# --------------------------------------------------------- tiny activations
+def test_tiny_inputs_with_a_bias_warn_once_with_the_fix(recwarn):
+    (x, y), _ = DIGITS
+    model = _model(units=(16, 12))
+    model.compile()
+    model.fit(x[:100], y[:100], batch_size=50, epochs=1, verbose=0)
+    assert not [w for w in recwarn if "bias" in str(w.message)]
+    with pytest.warns(UserWarning) as caught:
+        model.fit(x[:100] * 1e-8, y[:100], batch_size=50, epochs=1, verbose=0)
+    messages = [str(w.message) for w in caught if "bias" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "'h1' are far below the scale of its bias" in messages[0]
+    assert "normalize_inputs=True or use_bias=False" in messages[0]
+    # A scale-free layer is not warned about.
+    scale_free = _model(units=(16, 12), normalize_inputs=True)
+    scale_free.compile()
+    recwarn.clear()
+    scale_free.fit(x[:100] * 1e-8, y[:100], batch_size=50, epochs=1, verbose=0)
+    assert not [w for w in recwarn if "bias" in str(w.message)]
+
+
+def test_inputs_too_small_for_the_bias_rejected_with_the_fix():
+    (x, y), _ = DIGITS
+    model = _model(units=(16, 12))
+    model.compile()
+    with pytest.warns(UserWarning, match="far below the scale of its bias"):
+        with pytest.raises(ValueError) as error:
+            model.fit(x[:50] * 1e-20, y[:50], batch_size=50, epochs=1, verbose=0)
+    message = str(error.value)
+    assert message.startswith("Rejected batch: the local loss of layer 'h1'"), message
+    assert "far below the scale of its bias" in message
+    assert "normalize_inputs=True or use_bias=False" in message
+    assert "\\" not in message and "\n" not in message
+
+
+# ------------------------------------------------------- Keras habits
+def test_keras_functional_style_builds_a_chain():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    hidden = SpelaDense(16, num_classes=NUM_CLASSES, name="h1")(inputs)
+    outputs = SpelaDense(12, num_classes=NUM_CLASSES, name="h2")(hidden)
+    model = SpelaModel(inputs, outputs, num_classes=NUM_CLASSES)
+    assert [layer.name for layer in model.stack] == ["h1", "h2"]
+    assert model.example_input_shape == (64,)
+    keywords = SpelaModel(inputs=inputs, outputs=outputs, num_classes=NUM_CLASSES,
+                          name="by_keywords")
+    assert keywords.name == "by_keywords" and keywords.stack == model.stack
+    model.compile()
+    (x, y), _ = DIGITS
+    history = model.fit(x[:200], y[:200], batch_size=50, epochs=1, verbose=0)
+    assert "h1_loss" in history.history
+    branch = SpelaDense(12, num_classes=NUM_CLASSES, name="side")(hidden)
+    with pytest.raises(ValueError, match="only when it is a chain"):
+        SpelaModel(inputs, [outputs, branch], num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match=r"pass num_classes= to SpelaDense .*functional"):
+        SpelaDense(12)(inputs)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_unbatched_dataset_one_clear_error(trained, method):
+    _, (x_test, y_test) = DIGITS
+    dataset = tf.data.Dataset.from_tensor_slices((x_test, y_test))
+    kwargs = {"epochs": 1} if method == "fit" else {}
+    with pytest.raises(ValueError, match=r"single examples .*dataset.batch\(32\)"):
+        getattr(trained, method)(dataset, verbose=0, **kwargs)
+
+
+def test_wrong_number_of_features_one_clear_error():
+    model = _model(units=(16, 12))
+    model.compile()
+    (x, y), _ = DIGITS
+    # Traced once for the right shape: a retraced step would see unknown shapes.
+    model.fit(x[:16], y[:16], epochs=1, verbose=0)
+    model.predict(x[:16], verbose=0)
+    weights = [w.copy() for w in model.get_weights()]
+    x, y = x[:16, :63], y[:16]
+    calls = {
+        "fit": lambda: model.fit(x, y, epochs=1, verbose=0),
+        "fit_dataset": lambda: model.fit(
+            tf.data.Dataset.from_tensor_slices((x, y)).batch(8), epochs=1, verbose=0
+        ),
+        "evaluate": lambda: model.evaluate(x, y, verbose=0),
+        "predict": lambda: model.predict(x, verbose=0),
+        "predict_on_batch": lambda: model.predict_on_batch(x),
+        "train_on_batch": lambda: model.train_on_batch(x, y),
+        "call": lambda: model(x),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=r"shape \(64,\) .*\((16|None), 63\)"):
+            call()
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate", "predict"])
+def test_x_as_a_dict_one_clear_error(trained, method):
+    _, (x_test, y_test) = DIGITS
+    args = (x_test[:20],) if method == "predict" else (x_test[:20], y_test[:20])
+    with pytest.raises(ValueError, match=r"one array or tensor .*x\['pixels'\]"):
+        getattr(trained, method)({"pixels": args[0]}, *args[1:], verbose=0)
+
+
+def test_h5_save_refused_pointing_to_keras_format(tmp_path, trained):
+    with pytest.raises(ValueError, match=r"\.keras format.*ending in \.keras"):
+        trained.save(str(tmp_path / "m.h5"))
+    assert not (tmp_path / "m.h5").exists()
+    trained.save(str(tmp_path / "m.keras"))
+    restored = keras.models.load_model(str(tmp_path / "m.keras"))
+    _, (x_test, _) = DIGITS
+    np.testing.assert_allclose(
+        restored.predict(x_test[:8], verbose=0), trained.predict(x_test[:8], verbose=0),
+        rtol=1e-6,
+    )
+
+
+def test_set_weights_with_nan_refused_and_weights_kept():
+    model = _model(units=(16, 12))
+    weights = [w.copy() for w in model.get_weights()]
+    bad = [w.copy() for w in weights]
+    bad[2] = bad[2] + 1.0  # a weight before the bad one: must not be set either
+    bad[3][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite values for '.*h2/kernel'"):
+        model.set_weights(bad)
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    bad[3][0, 0] = np.inf
+    with pytest.raises(ValueError, match="no weight was changed"):
+        model.set_weights(bad)
+    model.set_weights([w * 0.5 for w in weights])
+    np.testing.assert_array_equal(model.get_weights()[0], weights[0] * 0.5)
+
+
+def test_per_layer_mixed_policy_trains_like_the_global_one():
+    (x, y), _ = DIGITS
+    trained_weights = []
+    for dtype in (None, "mixed_float16"):
+        keras.utils.set_random_seed(0)
+        kwargs = {} if dtype is None else {"dtype": dtype}
+        model = SpelaModel(
+            [keras.Input((64,)), SpelaDense(16, name="h1", **kwargs),
+             SpelaDense(12, name="h2", **kwargs)],
+            num_classes=NUM_CLASSES,
+        )
+        assert {layer.compute_dtype for layer in model.stack} == {"float32"}
+        model.compile()
+        model.fit(x[:100], y[:100], batch_size=50, epochs=1, shuffle=False, verbose=0)
+        trained_weights.append(model.get_weights())
+    for weights in trained_weights[1:]:
+        for expected, actual in zip(trained_weights[0], weights):
+            np.testing.assert_array_equal(actual, expected)
+    assert SpelaDense(4, dtype=keras.DTypePolicy("mixed_bfloat16")).compute_dtype == "float32"
+    with pytest.raises(ValueError, match="give a mixed policy"):
+        SpelaDense(4, dtype="float16")
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))

@@ -268,5 +268,35 @@ def test_bad_input_shapes_raise_clear_errors():
         model.fit(np.zeros((4, 8, 8, 2), np.float32), np.zeros(4, np.int32), verbose=0)
 
 
+
+def test_images_with_other_channels_than_the_model_one_clear_error():
+    model = SpelaModel([keras.Input((8, 8, 1)), SpelaConv2D(4, 3)], num_classes=NUM_CLASSES)
+    model.compile()
+    rgb = np.zeros((4, 8, 8, 3), np.float32)
+    labels = np.zeros(4, np.int32)
+    for call in (lambda: model.fit(rgb, labels, verbose=0),
+                 lambda: model.evaluate(rgb, labels, verbose=0),
+                 lambda: model.predict(rgb, verbose=0)):
+        with pytest.raises(ValueError, match=r"shape \(8, 8, 1\) .*\(4, 8, 8, 3\)"):
+            call()
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_unknown_height_and_width_refused_naming_the_fix(padding):
+    with pytest.raises(ValueError, match=r"known height, width .*keras.Input\(\(height"):
+        SpelaModel([keras.Input((None, None, 1)), SpelaConv2D(4, 3, padding=padding)],
+                   num_classes=NUM_CLASSES)
+
+
+def test_one_d_signals_hint_at_kernel_and_pool_size():
+    with pytest.raises(ValueError, match=r"kernel_size=\(1, k\) and pool_size=\(1, p\)"):
+        SpelaModel([keras.Input((30, 2)), SpelaConv2D(4, (1, 3))], num_classes=NUM_CLASSES)
+    for kwargs in ({"kernel_size": (1, 3)}, {"kernel_size": 3, "pool_size": (1, 2)}):
+        with pytest.raises(ValueError, match=r"height 1 .*pool_size=\(1, p\)"):
+            SpelaModel([keras.Input((1, 30, 2)), SpelaConv2D(4, **kwargs)],
+                       num_classes=NUM_CLASSES)
+    SpelaModel([keras.Input((1, 30, 2)), SpelaConv2D(4, (1, 3), pool_size=(1, 2))],
+               num_classes=NUM_CLASSES)
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))

@@ -8,8 +8,6 @@ Debian's chromium and `npm ci` in web/ (bash tools/install_web.sh).
 """
 
 import base64
-import functools
-import http.server
 import io
 import json
 import os
@@ -18,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
@@ -60,50 +57,21 @@ OPTIMIZERS = {
 
 
 # ------------------------------------------------------------------ browser
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the repository, and `/__data__/` from the test's directory."""
-
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
-        ".json": "application/json",
-    }
-    mounts = {}
-
-    def translate_path(self, path):
-        for prefix, directory in self.mounts.items():
-            if path.startswith(prefix):
-                return str(pathlib.Path(directory) / path[len(prefix):].split("?")[0])
-        return super().translate_path(path)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """An HTTP server on 127.0.0.1 for the repository and the test's files:
-    `(base URL, data directory)`."""
-    data = tmp_path_factory.mktemp("web_data")
-    handler = type("Handler", (_Handler,), {"mounts": {"/__data__/": data}})
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(REPO))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", data
-    httpd.shutdown()
-    httpd.server_close()
+def data_dir(tmp_path_factory):
+    """The test's files, which web/test/run_in_chromium.mjs serves at
+    /__data__/ (and the repository at /) on 127.0.0.1."""
+    return tmp_path_factory.mktemp("web_data")
 
 
-def run_jobs(base, jobs, tmp_dir, args=None, timeout=300):
-    """Runs `jobs` in one headless Chromium; returns {job id: result}. A job
-    that failed in the browser fails here with its error and the page's
-    console lines."""
+def run_jobs(data, jobs, tmp_dir, args=None, timeout=300):
+    """Runs `jobs` in one headless Chromium, the repository served at / and
+    `data` at /__data__/; returns {job id: result}. A job that failed in the
+    browser fails here with its error and the page's console lines."""
     for package in ("playwright-core", "@litertjs/core"):
         if not (WEB / "node_modules" / package).is_dir():
             pytest.fail(f"web/node_modules/{package} is missing: run bash tools/install_web.sh")
-    plan = {"base": base, "chromium": CHROMIUM, "jobs": jobs}
+    plan = {"root": str(REPO), "mounts": {"/__data__/": str(data)}, "chromium": CHROMIUM, "jobs": jobs}
     if args is not None:
         plan["args"] = args
     plan_path, out_path = tmp_dir / "plan.json", tmp_dir / "results.json"
@@ -150,10 +118,10 @@ def _to_list(x):
 
 
 @pytest.fixture(scope="module")
-def parity_run(server, tmp_path_factory):
+def parity_run(data_dir, tmp_path_factory):
     """Each case exported, fit on the host (one epoch, no shuffling), and
     trained on the same batches in the browser."""
-    base, data = server
+    data = data_dir
     (x_train, y_train), _ = keras_spela.datasets.load_digits(flatten=False)
     host = {}
     jobs = []
@@ -178,7 +146,7 @@ def parity_run(server, tmp_path_factory):
         ))
         jobs.append({"id": case, "kind": "parity", "model": f"/__data__/{case}.tflite",
                      "data": f"/__data__/{case}.json"})
-    results = run_jobs(base, jobs, tmp_path_factory.mktemp("parity"))
+    results = run_jobs(data, jobs, tmp_path_factory.mktemp("parity"))
     return host, results
 
 
@@ -218,10 +186,10 @@ def test_browser_training_equals_host_fit(parity_run, case):
 
 # ----------------------------------------------------------- rejected batch
 @pytest.fixture(scope="module")
-def checks_run(server, parity_run, tmp_path_factory):
+def checks_run(data_dir, parity_run, tmp_path_factory):
     """The rejected-batch, bad-file and storage jobs, on the dense Adam
     export (its optimizer state must not move either)."""
-    base, data = server
+    data = data_dir
     model_bytes = (data / "dense_adam.tflite").read_bytes()
     files = {
         "empty": b"",
@@ -248,7 +216,7 @@ def checks_run(server, parity_run, tmp_path_factory):
         {"id": "storage", "kind": "storage", "model": model, "data": batches,
          "npz": "/__data__/python_weights.npz"},
     ]
-    results = run_jobs(base, jobs, tmp_path_factory.mktemp("checks"))
+    results = run_jobs(data, jobs, tmp_path_factory.mktemp("checks"))
     python_errors = {}
     for name in files:
         path = data / f"bad_{name.replace(' ', '_')}.tflite"
@@ -332,16 +300,16 @@ def test_weights_round_trip_through_indexeddb_and_npz(checks_run):
 
 # --------------------------------------------------------------------- demo
 @pytest.fixture(scope="module")
-def demo_run(server, tmp_path_factory):
+def demo_run(data_dir, tmp_path_factory):
     """examples/browser/build_assets.py's assets (the README's main job), and
     the demo page driven like a person."""
     import build_assets
 
-    base, data = server
+    data = data_dir
     assets = build_assets.build(str(data / "demo_assets"))
     jobs = [{"id": "demo", "kind": "demo", "assets": "/__data__/demo_assets/", "label": 1,
              "epochs": 3, "timeout_s": 120}]
-    results = run_jobs(base, jobs, tmp_path_factory.mktemp("demo"))
+    results = run_jobs(data, jobs, tmp_path_factory.mktemp("demo"))
     return assets, result_of(results, "demo")
 
 

@@ -389,11 +389,13 @@ function withStaticInferBatch(bytes, structure, batch) {
 let liteRtLoading = null;
 
 /** Loads LiteRT.js's WebAssembly once per page, from `wasmPath` (default:
- * node_modules/@litertjs/core/wasm/ beside this module; no CDN). */
-export function loadRuntime(wasmPath) {
+ * node_modules/@litertjs/core/wasm/ beside this module; no CDN). `jspi`
+ * loads its JSPI build (needed to split a model between WebGPU and wasm);
+ * the first call decides. */
+export function loadRuntime(wasmPath, {jspi = false} = {}) {
   if (!liteRtLoading) {
     const path = wasmPath || new URL('./node_modules/@litertjs/core/wasm/', import.meta.url).href;
-    liteRtLoading = loadLiteRt(path).catch((error) => {
+    liteRtLoading = loadLiteRt(path, {jspi}).catch((error) => {
       liteRtLoading = null;
       throw error;
     });
@@ -530,6 +532,8 @@ export class DeviceTrainer {
    *     or a File / Blob.
    *   options.accelerator: 'wasm' (default: XNNPack on the CPU) or 'webgpu'.
    *   options.wasmPath: where LiteRT.js's .wasm files are served.
+   *   options.jspi: load LiteRT.js's JSPI build (lets 'webgpu' run the
+   *     operators it cannot take on wasm; the first load of a page decides).
    *
    * Returns:
    *   A DeviceTrainer.
@@ -556,7 +560,7 @@ export class DeviceTrainer {
       if (error instanceof TFLiteFormatError) throw new ModelFileError(`${name}: ${error.message}`);
       throw error;
     }
-    await loadRuntime(options.wasmPath);
+    await loadRuntime(options.wasmPath, {jspi: Boolean(options.jspi)});
     if (accelerator === 'webgpu' && !isWebGPUSupported()) {
       throw new DeviceTrainingError(
           "This browser offers no WebGPU (navigator.gpu); use accelerator 'wasm'.");

@@ -179,10 +179,23 @@ class SpelaConv2D(KernelSpelaLayer):
             raise ValueError(
                 "SpelaConv2D expects images of shape (batch, height, width, "
                 f"channels), received {tuple(input_shape)}. Reshape 1-D signals "
-                "to (batch, 1, length, channels) and use a (1, k) kernel_size."
+                "to (batch, 1, length, channels) and use kernel_size=(1, k) and "
+                "pool_size=(1, p)."
             )
-        if input_shape[-1] is None:
-            raise ValueError("SpelaConv2D needs a known number of input channels.")
+        if None in tuple(input_shape)[1:]:
+            raise ValueError(
+                "SpelaConv2D needs a known height, width and number of channels "
+                f"(its rule and its exports use static shapes), received input "
+                f"shape {tuple(input_shape)}. Give keras.Input((height, width, "
+                "channels)), with images of one size."
+            )
+        kernel, pool = self.rule.kernel_size, self.rule.pool_size
+        if input_shape[1] == 1 and (pool[0] > 1 or (kernel[0] > 1 and self.rule.padding == "valid")):
+            raise ValueError(
+                f"SpelaConv2D received inputs of height 1 {tuple(input_shape)}, a "
+                f"1-D signal, with kernel_size={kernel} and pool_size={pool}: use "
+                "kernel_size=(1, k) and pool_size=(1, p) for 1-D signals."
+            )
         _, pooled = conv_rules.output_shapes(input_shape, self.rule)  # raises when too small
         projected = self.objective == "projection"
         self.add_kernel_and_bias(

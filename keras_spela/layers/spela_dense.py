@@ -128,6 +128,13 @@ class SpelaDense(KernelSpelaLayer):
     def forward_error(self, inputs, kernel, bias, targets, sample_weight=None):
         """The forward pass and local error with `kernel` (any layout
         `rules.dense_forward` takes) and `bias`."""
+        features = self.kernel.shape[0]
+        if inputs.shape[-1] is not None and inputs.shape[-1] != features:
+            raise ValueError(
+                f"Layer {self.name!r} takes {features} features, received inputs "
+                f"of shape {tuple(inputs.shape)}. Give it {features} features "
+                "(check the data and the layers before it)."
+            )
         return rules.local_error(
             *rules.dense_forward(inputs, kernel, bias, self.rule),
             targets,

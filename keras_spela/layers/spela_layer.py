@@ -60,15 +60,18 @@ class SpelaLayer(keras.layers.Layer):
 
     def __init__(self, num_classes=None, class_vectors="coulomb", seed=None, **kwargs):
         # The local rule divides by norms and sums small products: it runs in
-        # float32 under any global precision policy (mixed_float16 included).
-        kwargs.setdefault("dtype", "float32")
+        # float32 under any global precision policy, and under a mixed policy
+        # given to the layer (float32 variables: mixed_float16 included).
+        dtype = kwargs.get("dtype")
+        if dtype is None or keras.dtype_policies.get(dtype).variable_dtype == "float32":
+            kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         if self.compute_dtype != "float32":
             raise ValueError(
                 f"SPELA layers compute their local rule in float32; {self.name!r} "
-                f"received dtype={kwargs['dtype']!r} (compute dtype "
-                f"{self.compute_dtype}). Leave dtype unset: the layers around it "
-                "may still use a mixed precision policy."
+                f"received dtype={dtype!r} (compute dtype {self.compute_dtype}). "
+                "Leave dtype unset or give a mixed policy ('mixed_float16'): the "
+                "layer then runs in float32, the layers around it in float16."
             )
         if num_classes is not None:
             num_classes = arguments.integer(num_classes, "num_classes", minimum=2)
@@ -91,7 +94,9 @@ class SpelaLayer(keras.layers.Layer):
         if self.num_classes is None:
             raise ValueError(
                 f"Layer {self.name!r} needs num_classes before it is built: "
-                f"pass num_classes= to {type(self).__name__} or to SpelaModel."
+                f"pass num_classes= to {type(self).__name__} (needed when it is "
+                "called on a keras.Input, in Keras' functional style), or to "
+                "SpelaModel with a list of layers."
             )
         seed = self.seed
         if seed is None:

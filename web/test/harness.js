@@ -124,7 +124,7 @@ const jobs = {
   },
 
   // What this browser offers: WebGPU adapter, and whether a model trains on it.
-  async webgpu({model, data}) {
+  async webgpu({model, data, jspi = false}) {
     const report = {navigatorGpu: 'gpu' in navigator};
     if (report.navigatorGpu) {
       const adapter = await navigator.gpu.requestAdapter();
@@ -134,7 +134,7 @@ const jobs = {
     }
     const batches = await fetchJson(data);
     let trainer;
-    report.load = await caught(async () => { trainer = await web.DeviceTrainer.load(model, {accelerator: 'webgpu'}); });
+    report.load = await caught(async () => { trainer = await web.DeviceTrainer.load(model, {accelerator: 'webgpu', jspi}); });
     if (trainer) {
       report.fullyAccelerated = trainer.isFullyAccelerated;
       report.train = await caught(async () => {

@@ -4,17 +4,56 @@
 //
 //   node web/test/run_in_chromium.mjs PLAN.json RESULTS.json
 //
-// PLAN.json: {"base": "http://127.0.0.1:PORT", "chromium": "/usr/bin/chromium",
-//   "args": [extra Chromium flags], "jobs": [{"id", "kind", ...}]}. A job of
+// PLAN.json: {"root": folder served at /, "mounts": {"/prefix/": folder},
+//   "chromium": "/usr/bin/chromium", "args": [Chromium flags],
+//   "jobs": [{"id", "kind", ...}]}: the files are served on 127.0.0.1 by this
+//   script (or give "base": the URL of a server of your own). A job of
 // kind "demo" drives examples/browser/index.html like a person (demo.mjs);
 // every other kind runs window.runJob(job) of web/test/harness.html.
 // Results: {id: {result} | {error}}, plus "console" (the pages' messages).
-import {readFileSync, writeFileSync} from 'node:fs';
+import {createReadStream, readFileSync, statSync, writeFileSync} from 'node:fs';
+import {createServer} from 'node:http';
+import {extname, join, resolve, sep} from 'node:path';
 import {chromium} from 'playwright-core';
 import {runDemo} from './demo.mjs';
 
+const TYPES = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.json': 'application/json', '.wasm': 'application/wasm', '.png': 'image/png',
+};
+
+/** A static file server on 127.0.0.1 (a free port); resolves to its URL. */
+function serve(root, mounts = {}) {
+  const server = createServer((request, response) => {
+    const path = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
+    let folder = root;
+    let rest = path;
+    for (const [prefix, directory] of Object.entries(mounts)) {
+      if (path.startsWith(prefix)) {
+        folder = directory;
+        rest = path.slice(prefix.length);
+        break;
+      }
+    }
+    let file = resolve(join(folder, rest));
+    try {
+      if (statSync(file).isDirectory()) file = join(file, 'index.html');
+      if (!file.startsWith(resolve(folder) + sep) || !statSync(file).isFile()) throw new Error('outside');
+    } catch {
+      response.writeHead(404, {'Content-Type': 'text/plain'});
+      response.end('not found');
+      return;
+    }
+    response.writeHead(200, {'Content-Type': TYPES[extname(file)] || 'application/octet-stream'});
+    createReadStream(file).pipe(response);
+  });
+  return new Promise((done) => server.listen(0, '127.0.0.1', () => done({server, base: `http://127.0.0.1:${server.address().port}`})));
+}
+
 const [planPath, outPath] = process.argv.slice(2);
 const plan = JSON.parse(readFileSync(planPath, 'utf8'));
+const served = plan.base ? null : await serve(plan.root, plan.mounts);
+plan.base = plan.base || served.base;
 const args = plan.args || [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -47,5 +86,6 @@ try {
   }
 } finally {
   await browser.close();
+  if (served) served.server.close();
 }
 writeFileSync(outPath, JSON.stringify(results));
