@@ -98,12 +98,12 @@ blocks).
 """
 
 import contextlib
-import math
 import os
 
 from example_setup import keras
 from example_setup import keras_spela
 from example_setup import parse_flags
+from example_setup import require_positive
 
 from absl import app
 from absl import flags
@@ -145,10 +145,7 @@ flags.DEFINE_integer("batch_size", 50, "Batch size.", lower_bound=1)
 flags.DEFINE_float(
     "learning_rate", 1e-2, "Adam learning rate of every SPELA layer (the library default)."
 )
-flags.register_validator(
-    "learning_rate", lambda rate: math.isfinite(rate) and rate > 0,
-    message="must be a positive number",
-)
+require_positive("learning_rate")
 flags.DEFINE_string(
     "filters", None,
     "Comma-separated filters of the SpelaConv2D blocks ('same', 2x2 max-pool); "

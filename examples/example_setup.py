@@ -5,9 +5,11 @@ unless the command line has --verbose.
     from example_setup import VERBOSE, keras, keras_spela, tf
 
 `app.run(main, flags_parser=parse_flags)` ends a bad flag value (absl's
-bounds, types, enums) with one `error:` line and exit code 2, as argparse does.
+bounds, types, enums, `require_positive`) with one `error:` line and exit
+code 2, as argparse does.
 """
 
+import math
 import os
 import pathlib
 import sys
@@ -47,6 +49,22 @@ _absl_logging.get_absl_handler().python_handler.stream = sys.stderr
 
 
 
+def require_positive(*names):
+    """Registers absl validators: each named number flag is finite and > 0 (or None).
+
+    Example:
+
+    >>> require_positive("learning_rate")  # doctest: +SKIP
+    """
+    from absl import flags
+
+    for name in names:
+        flags.register_validator(
+            name, lambda value: value is None or (math.isfinite(value) and value > 0),
+            message="must be a positive number",
+        )
+
+
 def parse_flags(argv):
     """absl's flag parsing; a bad flag is one line, `<script>: error: ...`, exit code 2.
 
@@ -71,5 +89,6 @@ def parse_flags(argv):
 
 
 __all__ = [
-    "REPO", "VERBOSE", "capture_native_stderr", "keras", "keras_spela", "parse_flags", "tf",
+    "REPO", "VERBOSE", "capture_native_stderr", "keras", "keras_spela", "parse_flags",
+    "require_positive", "tf",
 ]

@@ -85,6 +85,7 @@ from example_setup import REPO  # first: imports TensorFlow quietly
 from example_setup import capture_native_stderr
 from example_setup import keras
 from example_setup import keras_spela
+from example_setup import parse_flags
 from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
 
 from absl import app
@@ -489,4 +490,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

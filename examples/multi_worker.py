@@ -62,20 +62,28 @@ from keras_spela.multi_worker import fit_multi_worker
 PROG = os.path.basename(__file__)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("num_workers", 2, "Workers the launcher starts on localhost.")
+flags.DEFINE_integer(
+    "num_workers", 2, "Workers the launcher starts on localhost.", lower_bound=1
+)
 flags.DEFINE_string(
     "workers", None,
     "Every worker's host:port, comma-separated (with --task_index: run one worker).",
 )
-flags.DEFINE_integer("task_index", None, "This worker's index in --workers.")
-flags.DEFINE_integer("epochs", 5, "Epochs.")
+flags.DEFINE_integer("task_index", None, "This worker's index in --workers.", lower_bound=0)
+flags.DEFINE_integer("epochs", 5, "Epochs.", lower_bound=1)
 flags.DEFINE_integer(
-    "batch_size", 50, "Global batch size (a multiple of the number of workers)."
+    "batch_size", 50, "Global batch size (a multiple of the number of workers).", lower_bound=1
 )
-flags.DEFINE_integer("hidden", 256, "Units of the hidden SPELA layer (64-hidden-34).")
+flags.DEFINE_integer(
+    "hidden", 256, "Units of the hidden SPELA layer (64-hidden-34).", lower_bound=1
+)
 flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Adam(1e-2) or SGD(1.0).")
-flags.DEFINE_integer("seed", 0, "Seed of the weights, class vectors and shuffling.")
-flags.DEFINE_integer("timeout", 600, "Seconds the launcher waits for the workers.")
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the weights, class vectors and shuffling.", lower_bound=0
+)
+flags.DEFINE_integer(
+    "timeout", 600, "Seconds the launcher waits for the workers.", lower_bound=1
+)
 flags.DEFINE_string(
     "weights_out", None, "Where a worker writes its final weights (.npz; launcher use)."
 )

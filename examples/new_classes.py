@@ -75,6 +75,7 @@ import time
 from example_setup import capture_native_stderr  # first: imports TensorFlow quietly
 from example_setup import keras
 from example_setup import keras_spela
+from example_setup import parse_flags
 from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
 
 from absl import app
@@ -113,7 +114,9 @@ flags.DEFINE_string(
     "output_dir", os.path.join(tempfile.gettempdir(), "spela_new_classes"),
     "Where the exported model goes.",
 )
-flags.DEFINE_integer("seed", 0, "Seed of the weights, the device examples and the shuffling.")
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the weights, the device examples and the shuffling.", lower_bound=0
+)
 flags.DEFINE_bool(
     "verbose", False,
     "Show TensorFlow's, the converter's and the runtimes' own log lines.",
@@ -342,4 +345,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -75,6 +75,8 @@ from example_setup import REPO  # first: imports TensorFlow quietly
 from example_setup import capture_native_stderr
 from example_setup import keras
 from example_setup import keras_spela
+from example_setup import parse_flags
+from example_setup import require_positive
 from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
 
 from absl import app
@@ -93,23 +95,33 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory (TFDS datasets only).")
 flags.DEFINE_integer(
-    "max_examples", 0, "TFDS datasets: use the first N training and test examples; 0 = all."
+    "max_examples", 0, "TFDS datasets: use the first N training and test examples; 0 = all.",
+    lower_bound=0,
 )
 flags.DEFINE_enum(
     "shift", "rotate90", ["rotate90", "invert", "new_classes"],
     "What is new on the device: digits rotated by 90 degrees, inverted images, "
     "or the last --new_classes classes (held out of pre-training).",
 )
-flags.DEFINE_integer("new_classes", 2, "Number of held-out classes of --shift new_classes.")
-flags.DEFINE_integer("hidden", 256, "Units of the hidden SPELA layer.")
-flags.DEFINE_integer("last", 34, "Units of the last SPELA layer.")
-flags.DEFINE_integer("host_epochs", 10, "Pre-training epochs on the host.")
-flags.DEFINE_integer("device_examples", 400, "Training examples that only the device sees.")
-flags.DEFINE_integer("replay", 200, "Host examples stored on the device and mixed in.")
-flags.DEFINE_integer("device_epochs", 5, "Fine-tuning epochs on the device.")
-flags.DEFINE_integer("batch_size", 16, "Static batch size of the exported train step.")
+flags.DEFINE_integer(
+    "new_classes", 2, "Number of held-out classes of --shift new_classes.", lower_bound=1
+)
+flags.DEFINE_integer("hidden", 256, "Units of the hidden SPELA layer.", lower_bound=1)
+flags.DEFINE_integer("last", 34, "Units of the last SPELA layer.", lower_bound=1)
+flags.DEFINE_integer("host_epochs", 10, "Pre-training epochs on the host.", lower_bound=1)
+flags.DEFINE_integer(
+    "device_examples", 400, "Training examples that only the device sees.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "replay", 200, "Host examples stored on the device and mixed in.", lower_bound=0
+)
+flags.DEFINE_integer("device_epochs", 5, "Fine-tuning epochs on the device.", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", 16, "Static batch size of the exported train step.", lower_bound=1
+)
 flags.DEFINE_enum("device_optimizer", "adam", ["adam", "sgd"], "Optimizer inside the model.")
 flags.DEFINE_float("device_learning_rate", 1e-2, "Learning rate inside the model.")
+require_positive("device_learning_rate")
 flags.DEFINE_enum(
     "runtime", "litert", ["litert", "tflite_runtime", "micro", "litert_compiled"],
     "Device runtime (litert_compiled: LiteRT's CompiledModel API).",
@@ -131,7 +143,9 @@ flags.DEFINE_string(
     "output_dir", os.path.join(tempfile.gettempdir(), "spela_on_device"),
     "Where the exported models, the device data and the learned weights go.",
 )
-flags.DEFINE_integer("seed", 0, "Seed of the split, the weights and the shuffling.")
+flags.DEFINE_integer(
+    "seed", 0, "Seed of the split, the weights and the shuffling.", lower_bound=0
+)
 flags.DEFINE_bool(
     "verbose", False,
     "Show TensorFlow's, the converter's and the runtimes' own log lines "
@@ -494,4 +508,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -100,6 +100,8 @@ import time
 from example_setup import capture_native_stderr
 from example_setup import keras
 from example_setup import keras_spela
+from example_setup import parse_flags
+from example_setup import require_positive
 from example_setup import tf
 from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
 
@@ -128,7 +130,8 @@ flags.DEFINE_enum(
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own).")
 flags.DEFINE_integer(
-    "max_examples", 0, "TFDS sets: use the first N training and N test examples; 0 = all."
+    "max_examples", 0, "TFDS sets: use the first N training and N test examples; 0 = all.",
+    lower_bound=0,
 )
 flags.DEFINE_enum(
     "backbone", "small_cnn", ("small_cnn",) + APPLICATIONS,
@@ -140,12 +143,15 @@ flags.DEFINE_enum(
     "source classes) or 'imagenet' (downloaded; no pretraining here).",
 )
 flags.DEFINE_integer(
-    "image_size", 32, "Images are resized to this size for keras.applications backbones."
+    "image_size", 32, "Images are resized to this size for keras.applications backbones.",
+    lower_bound=1,
 )
 flags.DEFINE_integer(
-    "source_classes", 5, "The backbone is pretrained on the classes 0..N-1 only."
+    "source_classes", 5, "The backbone is pretrained on the classes 0..N-1 only.", lower_bound=1
 )
-flags.DEFINE_integer("pretrain_epochs", 10, "Backprop epochs of the backbone pretraining.")
+flags.DEFINE_integer(
+    "pretrain_epochs", 10, "Backprop epochs of the backbone pretraining.", lower_bound=1
+)
 flags.DEFINE_string("head", "128,64", "Widths of the SPELA head's layers.")
 flags.DEFINE_float(
     "learning_rate", 1e-2,
@@ -154,8 +160,10 @@ flags.DEFINE_float(
 flags.DEFINE_float(
     "backprop_learning_rate", 3e-3, "Adam learning rate of the sweep's backprop head."
 )
-flags.DEFINE_integer("epochs", 20, "Epochs of every head, SPELA and backprop (paper: 50).")
-flags.DEFINE_integer("batch_size", 50, "Batch size.")
+flags.DEFINE_integer(
+    "epochs", 20, "Epochs of every head, SPELA and backprop (paper: 50).", lower_bound=1
+)
+flags.DEFINE_integer("batch_size", 50, "Batch size.", lower_bound=1)
 flags.DEFINE_bool(
     "export", True,
     "Export the model with the frozen block inside for on-device training.",
@@ -178,13 +186,16 @@ flags.DEFINE_float(
     "Percentage of the training set the exported head learns from on the host; "
     "the device fine-tunes on the rest.",
 )
-flags.DEFINE_integer("device_epochs", 3, "Fine-tuning epochs on the device.")
-flags.DEFINE_integer("device_batch_size", 16, "Static batch size of the exported train step.")
+flags.DEFINE_integer("device_epochs", 3, "Fine-tuning epochs on the device.", lower_bound=1)
+flags.DEFINE_integer(
+    "device_batch_size", 16, "Static batch size of the exported train step.", lower_bound=1
+)
 flags.DEFINE_float("device_learning_rate", 1e-3, "Adam learning rate inside the exported model.")
+require_positive("learning_rate", "backprop_learning_rate", "device_learning_rate")
 flags.DEFINE_string(
     "output_dir", None, "Where to write the exported models (default: a temporary directory)."
 )
-flags.DEFINE_integer("seed", 0, "Seed of weights, class vectors and shuffling.")
+flags.DEFINE_integer("seed", 0, "Seed of weights, class vectors and shuffling.", lower_bound=0)
 flags.DEFINE_bool(
     "verbose", False,
     "Show TensorFlow's and the converter's own log lines (captured by default).",
@@ -871,4 +882,4 @@ def run(widths, percents, seeds):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -1,8 +1,11 @@
 """The example scripts run as a user runs them (subprocesses, no TF_CPP_MIN_LOG_LEVEL of
 the tests), at their smallest settings: examples/cifar_svhn_cnn.py on its offline default
-(the canvas digits) and on tfds mock data (cifar10, svhn_cropped), examples/mnist_mlp.py
-on the embedded digits and examples/transfer_head.py (without and with its few-shot sweep
-and device fine-tuning, on the digits and on tfds mock cifar10). Nothing is downloaded."""
+(the canvas digits), on Fashion-MNIST's real files and on tfds mock data (cifar10,
+svhn_cropped), examples/mnist_mlp.py on the embedded digits and Fashion-MNIST, and
+examples/transfer_head.py (without and with its few-shot sweep and device fine-tuning, on
+the digits and on tfds mock cifar10). Nothing is downloaded: a TFDS set that is not on the
+machine, with its servers made unreachable, is one error line. Every example ends a bad
+numeric flag with one error line."""
 
 import json
 import os
@@ -105,6 +108,113 @@ def test_cnn_example_on_tfds_mock_data(tmp_path, dataset):
     assert re.search(EPOCH_LINE + exit_pattern(names) + "$", out, re.MULTILINE), output
     assert (tmp_path / "mock.png").is_file(), output
     assert_no_tensorflow_lines(result, output)
+
+
+def test_cnn_example_on_fashion_mnist(tmp_path):
+    plot = tmp_path / "fashion.png"
+    result, output = run(
+        CNN_EXAMPLE, "--dataset", "fashion_mnist", "--epochs", 1, "--max_examples", 100,
+        "--plot", plot, cwd=tmp_path,
+    )
+    out = result.stdout
+    assert "fashion_mnist: images (28, 28, 1) in [0, 1], 10 classes" in out, output
+    assert "test x (100, 28, 28, 1), train x (100, 28, 28, 1)" in out, output
+    assert "conv 32-64 (5x5-5x5, pooled), dense 256-34" in out, output
+    assert "conv1 (14, 14, 32) -> conv2 (7, 7, 64) -> flatten (3136,) -> d1 (256,)" in out, (
+        output
+    )
+    assert "Adam 0.01, 1 epochs, batch 50, seed 0" in out, output
+    names = ["conv1", "conv2", "d1", "d2"]
+    assert re.search(EPOCH_LINE + exit_pattern(names) + "$", out, re.MULTILINE), output
+    for k, name in enumerate(names):
+        assert re.search(
+            rf"^final test accuracy, exit {k} \({name}\): [0-9.]+%$", out, re.MULTILINE
+        ), output
+    assert plot.is_file() and plot.stat().st_size > 0, output
+    assert_no_tensorflow_lines(result, output)
+
+
+# Makes every server unreachable in the example's process (a stand-in for a machine
+# without internet, also where there is one): imported before the script runs.
+OFFLINE_SITECUSTOMIZE = """import errno, socket
+def _unreachable(address, *args, **kwargs):
+    raise OSError(errno.ENETUNREACH, "Network is unreachable")
+socket.create_connection = _unreachable
+"""
+
+
+def run_failing(script, *args, cwd, env_update=None):
+    env = example_env(cwd)
+    env.update(env_update or {})
+    result = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=cwd,
+    )
+    output = f"exit code {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result, output
+
+
+@pytest.mark.parametrize("script", [CNN_EXAMPLE, EXAMPLES / "mnist_mlp.py"])
+def test_tfds_set_missing_offline_is_one_error_line(tmp_path, script):
+    (tmp_path / "offline").mkdir()
+    (tmp_path / "offline" / "sitecustomize.py").write_text(OFFLINE_SITECUSTOMIZE)
+    env = example_env(tmp_path)
+    result, output = run_failing(
+        script, "--dataset", "cifar10", "--data_dir", tmp_path / "tfds", "--epochs", 1,
+        cwd=tmp_path,
+        env_update={"PYTHONPATH": os.pathsep.join([str(tmp_path / "offline"), env["PYTHONPATH"]])},
+    )
+    assert result.returncode == 1, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith(
+        f"error: Dataset cifar10 is not in {tmp_path / 'tfds'}/cifar10/3.0.2 and its server "
+        "www.cs.toronto.edu cannot be reached (Network is unreachable). It must be "
+        "downloaded once: run this where the internet is reachable"
+    ), output
+    assert "Downloading" not in result.stdout and "Dl Completed" not in result.stderr, output
+
+
+def test_mnist_mlp_example_on_fashion_mnist(tmp_path):
+    result, output = run(
+        EXAMPLES / "mnist_mlp.py", "--dataset", "fashion_mnist", "--epochs", 1,
+        "--max_examples", 100, cwd=tmp_path,
+    )
+    out = result.stdout
+    # The paper's MLP and recipe, batch 50.
+    assert "fashion_mnist: 784-1000-34 SPELA MLP, 10 classes, recipe paper, 1 epochs, batch 50" in (
+        out
+    ), output
+    assert re.search(r"^epoch +1/1 .* test accuracy: hidden [0-9.]+% \| last [0-9.]+%$",
+                     out, re.MULTILINE), output
+    assert re.search(r"^final test accuracy, exit 1 \(last\): [0-9.]+%$", out, re.MULTILINE), (
+        output
+    )
+    assert "paper, last exit: 89.77%" in out, output
+    assert (tmp_path / "spela_mlp_fashion_mnist.png").is_file(), output
+    assert_no_tensorflow_lines(result, output)
+
+
+@pytest.mark.parametrize("script, flag, message", [
+    ("cifar_svhn_cnn.py", ["--epochs", "0"], "flag --epochs=0: 0 is not a positive integer"),
+    ("cifar_svhn_cnn.py", ["--max_examples", "-5"],
+     "flag --max_examples=-5: -5 is not a non-negative integer"),
+    ("mnist_mlp.py", ["--hidden", "0"], "flag --hidden=0: 0 is not a positive integer"),
+    ("transfer_head.py", ["--epochs", "0"], "flag --epochs=0: 0 is not a positive integer"),
+    ("on_device_finetune.py", ["--host_epochs", "0"],
+     "flag --host_epochs=0: 0 is not a positive integer"),
+    ("new_classes.py", ["--seed", "-1"], "flag --seed=-1: -1 is not a non-negative integer"),
+    ("multi_worker.py", ["--epochs", "0"], "flag --epochs=0: 0 is not a positive integer"),
+    ("federated_flower.py", ["--rounds", "0"], "flag --rounds=0: 0 is not a positive integer"),
+])
+def test_bad_numeric_flag_is_one_error_line(tmp_path, script, flag, message):
+    """One process per script (each imports TensorFlow before it parses its flags)."""
+    result, output = run_failing(EXAMPLES / script, *flag, cwd=tmp_path)
+    assert result.returncode == 2, output
+    assert result.stderr.strip().splitlines() == [
+        f"{script}: error: {message} (see --helpfull)"
+    ], output
+    assert not result.stdout, output
 
 
 def test_mnist_mlp_example_on_digits(tmp_path):
