@@ -22,6 +22,8 @@
 
 import {isWebGPUSupported, loadAndCompile, loadLiteRt, Tensor} from '@litertjs/core';
 
+export {Tensor};
+
 // ------------------------------------------------------------ the contract
 // Every name shared with keras_spela's exporter and export/device_trainer.py,
 // in one place (tests/web_test.py compares them with the Python side).

@@ -123,6 +123,50 @@ const jobs = {
     return {blocks, accelerator: trainer.accelerator, fullyAccelerated: trainer.isFullyAccelerated};
   },
 
+  // Where a train step's time goes: the inputs' tensors, LiteRT.js's run,
+  // reading the outputs (ms per step, medians of `rounds` blocks).
+  async profile({model, data, rounds, steps}) {
+    const batches = await fetchJson(data);
+    const trainer = await web.DeviceTrainer.load(model);
+    const n = trainer.batchSize * trainer.exampleSize;
+    const x = Float32Array.from(batches.x.slice(0, n));
+    const y = Int32Array.from(batches.y.slice(0, trainer.batchSize));
+    const signature = trainer._signatures.train;
+    const shapes = signature.inputShapes;
+    const values = {x, y};
+    const parts = {tensors: [], run: [], read: []};
+    const median = (v) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+    for (let r = 0; r < rounds + 1; r++) {
+      const spent = {tensors: 0, run: 0, read: 0};
+      for (let i = 0; i < steps; i++) {
+        let t = performance.now();
+        const inputs = signature.inputNames.map((name, k) => new web.Tensor(values[name], shapes[k]));
+        spent.tensors += performance.now() - t;
+        t = performance.now();
+        const outputs = await signature.runner.run(inputs);
+        spent.run += performance.now() - t;
+        t = performance.now();
+        for (const output of outputs) await output.data();
+        for (const tensor of [...inputs, ...outputs]) tensor.delete();
+        spent.read += performance.now() - t;
+      }
+      if (r) for (const key in parts) parts[key].push(spent[key] / steps);
+    }
+    const result = Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, median(v)]));
+    // Whole calls of the other signatures, for their operator counts.
+    for (const [name, call] of [['get_weights', () => trainer.getWeights()],
+                                ['infer', () => trainer.predict(x)]]) {
+      const blocks = [];
+      for (let r = 0; r < rounds + 1; r++) {
+        const start = performance.now();
+        for (let i = 0; i < steps; i++) await call();
+        if (r) blocks.push((performance.now() - start) / steps);
+      }
+      result[name] = median(blocks);
+    }
+    return result;
+  },
+
   // What this browser offers: WebGPU adapter, and whether a model trains on it.
   async webgpu({model, data, jspi = false}) {
     const report = {navigatorGpu: 'gpu' in navigator};
