@@ -13,14 +13,19 @@ alternating rounds:
   Interpreter (`ai_edge_litert`), at its default threads and at one thread,
   and the bare `train` signature runner (no checks) for reference.
 
-Each round times `--blocks` blocks of `--steps` steps per side (after a warm-up
-block) and the medians of the per-step times are compared: the goal is a
-browser step within 2x the Interpreter's (default threads). A last browser run
-tries `accelerator: 'webgpu'` with Chromium's software WebGPU adapter
-(SwiftShader) and prints what it did.
+One browser page stays open (web/test/run_in_chromium.mjs --stdin). It first
+trains for `--warmup_s` seconds: V8 starts LiteRT.js's WebAssembly on its
+baseline compiler and moves the hot functions to its optimizing tier while
+they run, so the first few hundred steps are slower (printed: the per-step time
+of each block of 50 steps meanwhile). Then each round times `--blocks` blocks
+of `--steps` steps per side, Python and browser in turn, and the medians of the
+per-step times are compared: the goal is a browser step within 2x the
+Interpreter's (default threads). A last browser run tries `accelerator:
+'webgpu'` with Chromium's software WebGPU adapter (SwiftShader) and prints
+what it did.
 
     python benchmarks/browser_speed.py            # 5 rounds
-    python benchmarks/browser_speed.py --quick    # 2 rounds, short blocks
+    python benchmarks/browser_speed.py --quick    # 2 rounds, short blocks, 5 s warm-up
 
 Needs node, Debian's chromium and `npm ci` in web/ (bash tools/install_web.sh).
 Output: benchmarks/results/browser_speed[_quick].txt
@@ -107,6 +112,44 @@ def browser_blocks(directory, job, args=BROWSER_ARGS):
     return entry["result"]
 
 
+class BrowserPage:
+    """One harness page in headless Chromium, kept open: `run(job)` sends a
+    job to run_in_chromium.mjs --stdin and returns its result."""
+
+    def __init__(self, directory):
+        self.plan_path = os.path.join(directory, "page_plan.json")
+        with open(self.plan_path, "w") as f:
+            json.dump({"root": str(REPO), "mounts": {"/__data__/": directory},
+                       "chromium": CHROMIUM, "args": BROWSER_ARGS}, f)
+
+    def __enter__(self):
+        self.process = subprocess.Popen(
+            ["node", str(DRIVER), self.plan_path, "--stdin"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        return self
+
+    def run(self, job):
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"error: the browser page ended: {self.process.stderr.read().strip()[-500:]}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise SystemExit(f"error: the browser job failed: {answer['error']}")
+        return answer["result"]
+
+    def __exit__(self, *exc):
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return False
+
+
 def python_blocks(step, steps, blocks):
     """Per-step milliseconds of `blocks` blocks of `steps` calls of `step`."""
     times = []
@@ -123,10 +166,11 @@ def main(argv=None):
     parser.add_argument("--rounds", type=_positive, default=5)
     parser.add_argument("--blocks", type=_positive, default=3, help="blocks per side per round")
     parser.add_argument("--steps", type=_positive, default=100, help="train steps per block")
+    parser.add_argument("--warmup_s", type=_positive, default=15, help="browser warm-up seconds")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 blocks of 30 steps")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.blocks, args.steps = 2, 2, 30
+        args.rounds, args.blocks, args.steps, args.warmup_s = 2, 2, 30, 5
     missing = [what for what, ok in (("node", shutil.which("node")), (CHROMIUM, os.path.exists(CHROMIUM)),
                                       ("web/node_modules", (REPO / "web" / "node_modules" / "@litertjs").is_dir()))
                if not ok]
@@ -154,12 +198,14 @@ def main(argv=None):
     job = {"kind": "bench", "model": "/__data__/spela.tflite", "data": "/__data__/batch.json",
            "rounds": args.blocks, "steps": args.steps}
 
-    for name, step in python_steps.items():  # warm-up
-        python_blocks(step, args.steps, 1)
-    for _ in range(args.rounds):
-        for name, step in python_steps.items():
-            times[name] += python_blocks(step, args.steps, args.blocks)
-        times[browser_name] += browser_blocks(directory, job)["blocks"]
+    with BrowserPage(directory) as page:
+        warmup = page.run(dict(job, rounds=0, warmupSeconds=args.warmup_s))["warmup"]
+        for name, step in python_steps.items():  # warm-up
+            python_blocks(step, args.steps, 1)
+        for _ in range(args.rounds):
+            for name, step in python_steps.items():
+                times[name] += python_blocks(step, args.steps, args.blocks)
+            times[browser_name] += page.run(job)["blocks"]
 
     with open(os.path.join(directory, "webgpu.json"), "w") as f:  # 2 steps
         json.dump({"x": np.tile(x.reshape(-1), 2).tolist(), "y": np.tile(y, 2).tolist(), "epochs": 1}, f)
@@ -180,8 +226,11 @@ def main(argv=None):
              f"{common.median(values) / reference:.2f}x"]
             for name, values in times.items()
         ]
+        print(f"\nbrowser warm-up ({args.warmup_s} s, {50 * len(warmup)} steps), ms per step of each "
+              f"block of 50: " + " ".join(f"{v:.2f}" for v in warmup))
         print(common.format_table(
-            ["train step at batch 16", "median ms", "min ms", "max ms", "/ Python default"], rows))
+            ["train step at batch 16 (after the warm-up)", "median ms", "min ms", "max ms",
+             "/ Python default"], rows))
         ratio = common.median(times[browser_name]) / reference
         one_thread = common.median(times[browser_name]) / common.median(
             times["Python DeviceTrainer.train_batch, 1 thread"])

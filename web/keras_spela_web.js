@@ -576,7 +576,11 @@ export class DeviceTrainer {
       for (const key of CONTRACT.SIGNATURES) signatures[key] = new Signature(compiled, structure, key);
     } catch (error) {
       if (compiled) compiled.delete();
-      throw new ModelFileError(`${name}: LiteRT.js (${accelerator}) could not load the model: ${oneLine(error)}`);
+      const hint = accelerator === 'webgpu' ?
+          " (LiteRT.js's WebGPU delegate takes graphs of static-size tensors only, and the " +
+          "signatures read the weights from resource variables, whose reads have a dynamic size: " +
+          "use accelerator 'wasm')" : '';
+      throw new ModelFileError(`${name}: LiteRT.js (${accelerator}) could not load the model: ${oneLine(error)}${hint}`);
     }
     const trainer = new DeviceTrainer(structure, checked, compiled, signatures, accelerator);
     trainer.modelName = name;

@@ -11,9 +11,15 @@
 // kind "demo" drives examples/browser/index.html like a person (demo.mjs);
 // every other kind runs window.runJob(job) of web/test/harness.html.
 // Results: {id: {result} | {error}}, plus "console" (the pages' messages).
+//
+//   node web/test/run_in_chromium.mjs PLAN.json --stdin
+//
+// keeps one harness page open instead: each line on stdin is a job, answered
+// by one line of JSON on stdout ({result} or {error}), until stdin closes.
 import {createReadStream, readFileSync, statSync, writeFileSync} from 'node:fs';
 import {createServer} from 'node:http';
 import {extname, join, resolve, sep} from 'node:path';
+import {createInterface} from 'node:readline';
 import {chromium} from 'playwright-core';
 import {runDemo} from './demo.mjs';
 
@@ -61,6 +67,34 @@ const args = plan.args || [
 // playwright gives each launch a new, empty --user-data-dir of its own.
 const browser = await chromium.launch({executablePath: plan.chromium || '/usr/bin/chromium', headless: true, args});
 const results = {console: []};
+if (outPath === '--stdin') {
+  try {
+    await answerStdin();
+  } finally {
+    await browser.close();
+    if (served) served.server.close();
+  }
+  process.exit(0);
+}
+
+async function answerStdin() {
+  const page = await (await browser.newContext()).newPage();
+  page.setDefaultTimeout(600 * 1000);
+  await page.goto(`${plan.base}/web/test/harness.html`);
+  await page.waitForFunction(() => window.runJob !== undefined);
+  const lines = createInterface({input: process.stdin});
+  for await (const line of lines) {
+    if (!line.trim()) continue;
+    let answer;
+    try {
+      answer = {result: await page.evaluate((j) => window.runJob(j), JSON.parse(line))};
+    } catch (error) {
+      answer = {error: String(error && error.message ? error.message : error)};
+    }
+    process.stdout.write(`${JSON.stringify(answer)}\n`);
+  }
+}
+
 try {
   for (const job of plan.jobs) {
     const context = await browser.newContext({acceptDownloads: true});
