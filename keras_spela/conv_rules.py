@@ -35,6 +35,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from keras_spela import primitives
 from keras_spela import rules
 
 PADDINGS = ("valid", "same")
@@ -147,51 +148,20 @@ def pooled_features(outputs):
     return tf.reduce_mean(outputs, axis=[1, 2])
 
 
-def max_unpool(grad_p, a, p, rule):
-    """`dL/da` from `dL/dp` through the max-pool: each window's gradient goes
-    to its first maximal cell in row-major order (as TensorFlow's MaxPoolGrad
-    does), so ties, common where an image is flat, are broken the same way
-    on every runtime.
+def pooled_objective(p, targets, class_vectors, rule, sample_weight=None):
+    """The `"pooled"` objective: the channel means `g` of `p` against
+    `class_vectors` `(num_classes, C)` with `rule.dense.local_loss`;
+    `dL/dp = dL/dg / (H' W')` at every position.
 
-    `a` (cropped to whole windows) is RESHAPEd, without moving data, to
-    `(B * H', ph, W', pw * C)`: window row `i` is index `i` of axis 1 and
-    window column `j` the channel block `j`. `p` repeated for every block
-    (CONCATENATION) then broadcasts over the rows, so one EQUAL marks every
-    maximal cell; scoring those cells by `ph * pw` minus their row-major
-    index, the first one is where the score equals the window's largest
-    (REDUCE_MAX). Every tensor has at most 4 axes (TFLite Micro's broadcasts)."""
-    if rule.pool_size == (1, 1):
-        return grad_p
-    pool_h, pool_w = rule.pool_size
-    _, out_h, out_w, channels = p.shape
-    height, width = a.shape[1], a.shape[2]
-    windows = tf.reshape(
-        a[:, : out_h * pool_h, : out_w * pool_w, :], [-1, pool_h, out_w, pool_w * channels]
+    Returns:
+        `(loss, dL/dp, scores, aux)`; `dL/dp` is `(batch, 1, 1, C)` (the
+        same at every position, broadcast by its users), `aux` is `{}`.
+    """
+    loss, grad_g, scores = rules.output_gradient(
+        pooled_features(p), targets, class_vectors, rule.dense, sample_weight
     )
-
-    def every_column(t):
-        """`(B, H', W', C)` values as `(B H', 1, W', pw C)`, one per cell."""
-        t = tf.reshape(t, [-1, 1, out_w, channels])
-        return rules.concat([t] * pool_w, axis=-1) if pool_w > 1 else t
-
-    cells = pool_h * pool_w
-    rank = np.repeat(
-        cells - np.arange(cells, dtype=np.float32).reshape(1, pool_h, 1, pool_w), channels, axis=-1
-    )
-    score = tf.cast(tf.equal(windows, every_column(p)), a.dtype) * rank
-    best = tf.reduce_max(score, axis=1, keepdims=True)
-    if pool_w > 1:
-        best = every_column(
-            tf.reduce_max(tf.reshape(best, [-1, out_w, pool_w, channels]), axis=2)
-        )
-    first = tf.cast(tf.equal(score, best), a.dtype)
-    grad_a = tf.reshape(
-        first * every_column(grad_p), [-1, out_h * pool_h, out_w * pool_w, channels]
-    )
-    rest_h, rest_w = height - out_h * pool_h, width - out_w * pool_w
-    if rest_h or rest_w:
-        grad_a = tf.pad(grad_a, [[0, 0], [0, rest_h], [0, rest_w], [0, 0]])
-    return grad_a
+    positions = float(p.shape[1] * p.shape[2])
+    return loss, tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]]), scores, {}
 
 
 def projected_channels(outputs, projection):
@@ -219,52 +189,138 @@ def grouped_scores(outputs, class_vectors, projection):
     return tf.reduce_mean(rules.cosine_scores(projected, class_vectors), axis=0)
 
 
-def conv_local_error(
-    h, z, a, p, normalized, targets, class_vectors, rule, sample_weight=None,
-    projection=None,
-):
+def projection_objective(p, targets, class_vectors, projection, rule, sample_weight=None):
+    """The paper's `"projection"` objective: every channel `c` of `p`
+    projected by `projection[c]` and compared with `class_vectors[c]`
+    `(num_classes, d)` (its classes' group vectors); the loss is the mean
+    over channels and examples, `dL/dp[c] = dL/du[c] projection[c]^T`.
+
+    Returns:
+        `(loss, dL/dp, scores, aux)` with `aux` `{"channels": (C, batch,
+        H'W'), "grad_projected": (C, batch, d)}`, the factors of
+        `dL/dprojection`.
+    """
+    channels, projected = projected_channels(p, projection)
+    # The labels of every channel's rows (MUL broadcasts; no TILE).
+    grouped_targets = tf.expand_dims(targets, 0) * tf.ones([p.shape[3], 1, 1])
+    loss, grad_projected, scores = rules.output_gradient(
+        projected, grouped_targets, class_vectors, rule.dense, sample_weight
+    )
+    grad_channels = tf.matmul(grad_projected, projection, transpose_b=True)
+    grad_p = tf.reshape(tf.transpose(grad_channels, [1, 2, 0]), [-1] + p.shape[1:].as_list())
+    aux = {"channels": channels, "grad_projected": grad_projected}
+    return loss, grad_p, tf.reduce_mean(scores, axis=0), aux
+
+
+def grid_cells(size, cells):
+    """`[(start, stop), ...]`: `cells` windows covering `range(size)`, cell
+    `i` from `floor(i size / cells)` to `ceil((i + 1) size / cells)`
+    (adaptive average pooling; neighbours overlap when `cells` does not
+    divide `size`). At most `size` cells."""
+    cells = min(cells, size)
+    return [(i * size // cells, -(-(i + 1) * size // cells)) for i in range(cells)]
+
+
+def grid_pooling_matrix(height, width, grid):
+    """`(H W, gh gw)` float32: column `k` averages the positions (row-major)
+    of grid cell `k` (`grid_cells` along each axis)."""
+    rows, columns = grid_cells(height, grid[0]), grid_cells(width, grid[1])
+    matrix = np.zeros((height, width, len(rows), len(columns)), np.float32)
+    for i, (top, bottom) in enumerate(rows):
+        for j, (left, right) in enumerate(columns):
+            matrix[top:bottom, left:right, i, j] = 1.0 / ((bottom - top) * (right - left))
+    return matrix.reshape(height * width, len(rows) * len(columns))
+
+
+def grid_features(outputs, grid):
+    """`p` average-pooled to a `grid` of cells, `(batch, C * cells)`
+    (channel-major): TRANSPOSE, RESHAPE and one product with the constant
+    `grid_pooling_matrix`."""
+    _, height, width, channels = outputs.shape
+    matrix = grid_pooling_matrix(height, width, grid)
+    positions = tf.reshape(tf.transpose(outputs, [0, 3, 1, 2]), [-1, height * width])
+    return tf.reshape(tf.matmul(positions, matrix), [-1, channels * matrix.shape[1]])
+
+
+def readout_logits(outputs, readout_kernel, readout_bias, grid):
+    """`(features, logits)` of the read-out: `grid_features(p) R + r`."""
+    features = grid_features(outputs, grid)
+    return features, tf.matmul(features, readout_kernel) + readout_bias
+
+
+def readout_scores(outputs, readout_kernel, readout_bias, grid):
+    """Class scores of the `"readout"` objective: the read-out's softmax
+    probabilities, `(batch, num_classes)`."""
+    _, logits = readout_logits(outputs, readout_kernel, readout_bias, grid)
+    return tf.exp(tf.nn.log_softmax(logits))
+
+
+def readout_objective(p, targets, readout_kernel, readout_bias, grid, sample_weight=None):
+    """The `"readout"` objective: `p` average-pooled to a `grid`
+    (`grid_features`, `f`), a trainable linear read-out `l = f R + r` and
+    the softmax cross-entropy `L = -log softmax(l)_y` (the "pred" loss of
+    Nokland & Eidnes, 2019). In closed form, with `e = softmax(l) - y`
+    (weighted, over the batch): `dL/dR = f^T e`, `dL/dr = sum e`,
+    `dL/df = e R^T` and `dL/dp` that spread evenly over each grid cell.
+
+    Returns:
+        `(loss, dL/dp, scores, aux)` with `aux` `{"features": f,
+        "grad_logits": e}` (the factors of `dL/dR`).
+    """
+    _, height, width, channels = p.shape
+    features, logits = readout_logits(p, readout_kernel, readout_bias, grid)
+    log_probabilities = tf.nn.log_softmax(logits)
+    probabilities = tf.exp(log_probabilities)
+    losses = -tf.reduce_sum(targets * log_probabilities, axis=-1)
+    batch = tf.cast(tf.shape(p)[0], p.dtype)
+    row_scale = 1.0 / batch
+    if sample_weight is not None:
+        sample_weight = tf.reshape(tf.cast(sample_weight, p.dtype), [-1])
+        losses = losses * sample_weight
+        row_scale = tf.expand_dims(sample_weight, -1) / batch
+    grad_logits = (probabilities - targets) * row_scale
+    matrix = grid_pooling_matrix(height, width, grid)
+    grad_features = tf.matmul(grad_logits, readout_kernel, transpose_b=True)
+    grad_positions = tf.matmul(
+        tf.reshape(grad_features, [-1, matrix.shape[1]]), matrix, transpose_b=True
+    )
+    grad_p = tf.transpose(tf.reshape(grad_positions, [-1, channels, height, width]), [0, 2, 3, 1])
+    aux = {"features": features, "grad_logits": grad_logits}
+    return tf.reduce_sum(losses) / batch, grad_p, probabilities, aux
+
+
+def readout_gradients(error):
+    """`(dL/dR, dL/dr)` of the read-out from a `LocalError`'s `aux`."""
+    grad_logits = error.aux["grad_logits"]
+    return (
+        primitives.dense_kernel_gradient(error.aux["features"], grad_logits),
+        tf.reduce_sum(grad_logits, axis=0),
+    )
+
+
+def conv_local_error(h, z, a, p, normalized, rule, objective):
     """The local loss and `dL/dz` from a forward pass (`conv_forward`).
 
-    Without `projection` (the `"pooled"` objective) the loss compares the
-    channel means of `p` with `class_vectors` `(num_classes, C)`. With it
-    (the paper's `"projection"` objective) every channel `c` is projected by
-    `projection[c]` and compared with `class_vectors[c]` `(num_classes, d)`
-    (its classes' group vectors); the loss is the mean over channels and
-    examples, and `dL/dp[c] = dL/du[c] projection[c]^T` (BATCH_MATMUL).
+    Args:
+        h, z, a, p, normalized: the forward pass (`conv_forward`).
+        rule: a `ConvRule`.
+        objective: a function of `p` returning `(loss, dL/dp, scores, aux)`
+            (`pooled_objective`, `projection_objective` or
+            `readout_objective` with their other arguments bound).
 
     Returns:
         A `rules.LocalError` with `inputs = h` (padded), `outputs = p`; its
-        `aux` holds, for the projection objective, `"channels"` `(C, batch,
-        H'W')` and `"grad_projected"` `(C, batch, d)` (the factors of
-        `dL/dprojection`), and with a normalisation `"grad_conv"`, `dL/dc`
-        at the convolution's output (the kernel's factor).
+        `aux` holds the objective's factors of its own parameters'
+        gradients and, with a normalisation, `"grad_conv"`: `dL/dc` at the
+        convolution's output (the kernel's factor).
     """
-    aux = {}
-    if projection is None:
-        features = pooled_features(p)
-        loss, grad_g, scores = rules.output_gradient(
-            features, targets, class_vectors, rule.dense, sample_weight
-        )
-        positions = float(p.shape[1] * p.shape[2])
-        # The same dL/dp at every position: `(batch, 1, 1, C)`, broadcast by
-        # the act' product below.
-        grad_p = tf.reshape(grad_g / positions, [-1, 1, 1, p.shape[3]])
-    else:
-        channels, projected = projected_channels(p, projection)
-        filters = p.shape[3]
-        # The labels of every channel's rows (MUL broadcasts; no TILE).
-        grouped_targets = tf.expand_dims(targets, 0) * tf.ones([filters, 1, 1])
-        loss, grad_projected, scores = rules.output_gradient(
-            projected, grouped_targets, class_vectors, rule.dense, sample_weight
-        )
-        scores = tf.reduce_mean(scores, axis=0)
-        grad_channels = tf.matmul(grad_projected, projection, transpose_b=True)
-        grad_p = tf.reshape(tf.transpose(grad_channels, [1, 2, 0]), [-1] + p.shape[1:].as_list())
-        aux.update(channels=channels, grad_projected=grad_projected)
+    loss, grad_p, scores, aux = objective(p)
     # act' at the pooled resolution: the gradient reaches only the cell of a
     # window where a equals the window's maximum p, so act'(a) = act'(p)
     # there (and 0 * act' elsewhere).
-    grad_z = max_unpool(rules.times_activation_derivative(grad_p, p, rule.dense), a, p, rule)
+    grad_z = primitives.max_pool_gradient(
+        rules.times_activation_derivative(grad_p, p, rule.dense), a, p, rule.pool_size
+    )
     if normalized is not None:
         aux["grad_conv"] = _through_normalization(grad_z, normalized, rule)
     return rules.LocalError(h, p, grad_z, loss, scores, aux or None)
@@ -282,14 +338,8 @@ def projection_gradient(error):
 
 
 def conv_kernel_gradient(h, grad_z, rule):
-    """`dL/dK`, `(kh, kw, C, O)`: one CONV_2D of `h^T` by `dL/dz^T`."""
-    kh, kw = rule.kernel_size
-    inputs = tf.transpose(h, [3, 1, 2, 0])  # (C, H, W, B)
-    filters = tf.transpose(grad_z, [1, 2, 0, 3])  # (H', W', B, O)
-    product = tf.nn.conv2d(
-        inputs, filters, strides=1, padding="VALID", dilations=(1,) + rule.strides + (1,)
-    )  # (C, >= kh, >= kw, O)
-    return tf.transpose(product[:, :kh, :kw, :], [1, 2, 0, 3])
+    """`dL/dK`, `(kh, kw, C, O)` (`primitives.conv_filter_gradient`)."""
+    return primitives.conv_filter_gradient(h, grad_z, rule.kernel_size, rule.strides)
 
 
 def conv_bias_gradient(grad_z):
@@ -308,6 +358,15 @@ def conv_gradient_bound(error):
         [grad_z] + ([error.aux["grad_conv"]] if error.aux and "grad_conv" in error.aux else [])
     )
     bound = terms * largest * tf.maximum(rules.largest_magnitude([error.inputs]), 1.0)
+    if error.aux is not None and "grad_logits" in error.aux:
+        grad_logits = error.aux["grad_logits"]
+        batch = tf.cast(tf.shape(grad_logits)[0], grad_z.dtype)
+        bound = tf.maximum(
+            bound,
+            batch
+            * rules.largest_magnitude([grad_logits])
+            * tf.maximum(rules.largest_magnitude([error.aux["features"]]), 1.0),
+        )
     if error.aux is not None and "grad_projected" in error.aux:
         grad_projected = error.aux["grad_projected"]
         batch = tf.cast(tf.shape(grad_projected)[1], grad_z.dtype)

@@ -13,6 +13,7 @@ from keras_spela import arguments
 from keras_spela import chain
 from keras_spela import data_checks
 from keras_spela import fit_data
+from keras_spela import primitives
 from keras_spela import rules
 from keras_spela.class_slots import ClassSlotsMixin
 from keras_spela.class_slots import class_capacity
@@ -126,6 +127,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 )
         self.xla_local_steps = False
         self.ordered_steps = False
+        self.lowering = primitives.DEFAULT_LOWERING
         self._xla_functions = {}
         self.train_layers = train_layers
         # The per-example input shape (from keras.Input), or None.
@@ -209,7 +211,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 (the batch checks stay outside XLA, which would drop them;
                 not under a tf.distribute strategy, whose cross-replica
                 merge XLA cannot compile);
-                False and "auto" (the default) do not.
+                False and "auto" (the default) do not; and `lowering`: which
+                lowering of the rule's primitives the host steps run
+                (`keras_spela.primitives`): `"fused"` (the default,
+                TensorFlow's fused gradient kernels) or `"builtins"` (the
+                TFLite builtins that every export runs, to debug parity on
+                the host). Exports always trace `"builtins"`.
         """
         if loss is not None:
             raise ValueError(
@@ -240,6 +247,9 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 f"ordered_steps must be True or False, received ordered_steps={ordered_steps!r}."
             )
         self.ordered_steps = ordered_steps
+        self.lowering = primitives.check_lowering(
+            kwargs.pop("lowering", primitives.DEFAULT_LOWERING)
+        )
         self._xla_functions = {}
         kwargs["jit_compile"] = False
         if optimizer is None:
@@ -261,6 +271,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             steps_per_execution=config.get("steps_per_execution", 1),
             jit_compile=config.get("jit_compile", "auto"),
             ordered_steps=config.get("ordered_steps", False),
+            lowering=config.get("lowering", primitives.DEFAULT_LOWERING),
         )
 
     def get_compile_config(self):
@@ -268,6 +279,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         if config is not None:
             config["jit_compile"] = self.xla_local_steps
             config["ordered_steps"] = self.ordered_steps
+            config["lowering"] = self.lowering
         return config
 
     def _build_optimizer(self):
@@ -438,6 +450,10 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
 
     # ------------------------------------------------------------ keras steps
     def train_step(self, data):
+        with primitives.lowering(self.lowering):
+            return self._train_step(data)
+
+    def _train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._checked_batch(x, y)
         if not all(layer.built for layer in self.stack):
@@ -498,6 +514,10 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         return losses, counts, scores
 
     def test_step(self, data):
+        with primitives.lowering(self.lowering):
+            return self._test_step(data)
+
+    def _test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, y = self._checked_batch(x, y, training=False)
         loss_weight = sample_weight
@@ -550,7 +570,6 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                     "Labels must be integer class ids of shape (batch,), received "
                     f"shape {tuple(y.shape)}. One-hot labels are not accepted."
                 )
-        y = tf.cast(y, tf.int32)
         x_rows, y_rows = x.shape[0], y.shape[0]
         if x_rows is not None and y_rows is not None and x_rows != y_rows:
             raise ValueError(
@@ -565,7 +584,8 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         }
         checks = acceptance.assert_accepted(counts, self.num_classes)
         with tf.control_dependencies(checks):
-            return tf.identity(x), tf.identity(y)
+            # Cast after the check: int32 would wrap a label of 2**32 to 0.
+            return tf.identity(x), tf.cast(y, tf.int32)
 
     # --------------------------------------------------------- serialization
     def set_weights(self, weights):

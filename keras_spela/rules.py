@@ -29,6 +29,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from keras_spela import primitives
+
 ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "linear")
 LOCAL_LOSSES = ("cosine", "log_cosine", "squared_cosine", "euclidean", "softmax_cosine")
 
@@ -223,22 +225,6 @@ def dense_forward(inputs, kernel, bias, rule):
     return h, z, activate(z, rule)
 
 
-# TFLite Micro's CONCATENATION takes at most 10 inputs.
-_MAX_CONCAT_INPUTS = 8
-
-
-def concat(tensors, axis):
-    """`tf.concat` as a tree of CONCATENATIONs of at most 8 inputs each."""
-    while len(tensors) > 1:
-        tensors = [
-            tf.concat(tensors[i : i + _MAX_CONCAT_INPUTS], axis)
-            if len(tensors[i : i + _MAX_CONCAT_INPUTS]) > 1
-            else tensors[i]
-            for i in range(0, len(tensors), _MAX_CONCAT_INPUTS)
-        ]
-    return tensors[0]
-
-
 def cosine_scores(outputs, class_vectors):
     """Cosine of every output row to every class vector: `(batch, classes)`
     (0 for a row of ~zero norm)."""
@@ -351,8 +337,9 @@ def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):
 
 
 def kernel_gradient(h, grad_z):
-    """`dL/dkernel = h^T dL/dz`, `(input_dim, units)`."""
-    return tf.matmul(h, grad_z, transpose_a=True)
+    """`dL/dkernel = h^T dL/dz`, `(input_dim, units)`
+    (`primitives.dense_kernel_gradient`)."""
+    return primitives.dense_kernel_gradient(h, grad_z)
 
 
 def transposed_kernel_gradient(grad_z_t, h_t):

@@ -1,5 +1,7 @@
 """SpelaConv2D: a convolutional SPELA layer."""
 
+import functools
+
 import keras
 import numpy as np
 
@@ -9,8 +11,9 @@ from keras_spela import conv_rules
 from keras_spela import rules
 from keras_spela.layers.spela_layer import KernelSpelaLayer
 
-OBJECTIVES = ("pooled", "projection")
-# The default local loss of each objective.
+OBJECTIVES = ("readout", "pooled", "projection")
+# The default local loss of each objective (the read-out's is always its
+# softmax cross-entropy).
 OBJECTIVE_LOSSES = {"pooled": "softmax_cosine", "projection": "squared_cosine"}
 # The paper's class grouping: 2 to 9 groups per channel.
 DEFAULT_GROUPS = (2, 9)
@@ -107,6 +110,7 @@ class SpelaConv2D(KernelSpelaLayer):
         temperature=0.1,
         normalization=None,
         objective="pooled",
+        readout_grid=4,
         projection_dim=100,
         groups=None,
         class_vectors="coulomb",
@@ -125,8 +129,14 @@ class SpelaConv2D(KernelSpelaLayer):
                 f"Unknown normalization={normalization!r}. Expected None or one of "
                 f"{tuple(conv_rules.NORMALIZATIONS)}."
             )
+        if objective == "readout" and local_loss is not None:
+            raise ValueError(
+                "objective='readout' learns with the softmax cross-entropy of its "
+                f"read-out; local_loss={local_loss!r} applies to the 'pooled' and "
+                "'projection' objectives. Leave local_loss unset."
+            )
         if local_loss is None:
-            local_loss = OBJECTIVE_LOSSES[objective]
+            local_loss = OBJECTIVE_LOSSES.get(objective, "softmax_cosine")
         super().__init__(
             num_classes,
             class_vectors,
@@ -147,6 +157,7 @@ class SpelaConv2D(KernelSpelaLayer):
                 f"padding={padding!r}."
             )
         self.objective = objective
+        self.readout_grid = arguments.pair(readout_grid, "readout_grid")
         self.projection_dim = arguments.integer(projection_dim, "projection_dim", minimum=2)
         if groups is not None:
             groups = (
@@ -197,15 +208,17 @@ class SpelaConv2D(KernelSpelaLayer):
                 "kernel_size=(1, k) and pool_size=(1, p) for 1-D signals."
             )
         _, pooled = conv_rules.output_shapes(input_shape, self.rule)  # raises when too small
-        projected = self.objective == "projection"
         self.add_kernel_and_bias(
             self.rule.kernel_size + (input_shape[-1], self.filters),
             self.filters,
-            class_vectors=not projected,
+            class_vectors=self.objective == "pooled",
         )
         self.projection = None
-        if projected:
+        self.readout_kernel = self.readout_bias = None
+        if self.objective == "projection":
             self._add_projection(pooled[0] * pooled[1])
+        elif self.objective == "readout":
+            self._add_readout(pooled)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
 
     def _add_projection(self, positions):
@@ -239,6 +252,24 @@ class SpelaConv2D(KernelSpelaLayer):
             trainable=False,
         )
 
+    def _add_readout(self, pooled):
+        """The `"readout"` objective's trainable `readout_kernel` `(filters *
+        cells, num_classes)` and `readout_bias` `(num_classes,)`."""
+        if self.num_classes is None:
+            raise ValueError(
+                f"Layer {self.name!r} needs num_classes before it is built: "
+                "pass num_classes= to SpelaConv2D or to SpelaModel."
+            )
+        matrix = conv_rules.grid_pooling_matrix(pooled[0], pooled[1], self.readout_grid)
+        self.readout_kernel = self.add_weight(
+            name="readout_kernel",
+            shape=(self.filters * matrix.shape[1], self.num_classes),
+            initializer=keras.initializers.GlorotUniform(seed=self.seed),
+        )
+        self.readout_bias = self.add_weight(
+            name="readout_bias", shape=(self.num_classes,), initializer="zeros"
+        )
+
     def call(self, inputs):
         bias = self.bias if self.use_bias else None
         return conv_rules.conv_forward(inputs, self.kernel, bias, self.rule)[3]
@@ -248,36 +279,64 @@ class SpelaConv2D(KernelSpelaLayer):
         return (input_shape[0],) + pooled + (self.filters,)
 
     def class_scores(self, outputs):
-        """`(batch, num_classes)` cosines: of the channel means of `outputs`
-        to the class vectors (`"pooled"`), or the channel mean of the
-        projections' cosines to the group vectors (`"projection"`)."""
+        """`(batch, num_classes)` scores: the read-out's softmax
+        probabilities (`"readout"`), the cosines of the channel means of
+        `outputs` to the class vectors (`"pooled"`), or the channel mean of
+        the projections' cosines to the group vectors (`"projection"`)."""
+        if self.objective == "readout":
+            return conv_rules.readout_scores(
+                outputs, self.readout_kernel, self.readout_bias, self.readout_grid
+            )
         if self.projection is not None:
             return conv_rules.grouped_scores(outputs, self.class_vectors, self.projection)
         return rules.cosine_scores(conv_rules.pooled_features(outputs), self.class_vectors)
 
     def local_error(self, inputs, targets, sample_weight=None, weights=None):
-        """See `SpelaLayer.local_error`; `weights` may hold `"kernel"`,
-        `"bias"` and `"projection"`."""
+        """See `SpelaLayer.local_error`; `weights` may hold any trainable
+        weight by name (`"kernel"`, `"bias"`, `"projection"`,
+        `"readout_kernel"`, `"readout_bias"`)."""
         if not self.built:
             self.build(tuple(inputs.shape))
         weights = weights or {}
-        return conv_rules.conv_local_error(
-            *conv_rules.conv_forward(
-                inputs,
-                weights.get("kernel", self.kernel),
-                weights.get("bias", self.bias if self.use_bias else None),
-                self.rule,
-            ),
-            targets,
-            self.class_vectors,
-            self.rule,
-            sample_weight,
-            projection=weights.get("projection", self.projection),
-        )
+
+        def weight(name):
+            return weights.get(name, getattr(self, name))
+
+        bias = weight("bias") if self.use_bias else None
+        forward = conv_rules.conv_forward(inputs, weight("kernel"), bias, self.rule)
+        if self.objective == "readout":
+            objective = functools.partial(
+                conv_rules.readout_objective,
+                targets=targets,
+                readout_kernel=weight("readout_kernel"),
+                readout_bias=weight("readout_bias"),
+                grid=self.readout_grid,
+                sample_weight=sample_weight,
+            )
+        elif self.objective == "projection":
+            objective = functools.partial(
+                conv_rules.projection_objective,
+                targets=targets,
+                class_vectors=self.class_vectors,
+                projection=weight("projection"),
+                rule=self.rule,
+                sample_weight=sample_weight,
+            )
+        else:
+            objective = functools.partial(
+                conv_rules.pooled_objective,
+                targets=targets,
+                class_vectors=self.class_vectors,
+                rule=self.rule,
+                sample_weight=sample_weight,
+            )
+        return conv_rules.conv_local_error(*forward, self.rule, objective)
 
     def parameter_gradient(self, error, name):
         if name == "projection":
             return conv_rules.projection_gradient(error)
+        if name in ("readout_kernel", "readout_bias"):
+            return conv_rules.readout_gradients(error)[name == "readout_bias"]
         return super().parameter_gradient(error, name)
 
     def kernel_gradient(self, error):
@@ -305,8 +364,11 @@ class SpelaConv2D(KernelSpelaLayer):
                 "pool_size": self.rule.pool_size,
                 "normalization": self.rule.normalization,
                 "objective": self.objective,
+                "readout_grid": self.readout_grid,
                 "projection_dim": self.projection_dim,
                 "groups": self.groups,
             }
         )
+        if self.objective == "readout":
+            config["local_loss"] = None
         return config

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spela import acceptance
+from keras_spela import primitives
 from keras_spela import rules
 from keras_spela.layers import SpelaLayer
 from keras_spela.layers import weight_name
@@ -48,7 +49,7 @@ class RowBlockKernel:
         parts = [
             tf.matmul(h, transform(block), transpose_b=True) for block in self.blocks
         ]
-        return rules.concat(parts, axis=-1)
+        return primitives.concat(parts, axis=-1)
 
 
 class _LearnedTensor(tf.Module):
@@ -182,6 +183,11 @@ class MicroTrainingProgram(tf.Module):
         call) and, with `expose_weights`,
         every learned weight after the update (`<layer>_kernel`,
         `<layer>_bias`, in the Keras layout)."""
+        # Every export traces the primitives' TFLite-builtins lowering.
+        with primitives.lowering("builtins"):
+            return self._step(x, y, active_classes, expose_weights)
+
+    def _step(self, x, y, active_classes, expose_weights):
         names = [layer.name for layer in self.learning]
         sample_weight, examples = acceptance.padding_weights(y)
         mapping = list(self._frozen)
@@ -254,7 +260,7 @@ class MicroTrainingProgram(tf.Module):
         for layer in self.learning:
             if layer.name in self.kernel_blocks:
                 blocks = [block.variable for block in self.kernel_blocks[layer.name]]
-                outputs[f"{layer.name}_kernel"] = tf.transpose(rules.concat(blocks, 0))
+                outputs[f"{layer.name}_kernel"] = tf.transpose(primitives.concat(blocks, 0))
             for name, tensor in self.whole[layer.name].items():
                 outputs[f"{layer.name}_{name}"] = tensor.variable.read_value()
         return outputs

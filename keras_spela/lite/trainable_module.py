@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spela import acceptance
+from keras_spela import primitives
 from keras_spela.layers import weight_name
 
 
@@ -138,6 +139,11 @@ class SpelaTrainingModule(tf.Module):
         learning layer (k = its exit index), `accepted` (1 when the batch
         was learned from, 0 when it was rejected) and `examples` (its number
         of real, non-padding rows)."""
+        # Every export traces the primitives' TFLite-builtins lowering.
+        with primitives.lowering("builtins"):
+            return self._learn(x, y)
+
+    def _learn(self, x, y):
         weights, examples = acceptance.padding_weights(y)
         with self._frozen_scope():
             errors, _ = self.model.compute_local_errors(
