@@ -10,7 +10,6 @@ a layer's inputs are too small for its bias to let it learn.
 
 import warnings
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -21,10 +20,6 @@ from keras_spela.layers import is_spela_layer
 # (64-256-34, 5 epochs), Adam(1e-2) reaches 95 % at norms of about 4e-2 and
 # 30 % at 4e-3; SGD(0.1) fails at 4e-2 already.
 TINY_INPUT_NORM = 1e-2
-
-
-def _shape_text(shape):
-    return str(tuple(shape))
 
 
 def _refuse_structure(x):
@@ -86,8 +81,8 @@ def check_example_shape(model, shape, what="x"):
         return
     if len(shape) == len(expected):
         raise ValueError(
-            f"SpelaModel takes batches of examples of shape {_shape_text(expected)}, "
-            f"received {what} of shape {_shape_text(shape)}: one example without "
+            f"SpelaModel takes batches of examples of shape {tuple(expected)}, "
+            f"received {what} of shape {tuple(shape)}: one example without "
             "a batch axis. Add one (x[None]), or batch a tf.data.Dataset "
             "(dataset.batch(32))."
         )
@@ -98,10 +93,10 @@ def check_example_shape(model, shape, what="x"):
     ):
         source = "its keras.Input" if strict else "the shape it was built for"
         raise ValueError(
-            f"The model takes examples of shape {_shape_text(expected)} ({source}), "
-            f"received {what} of shape {_shape_text(shape)} (batch first). Give "
+            f"The model takes examples of shape {tuple(expected)} ({source}), "
+            f"received {what} of shape {tuple(shape)} (batch first). Give "
             "examples of the model's shape, or build a model for examples of "
-            f"shape {_shape_text(example)}."
+            f"shape {example}."
         )
 
 
@@ -125,8 +120,8 @@ def check_dataset_spec(model, dataset, labels=True):
     if expected is not None and x_spec.shape.rank == len(expected):
         unbatched = True
     if unbatched:
-        shapes = f"x of shape {_shape_text(x_spec.shape)}" + (
-            "" if y_spec is None else f", y of shape {_shape_text(y_spec.shape)}"
+        shapes = f"x of shape {x_spec.shape}" + (
+            "" if y_spec is None else f", y of shape {y_spec.shape}"
         )
         raise ValueError(
             f"The tf.data.Dataset yields single examples ({shapes}): batch it, "
@@ -239,7 +234,7 @@ def check_data(model, x, labels=True):
         return
     _refuse_structure(x)
     shape = getattr(x, "shape", None)
-    if shape is not None and len(shape) and all(d is None or isinstance(d, int) for d in tuple(shape)):
+    if shape is not None and all(d is None or isinstance(d, int) for d in tuple(shape)):
         check_example_shape(model, tuple(shape))
 
 
@@ -255,5 +250,5 @@ def check_fit_data(model, x, validation_data=None):
         return
     rows = model_inputs(model, rows)
     if not all(layer.built for layer in model.stack):
-        model.build(tuple(rows.shape))
+        model.build((None,) + tuple(rows.shape[1:]))
     warn_tiny_inputs(model, rows)

