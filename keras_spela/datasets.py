@@ -271,7 +271,6 @@ def load_fashion_mnist(data_dir=None, normalize=False, channel_axis=False):
     )
 
 
-
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """What a model needs to know about a supported TFDS dataset.

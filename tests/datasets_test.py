@@ -9,8 +9,8 @@ import gzip
 import hashlib
 import http.server
 import importlib.resources
-import os
 import pathlib
+import re
 import shutil
 import socket
 import sys
@@ -310,7 +310,8 @@ def test_data_dir_comes_first_then_keras_cache_then_debian(monkeypatch, tmp_path
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     cache = copy_fashion_files(tmp_path / "keras_home" / "datasets" / "fashion-mnist")
     damage(cache / "train-labels-idx1-ubyte.gz", "truncated")
-    with pytest.raises(datasets.DatasetError, match=f"^{cache}/train-labels-idx1-ubyte.gz is"):
+    with pytest.raises(datasets.DatasetError,
+                       match=f"^{re.escape(str(cache))}/train-labels-idx1-ubyte.gz is"):
         datasets.load_fashion_mnist()
     mine = copy_fashion_files(tmp_path / "mine")
     (_, y_train), _ = datasets.load_fashion_mnist(data_dir=mine)  # the cache is not read
@@ -320,7 +321,8 @@ def test_data_dir_comes_first_then_keras_cache_then_debian(monkeypatch, tmp_path
     monkeypatch.setattr(datasets, "FASHION_MNIST_DEBIAN_DIR", str(debian))
     (cache / "train-labels-idx1-ubyte.gz").unlink()
     damage(debian / "train-labels-idx1-ubyte.gz", "corrupt")
-    with pytest.raises(datasets.DatasetError, match=f"^{debian}/train-labels-idx1-ubyte.gz is"):
+    with pytest.raises(datasets.DatasetError,
+                       match=f"^{re.escape(str(debian))}/train-labels-idx1-ubyte.gz is"):
         datasets.load_fashion_mnist()
 
 
@@ -404,9 +406,10 @@ def test_load_tfds_offline_is_one_error_before_any_download(monkeypatch, tmp_pat
     with pytest.raises(datasets.DatasetError) as error:
         datasets.load_tfds("cifar10", data_dir=str(tmp_path))
     message = str(error.value)
-    assert message.startswith(
-        f"Dataset cifar10 is not in {tmp_path}/cifar10/3.0.2 and its server www.cs.toronto.edu "
-        "cannot be reached (Network is unreachable). It must be downloaded once"
+    assert re.match(
+        f"Dataset cifar10 is not in {re.escape(str(tmp_path))}/cifar10/[0-9.]+ and its server "
+        r"www\.cs\.toronto\.edu cannot be reached \(Network is unreachable\)\. It must be "
+        "downloaded once", message
     ), message
     assert "\n" not in message and "tfds build cifar10 --data_dir" in message, message
     assert downloads == []
