@@ -12,7 +12,12 @@ Every (method, depth, jit_compile) runs in a FRESH subprocess, which builds
 the model, runs two training steps (tracing, optimizer slots), and then
 measures with TensorFlow's own CPU allocator statistics
 (tf.config.experimental.get_memory_info("CPU:0"): bytes of live tensors,
-reset_memory_stats before each measured call):
+reset_memory_stats before each measured call). TensorFlow's default CPU
+allocator keeps no statistics (oneDNN's, its default on CPUs with AVX-512
+VNNI or AMX, keeps them for allocations of 256 KB and more), so every
+measuring process runs with TensorFlow's BFC allocator
+(TF_CPU_ALLOCATOR_USE_BFC=true, `enable_allocator_statistics`), which counts
+every allocation by the size of the block it occupies:
 
   persistent   live bytes before a step: weights + Adam slots (the batch,
                made from numpy arrays, is not counted by these statistics)
@@ -63,6 +68,7 @@ Output: benchmarks/results/memory_depth[_quick].txt
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -175,6 +181,24 @@ def sequenced_gradient_function(model, jit_compile):
     return tf.function(reduced_gradients, jit_compile=jit_compile)
 
 
+def enable_allocator_statistics():
+    """Gives this process TensorFlow's BFC CPU allocator, whose statistics
+    `live_bytes` and `allocator_peak` read (TensorFlow's default CPU allocator
+    keeps none). Call it before TensorFlow runs its first op: the allocator
+    is made then, from TF_CPU_ALLOCATOR_USE_BFC.
+
+    Raises:
+        RuntimeError: TensorFlow already made an allocator without statistics.
+    """
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    try:
+        live_bytes()
+    except ValueError as error:
+        raise RuntimeError(
+            f"{error}: enable_allocator_statistics() must run before TensorFlow's first op"
+        ) from None
+
+
 def live_bytes():
     return tf.config.experimental.get_memory_info("CPU:0")["current"]
 
@@ -239,6 +263,7 @@ def run_child(args, method, depth, jit_compile):
 
 def child_main(args):
     method, depth, jit = args.child.split(",")
+    enable_allocator_statistics()
     numbers = measure(
         method, int(depth), args.width, args.input_dim, args.batch_size, jit == "True",
         args.repeats,
