@@ -319,7 +319,10 @@ def demo_run(data_dir, tmp_path_factory):
     jobs = [{"id": "demo", "kind": "demo", "assets": "/__data__/demo_assets/", "label": 1,
              "epochs": 3, "timeout_s": 120}]
     results = run_jobs(data, jobs, tmp_path_factory.mktemp("demo"))
-    return assets, result_of(results, "demo")
+    trace = result_of(results, "demo")
+    # Offline: the page asked for nothing outside the local server.
+    assert results["demo"]["requests"] == [], results["demo"]["requests"]
+    return assets, trace
 
 
 def test_demo_page_draw_add_finetune_predict(demo_run):

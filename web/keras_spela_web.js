@@ -20,7 +20,7 @@
  * values each; `y` an Int32Array or array of integer class ids.
  */
 
-import {isWebGPUSupported, loadAndCompile, loadLiteRt, Tensor} from '@litertjs/core';
+import {getGlobalLiteRt, isWebGPUSupported, loadAndCompile, loadLiteRt, Tensor} from '@litertjs/core';
 
 export {Tensor};
 
@@ -458,13 +458,8 @@ class Signature {
 
   /** Runs with {name: TypedArray}; returns {name: TypedArray}. */
   async run(values) {
-    const inputs = this.inputNames.map((name, i) => new Tensor(values[name], this.inputShapes[i]));
-    let outputs;
-    try {
-      outputs = await this.runner.run(inputs);
-    } finally {
-      for (const tensor of inputs) tensor.delete();
-    }
+    const inputs = this.inputTensors(values);
+    const outputs = await this.runner.run(inputs);
     const results = {};
     try {
       for (let i = 0; i < outputs.length; i++) {
@@ -475,6 +470,38 @@ class Signature {
       for (const tensor of outputs) tensor.delete();
     }
     return results;
+  }
+
+  /** The input tensors, holding `values`: host-memory tensors made on the
+   * first run and written in place afterwards (as the Tensor constructor
+   * writes them), which saves making and freeing them at every step. */
+  inputTensors(values) {
+    if (!this.inputs) {
+      this.inputs = this.inputNames.map((name, i) => new Tensor(values[name], this.inputShapes[i]));
+      return this.inputs;
+    }
+    const heap = () => getGlobalLiteRt().liteRtWasm;
+    this.inputs.forEach((tensor, i) => {
+      const value = values[this.inputNames[i]];
+      const buffer = tensor.liteRtTensorBuffer;
+      const bytes = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+      if (bytes.length !== buffer.packedSize()) {
+        throw new Error(`${this.key} input ${this.inputNames[i]}: ${bytes.length} bytes for a buffer of ${buffer.packedSize()}`);
+      }
+      const wasm = heap();
+      const pointer = buffer.lock(wasm.LiteRtTensorBufferLockMode.WRITE);
+      try {
+        wasm.HEAPU8.set(bytes, pointer);
+      } finally {
+        buffer.unlock();
+      }
+    });
+    return this.inputs;
+  }
+
+  delete() {
+    for (const tensor of this.inputs || []) tensor.delete();
+    this.inputs = null;
   }
 }
 
@@ -632,6 +659,7 @@ export class DeviceTrainer {
 
   /** Frees the compiled model (the trainer cannot be used afterwards). */
   delete() {
+    for (const signature of Object.values(this._signatures)) signature.delete();
     this._compiled.delete();
   }
 

@@ -10,7 +10,9 @@
 //   script (or give "base": the URL of a server of your own). A job of
 // kind "demo" drives examples/browser/index.html like a person (demo.mjs);
 // every other kind runs window.runJob(job) of web/test/harness.html.
-// Results: {id: {result} | {error}}, plus "console" (the pages' messages).
+// Results: {id: {result, requests} | {error}}, plus "console" (the pages'
+// messages); `requests` lists the URLs a job's page asked for outside `base`
+// (none: everything is served locally).
 //
 //   node web/test/run_in_chromium.mjs PLAN.json --stdin
 //
@@ -102,6 +104,11 @@ try {
     page.on('console', (message) => results.console.push(`${job.id}: ${message.type()}: ${message.text()}`));
     page.on('pageerror', (error) => results.console.push(`${job.id}: pageerror: ${error.message}`));
     page.setDefaultTimeout((job.timeout_s || 60) * 1000);
+    const elsewhere = [];
+    page.on('request', (request) => {
+      const url = request.url();
+      if (!url.startsWith(plan.base) && !url.startsWith('blob:') && !url.startsWith('data:')) elsewhere.push(url);
+    });
     const started = Date.now();
     try {
       let result;
@@ -112,7 +119,7 @@ try {
         await page.waitForFunction(() => window.runJob !== undefined);
         result = await page.evaluate((j) => window.runJob(j), job);
       }
-      results[job.id] = {result, seconds: (Date.now() - started) / 1000};
+      results[job.id] = {result, requests: elsewhere, seconds: (Date.now() - started) / 1000};
     } catch (error) {
       results[job.id] = {error: String(error && error.message ? error.message : error), seconds: (Date.now() - started) / 1000};
     }
