@@ -1,69 +1,63 @@
-"""SPELA CNN training step vs the same CNN by backprop: step time, memory, where the time goes.
+"""SPELA CNN training step vs the same CNN by backprop: step time per lowering, memory, primitives.
 
 What is measured (CPU), side by side in one run:
 
-(1) Step time. The CNNs of benchmarks/cnn_accuracy.py, imported from it:
-    `spela_cnn()` (SpelaConv2D(32, 5, same) -> SpelaConv2D(64, 3, same) ->
-    Flatten -> SpelaDense(256) -> SpelaDense(34), the library defaults,
-    Adam 1e-2) and `backprop_cnn()` (the same widths by Keras backprop,
-    Conv2D + LeakyReLU(0.01) + MaxPooling2D(2) blocks, Dense(256), a Dense(10)
-    softmax head, Adam 1e-3), each with `jit_compile=False` and `True`
-    (re-compiled from the builder's compile config; SpelaModel with True runs
-    its local rules and optimizer update as one XLA function, Keras compiles
-    the whole backprop step). On ONE fixed batch of load_canvas_digits()
-    (20x20x1, the first `batch` training images) at batch 1 and 64, two ways
-    per model: `model.train_on_batch(x, y)` (numpy in, numpy logs out) and the
-    bare compiled `model.train_function` (tf tensors in, one loss read back),
-    as benchmarks/on_device.py does. After warm-up calls, the eight
-    (method, jit_compile, way) functions are timed in blocks of `--block`
-    calls, taking turns block by block; the median per-call time over the
-    blocks is reported, with the ratios SPELA / backprop at the same
-    jit_compile setting and of each method's best setting (its faster
-    jit_compile). Goal (issue 13): SPELA <= 0.8x backprop at batch 64 and not
-    slower (<= 1.0x) at batch 1.
+(1) Step time. The CNNs of benchmarks/cnn_accuracy.py, imported from it and
+    used as they are built there: `spela_cnn()` (SpelaConv2D(32, 5, same) ->
+    SpelaConv2D(64, 3, same) -> Flatten -> SpelaDense(256) ->
+    SpelaDense(34), the conv objective printed with the table, Adam 1e-2)
+    and `backprop_cnn()` (the same widths by Keras backprop, Conv2D +
+    LeakyReLU(0.01) + MaxPooling2D(2) blocks, Dense(256), a Dense(10)
+    softmax head, Adam 1e-3). The SPELA CNN runs with each host lowering of
+    the rule's primitives (`keras_spela.primitives`):
+    `compile(lowering="fused")` (the default: TensorFlow's MaxPoolGrad and
+    Conv2DBackpropFilter) and `compile(lowering="builtins")` (the TFLite
+    builtins that every export runs). Every model runs with
+    `jit_compile=False` and `True` (re-compiled from the builder's compile
+    config; SpelaModel with True runs its local rules and optimizer update
+    as one XLA function, Keras compiles the whole backprop step). On ONE
+    fixed batch of load_canvas_digits() (20x20x1, the first `batch`
+    training images) at batch 1 and 64, two ways per model:
+    `model.train_on_batch(x, y)` (numpy in, numpy logs out) and the bare
+    compiled `model.train_function` (tf tensors in, one loss read back), as
+    benchmarks/on_device.py does. After warm-up calls, the twelve (model,
+    jit_compile, way) functions are timed in blocks of `--block` calls,
+    taking turns block by block; the median per-call time over the blocks
+    is reported, with the ratio SPELA / backprop for each lowering at the
+    same jit_compile setting and best against best (each model at its
+    faster jit_compile). Goals, one PASS/FAIL line per batch and way for
+    the default lowering, best against best: SPELA <= 0.8x backprop at
+    batch 64 and <= 1.0x at batch 1.
 (2) Peak memory of one training step against the number of conv blocks,
     by benchmarks/memory_depth.py's method (its helpers are imported: a fresh
-    subprocess per (method, blocks, jit_compile), TensorFlow's CPU allocator
-    statistics, medians over `--repeats` calls): CNNs of 1, 2, 3, 4 blocks on
-    synthetic 64x64x1 inputs (uniform [0, 1), random labels of 10 classes),
-    batch 64, each block 32 filters, 3x3, padding same, 2x2 max-pool. SPELA:
-    SpelaModel([Input] + blocks x SpelaConv2D(32, 3, same)) (every block an
-    exit, scored by global average pooling against its class vectors);
-    backprop: blocks x (Conv2D(32, 3, same) + LeakyReLU(0.01) +
-    MaxPooling2D(2)) + GlobalAveragePooling2D + Dense(10) softmax, the same
-    scoring with a learned head. Both Adam 1e-3. Columns as memory_depth.py,
-    but weights + Adam slots are counted (3 x 4 bytes per parameter), not
-    measured (see below): step peak (train_on_batch, all
-    gradients held), activations (the gradient computation with every
-    gradient reduced to a scalar at once: what is kept for the gradients)
-    and, SPELA only, sequenced (each layer's forward waiting for the
-    previous layer's gradients). The unit "block 1" is the first block's
-    full-resolution feature map, batch x 64 x 64 x 32 float32 = 32 MiB; each
-    further block's is 4x smaller (the pooling halves each side). Both
-    series and their ratio at the deepest are printed; no goal is set.
-    TensorFlow's CPU statistics do not see allocations below ~0.5 MB
-    (measured here: a 256 KB tensor adds 0 bytes, a 512 KB one 512 KB), so
-    the conv weights (~37 KB a block, measured persistent bytes read 0 or
-    1 MiB) are counted instead, and block 4's pooled output (128 KB) is not
-    seen; blocks 1-3's feature maps are above the threshold.
-
-(3) Where the time goes, at the largest timing batch (64), jit_compile=False,
-    timed side by side in blocks as in (1): the SPELA and backprop steps
-    (`train_function`); a block-local reference step (the backprop CNN's
-    blocks, each with its own cross-entropy through a fixed random read-out,
-    differentiated by a GradientTape scoped to the block, so TensorFlow
-    computes no input gradients: layer-local learning with TensorFlow's
-    fused MaxPoolGrad and Conv2DBackpropFilter, a measuring stick and not a
-    method of the library); and, per SpelaConv2D layer on its real forward
-    tensors, the rule's two full-resolution pieces against TensorFlow's:
-    the max-pool with `conv_rules.max_unpool` (TFLite builtins) against the
-    max-pool differentiated by a GradientTape scoped to it (MaxPool, whose
-    oneDNN kernel keeps where the maxima were, and MaxPoolGrad), and
-    `conv_rules.conv_kernel_gradient` (transposes and one CONV_2D) against
-    Conv2DBackpropFilter. Printed: each piece's ratio, the reference's
-    ratio to backprop, and the estimate of the SPELA step with TensorFlow's
-    kernels in those pieces (pieces timed alone overlap in a step: an
-    estimate, not a floor).
+    subprocess per (method, blocks, jit_compile) with TensorFlow's BFC CPU
+    allocator and its statistics, medians over `--repeats` calls): CNNs of
+    1, 2, 3, 4 blocks on synthetic 64x64x1 inputs (uniform [0, 1), random
+    labels of 10 classes), batch 64, each block 32 filters, 3x3, padding
+    same, 2x2 max-pool. SPELA: SpelaModel([Input] + blocks x
+    SpelaConv2D(32, 3, same)) (every block an exit, the library's default
+    conv objective and lowering); backprop: blocks x (Conv2D(32, 3, same) +
+    LeakyReLU(0.01) + MaxPooling2D(2)) + GlobalAveragePooling2D + Dense(10)
+    softmax. Both Adam 1e-3. Columns as memory_depth.py, but weights + Adam
+    slots are counted (3 x 4 bytes per parameter), not measured: step peak
+    (train_on_batch, all gradients held), activations (the gradient
+    computation with every gradient reduced to a scalar at once: what is
+    kept for the gradients) and, SPELA only, sequenced (each layer's forward
+    waiting for the previous layer's gradients). The unit "block 1" is the
+    first block's full-resolution feature map, batch x 64 x 64 x 32 float32
+    = 32 MiB; each further block's is 4x smaller (the pooling halves each
+    side). Both series and their ratio at the deepest are printed; no goal
+    is set.
+(3) The primitives' lowerings, at the largest timing batch (64): for every
+    SpelaConv2D layer of the SPELA CNN, on its real forward tensors of the
+    batch (each layer's input the previous layer's output; the filter
+    gradient's dL/dz the layer's own; a seeded normal dL/dp for the max-pool
+    gradient, whose cost does not depend on its values), every primitive
+    that has a fused lowering (`max_pool_gradient`, `conv_filter_gradient`)
+    by `primitives.PRIMITIVES[name].builtins` and `.fused`, each alone in a
+    tf.function (jit_compile False), timed in interleaved blocks as in (1).
+    Printed: the median ms per call of each and the ratio fused / builtins.
+    (`dense_kernel_gradient` has one lowering, a MATMUL.)
 
 The load average is printed at the start and at the end: above ~3 on this
 2-core machine, other processes took CPU time and the timings are noisy.
@@ -91,17 +85,20 @@ import tensorflow as tf  # noqa: E402
 import cnn_accuracy  # noqa: E402  (the CNN builders)
 import keras_spela  # noqa: E402
 import memory_depth  # noqa: E402  (the memory method's helpers)
-from keras_spela import SpelaConv2D, SpelaModel, conv_rules  # noqa: E402
+from keras_spela import SpelaConv2D, SpelaModel, conv_rules, primitives, rules  # noqa: E402
 
-# Eight models trace their steps here on purpose: no retracing warnings.
+# Twelve models trace their steps here on purpose: no retracing warnings.
 tf.get_logger().setLevel("ERROR")
 
 NUM_CLASSES = 10
 METHODS = ("SPELA", "backprop")
+# The timed models: the SPELA CNN with each lowering, then backprop.
+MODELS = tuple(f"SPELA {name}" for name in primitives.LOWERINGS) + ("backprop",)
+DEFAULT_SPELA = f"SPELA {primitives.DEFAULT_LOWERING}"
 WAYS = ("train_on_batch", "train_function")
 PARTS = ("time", "memory", "kernels")
 MIB = 2.0**20
-# Issue 13's goals: SPELA step / backprop step at each batch size.
+# Goals: SPELA step / backprop step at each batch size.
 GOAL_RATIO = {64: 0.8, 1: 1.0}
 LOAD_WARNING = 3.0
 
@@ -153,21 +150,43 @@ def parse_args(argv=None):
     return args
 
 
-def with_jit_compile(model, jit_compile):
-    """Re-compiles `model` from its own compile config with `jit_compile`
-    (a fresh optimizer of the same configuration); returns the model."""
+def recompiled(model, **overrides):
+    """Re-compiles `model` from its own compile config with `overrides`
+    (e.g. `jit_compile`, `lowering`; a fresh optimizer of the same
+    configuration); returns the model."""
     config = model.get_compile_config()
-    config["jit_compile"] = jit_compile
+    config.update(overrides)
     model.compile_from_config(config)
     return model
 
 
 # ------------------------------------------------------------- (1) step time
+def timed_models(jits):
+    """`{(model name, jit_compile): compiled model}`, each seeded alike."""
+    models = {}
+    for jit in jits:
+        for name in MODELS:
+            keras.utils.set_random_seed(0)
+            if name == "backprop":
+                models[(name, jit)] = recompiled(cnn_accuracy.backprop_cnn(), jit_compile=jit)
+            else:
+                lowering = name.split()[1]
+                models[(name, jit)] = recompiled(
+                    cnn_accuracy.spela_cnn(), jit_compile=jit, lowering=lowering)
+    return models
+
+
+def conv_objectives(model):
+    """The objectives of `model`'s SpelaConv2D layers, comma-separated."""
+    return ", ".join(sorted({layer.objective for layer in model.layers
+                             if isinstance(layer, SpelaConv2D)}))
+
+
 def step_functions(models, x, y):
-    """The timed callables: `{(method, jit_compile, way): no-arg function}`."""
+    """The timed callables: `{(model name, jit_compile, way): no-arg function}`."""
     x_tf, y_tf = tf.constant(x), tf.constant(y)
     functions = {}
-    for (method, jit), model in models.items():
+    for (name, jit), model in models.items():
         with capture_native_stderr():  # grappler's notices while tracing
             model.train_on_batch(x, y)  # traces the step
         train_function = model.train_function
@@ -175,9 +194,9 @@ def step_functions(models, x, y):
         def bare(train_function=train_function):
             float(train_function([(x_tf, y_tf)])["loss"])
 
-        functions[(method, jit, "train_on_batch")] = (
+        functions[(name, jit, "train_on_batch")] = (
             lambda model=model: model.train_on_batch(x, y))
-        functions[(method, jit, "train_function")] = bare
+        functions[(name, jit, "train_function")] = bare
     return functions
 
 
@@ -199,49 +218,45 @@ def time_in_blocks(functions, blocks, block):
 
 def step_times(args, jits):
     (x_train, y_train), _ = keras_spela.datasets.load_canvas_digits()
-    rows, verdicts = [], []
+    rows, verdicts, objectives = [], [], None
+    spela_models = MODELS[:-1]
     for batch in args.batches:
         keras.backend.clear_session()
-        models = {}
-        for jit in jits:
-            for method, build in (("SPELA", cnn_accuracy.spela_cnn),
-                                  ("backprop", cnn_accuracy.backprop_cnn)):
-                keras.utils.set_random_seed(0)
-                models[(method, jit)] = with_jit_compile(build(), jit)
+        models = timed_models(jits)
+        objectives = conv_objectives(models[(DEFAULT_SPELA, jits[0])])
         x, y = x_train[:batch], y_train[:batch]
         seconds = time_in_blocks(step_functions(models, x, y), args.blocks, args.block)
         for way in WAYS:
-            ms = {(m, j): 1000 * seconds[(m, j, way)] for m in METHODS for j in jits}
-            best = {m: min(ms[(m, j)] for j in jits) for m in METHODS}
-            best_jit = {m: min(jits, key=lambda j: ms[(m, j)]) for m in METHODS}
-            ratios = {j: ms[("SPELA", j)] / ms[("backprop", j)] for j in jits}
-            best_ratio = best["SPELA"] / best["backprop"]
+            ms = {(n, j): 1000 * seconds[(n, j, way)] for n in MODELS for j in jits}
+            for jit in jits:
+                rows.append(
+                    [str(batch), way, str(jit)]
+                    + [f"{ms[(n, jit)]:.2f}" for n in MODELS]
+                    + [f"{ms[(n, jit)] / ms[('backprop', jit)]:.3f}" for n in spela_models])
+            best_jit = {n: min(jits, key=lambda j, n=n: ms[(n, j)]) for n in MODELS}
+            best = {n: ms[(n, best_jit[n])] for n in MODELS}
+            best_ratio = {n: best[n] / best["backprop"] for n in spela_models}
             rows.append(
-                [str(batch), way]
-                + [f"{ms[(m, j)]:.2f}" for m in METHODS for j in jits]
-                + [f"{ratios[j]:.3f}" for j in jits]
-                + [f"{best_ratio:.3f} (jit {best_jit['SPELA']} / {best_jit['backprop']})"]
-            )
+                [str(batch), way, "best"]
+                + [f"{best[n]:.2f} ({best_jit[n]})" for n in MODELS]
+                + [f"{best_ratio[n]:.3f}" for n in spela_models])
             goal = GOAL_RATIO.get(batch)
-            if goal is None:
-                continue
-            comparisons = [(f"jit_compile={j}", ratios[j]) for j in jits]
-            comparisons.append(("best of each", best_ratio))
-            for label, ratio in comparisons:
+            if goal is not None:
+                ratio = best_ratio[DEFAULT_SPELA]
                 verdicts.append(
-                    f"  {'PASS' if ratio <= goal else 'FAIL'} batch {batch}, {way}, {label}: "
-                    f"SPELA / backprop step {ratio:.3f} (goal <= {goal})"
-                )
+                    f"  {'PASS' if ratio <= goal else 'FAIL'} batch {batch}, {way}: "
+                    f"{DEFAULT_SPELA} (default lowering) best / backprop best "
+                    f"{ratio:.3f} (goal <= {goal})")
         print(f"  step timing batch {batch} done", flush=True)
-    headers = (["batch", "way"]
-               + [f"{m} jit={j} ms" for m in METHODS for j in jits]
-               + [f"SPELA/bp jit={j}" for j in jits]
-               + ["SPELA best / bp best"])
+    headers = (["batch", "way", "jit_compile"] + [f"{n} ms" for n in MODELS]
+               + [f"{n} / bp" for n in spela_models])
     print()
     print(common.format_table(
         headers, rows,
-        title=(f"(1) CNN train step, load_canvas_digits 20x20x1, median ms per call over "
-               f"{args.blocks} interleaved blocks of {args.block} calls")))
+        title=(f"(1) CNN train step, load_canvas_digits 20x20x1, SPELA conv objective "
+               f"{objectives}, median ms per call over {args.blocks} interleaved blocks of "
+               f"{args.block} calls; 'best': each model at its faster jit_compile (in "
+               "parentheses), ratios best / best")))
     print("\n".join(verdicts))
 
 
@@ -326,6 +341,7 @@ def run_child(args, method, blocks, jit_compile):
 
 def child_main(args):
     method, blocks, jit = args.child.split(",")
+    memory_depth.enable_allocator_statistics()
     print(json.dumps(measure(method, int(blocks), args, jit == "True")))
 
 
@@ -394,166 +410,67 @@ def memory_part(args, jits):
         memory_report(args, results, jit)
 
 
-# ------------------------------------------------- (3) where the time goes
-class BlockLocalReference:
-    """The reference step of part (3): the backprop CNN's blocks, each trained
-    by its own local loss through TensorFlow's own gradient kernels.
-
-    Every block (conv + LeakyReLU + max-pool, or dense + LeakyReLU) takes its
-    input as a constant and has a fixed random linear read-out to the classes
-    (of its channel means for conv blocks); each block's cross-entropy is
-    differentiated by a GradientTape scoped to that block only, so TensorFlow
-    computes no input gradients: the cost of layer-local learning when the
-    max-pool and filter gradients are TensorFlow's fused MaxPoolGrad and
-    Conv2DBackpropFilter. A measuring stick for part (3), not a method of the
-    library (which writes its rule in TFLite builtins)."""
-
-    def __init__(self, model, num_classes=NUM_CLASSES, seed=0):
-        layers = model.layers
-        self.blocks, block = [], []
-        for previous, layer in zip([None] + layers[:-1], layers):
-            block.append(layer)
-            if isinstance(layer, keras.layers.MaxPooling2D) or (
-                isinstance(layer, keras.layers.LeakyReLU)
-                and isinstance(previous, keras.layers.Dense)
-            ):
-                self.blocks.append(block)
-                block = []
-        self.blocks.append(block)  # the softmax head
-        rng = np.random.default_rng(seed)
-        self.readouts = [
-            tf.constant(rng.normal(size=(self._width(b), num_classes)).astype(np.float32))
-            for b in self.blocks[:-1]
-        ]
-        self.optimizer = keras.optimizers.Adam(1e-3)
-        self.variables = [v for layer in layers for v in layer.trainable_variables]
-        self.optimizer.build(self.variables)
-        self.step = tf.function(self._step)
-
-    @staticmethod
-    def _width(block):
-        """The channels (conv) or units (dense) of a block's output."""
-        learned = [layer for layer in block if isinstance(layer, (keras.layers.Conv2D,
-                                                                  keras.layers.Dense))]
-        return learned[0].filters if hasattr(learned[0], "filters") else learned[0].units
-
-    def _step(self, x, y):
-        h, losses, gradients, variables = x, [], [], []
-        for index, block in enumerate(self.blocks):
-            block_variables = [v for layer in block for v in layer.trainable_variables]
-            with tf.GradientTape() as tape:
-                out = tf.stop_gradient(h)
-                for layer in block:
-                    out = layer(out, training=True)
-                if index < len(self.readouts):
-                    features = out if out.shape.rank == 2 else tf.reduce_mean(out, axis=[1, 2])
-                    logits = features @ self.readouts[index]
-                else:
-                    logits = tf.math.log(out + 1e-7)
-                loss = tf.reduce_mean(
-                    tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-            gradients += tape.gradient(loss, block_variables)
-            variables += block_variables
-            losses.append(loss)
-            h = out
-        self.optimizer.apply(gradients, variables)
-        return tf.add_n(losses)
-
-
-def kernel_functions(model, x):
-    """Part (3)'s timed callables for every SpelaConv2D of `model` on the batch
-    `x`, on the layer's real activations: the max-pool with the rule's
-    unpooling (`conv_rules.max_unpool`) against the max-pool differentiated
-    by TensorFlow (MaxPool, whose oneDNN kernel keeps the window maxima'
-    positions, and MaxPoolGrad), and the rule's filter gradient
-    (`conv_rules.conv_kernel_gradient`) against Conv2DBackpropFilter."""
-    functions, h = {}, tf.constant(x)
+# ------------------------------------------------ (3) the primitives' lowerings
+def primitive_functions(model, x, y):
+    """Part (3)'s timed callables on the real forward tensors of every
+    SpelaConv2D layer of `model` on the batch `(x, y)`: `{(layer name,
+    primitive name, lowering): no-arg function}` and `{(layer name, primitive
+    name): its operands' shapes, as text}`."""
+    functions, shapes = {}, {}
+    targets = rules.one_hot(tf.constant(y, tf.int32), model.num_classes)
     rng = np.random.default_rng(0)
+    h = tf.constant(x)
     for layer in model.layers:
         if not isinstance(layer, SpelaConv2D):
             h = layer(h)
             continue
         rule = layer.rule
-        padded, _, a, p, _ = conv_rules.conv_forward(h, layer.kernel, layer.bias, rule)
+        error = layer.local_error(h, targets)
+        _, _, a, p, _ = conv_rules.conv_forward(
+            h, layer.kernel, layer.bias if layer.use_bias else None, rule)
         grad_p = tf.constant(rng.normal(size=p.shape).astype(np.float32))
-        grad_z = conv_rules.max_unpool(grad_p, a, p, rule)
-        kernel_shape = list(layer.kernel.shape)
-        name = layer.name
-
-        def rule_pooling(g=grad_p, a=a, r=rule):
-            p = tf.nn.max_pool2d(a, r.pool_size, r.pool_size, padding="VALID")
-            return conv_rules.max_unpool(g, a, p, r)
-
-        def tensorflow_pooling(g=grad_p, a=a, r=rule):
-            with tf.GradientTape() as tape:  # scoped to the max-pool alone
-                tape.watch(a)
-                p = tf.nn.max_pool2d(a, r.pool_size, r.pool_size, padding="VALID")
-            return tape.gradient(p, a, output_gradients=g)
-
-        functions.update({
-            (name, "max-pool and its gradient", "builtins"): tf.function(rule_pooling),
-            (name, "max-pool and its gradient", "tensorflow"): tf.function(tensorflow_pooling),
-            (name, "filter gradient", "builtins"): tf.function(
-                lambda h=padded, g=grad_z, r=rule: conv_rules.conv_kernel_gradient(h, g, r)),
-            (name, "filter gradient", "tensorflow"): tf.function(
-                lambda h=padded, g=grad_z, s=kernel_shape, r=rule:
-                    tf.raw_ops.Conv2DBackpropFilter(
-                        input=h, filter_sizes=s, out_backprop=g,
-                        strides=[1, *r.strides, 1], padding="VALID")),
-        })
-        h = p
-    return functions
+        operands = {
+            "max_pool_gradient": (grad_p, a, p, rule.pool_size),
+            "conv_filter_gradient": (error.inputs, conv_rules.conv_gradient(error),
+                                     rule.kernel_size, rule.strides),
+        }
+        shapes[(layer.name, "max_pool_gradient")] = (
+            f"a {'x'.join(map(str, a.shape))}, pool {'x'.join(map(str, rule.pool_size))}")
+        shapes[(layer.name, "conv_filter_gradient")] = (
+            f"h {'x'.join(map(str, error.inputs.shape))}, dL/dz "
+            f"{'x'.join(map(str, operands['conv_filter_gradient'][1].shape))}")
+        for name, args in operands.items():
+            for lowering in primitives.LOWERINGS:
+                function = tf.function(
+                    lambda f=getattr(primitives.PRIMITIVES[name], lowering), args=args: f(*args))
+                functions[(layer.name, name, lowering)] = lambda f=function: f().numpy()
+        h = error.outputs
+    return functions, shapes
 
 
 def kernel_part(args):
-    """Part (3): at the largest timing batch, the SPELA and backprop steps, the
-    block-local reference step and the rule's two full-resolution pieces
-    against TensorFlow's kernels, timed side by side; then the estimate of
-    the SPELA step with TensorFlow's kernels in those two places."""
+    """Part (3): each primitive's two lowerings on the SpelaConv2D layers'
+    activations at the largest timing batch, timed side by side."""
     batch = max(args.batches)
     (x_train, y_train), _ = keras_spela.datasets.load_canvas_digits()
-    x, y = x_train[:batch], y_train[:batch]
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    spela, backprop = cnn_accuracy.spela_cnn(), cnn_accuracy.backprop_cnn()
-    steps = step_functions({("SPELA", False): spela, ("backprop", False): backprop}, x, y)
-    reference = BlockLocalReference(cnn_accuracy.backprop_cnn())
-    x_tf, y_tf = tf.constant(x), tf.constant(y)
-    functions = {
-        "SPELA step": steps[("SPELA", False, "train_function")],
-        "backprop step": steps[("backprop", False, "train_function")],
-        "block-local reference step": lambda: float(reference.step(x_tf, y_tf)),
-    }
-    for key, function in kernel_functions(spela, x).items():
-        functions[key] = lambda f=function: f().numpy()
+    functions, shapes = primitive_functions(
+        cnn_accuracy.spela_cnn(), x_train[:batch], y_train[:batch])
     with capture_native_stderr():
         seconds = time_in_blocks(functions, args.blocks, args.block)
-    ms = {key: 1000 * value for key, value in seconds.items()}
     rows = []
-    layers = sorted({key[0] for key in ms if isinstance(key, tuple)},
-                    key=lambda n: [layer.name for layer in spela.layers].index(n))
-    for name in layers:
-        for piece in ("max-pool and its gradient", "filter gradient"):
-            own, theirs = ms[(name, piece, "builtins")], ms[(name, piece, "tensorflow")]
-            rows.append([name, piece, f"{own:.2f}", f"{theirs:.2f}", f"{own / theirs:.2f}"])
+    for (layer, name), operands in shapes.items():
+        builtins, fused = (1000 * seconds[(layer, name, lowering)]
+                           for lowering in ("builtins", "fused"))
+        rows.append([layer, name, operands, f"{builtins:.3f}", f"{fused:.3f}",
+                     f"{fused / builtins:.2f}"])
     print()
     print(common.format_table(
-        ["layer", "piece", "rule (TFLite builtins) ms", "TensorFlow kernel ms", "ratio"], rows,
-        title=(f"(3) Where the time goes, batch {batch}, jit_compile=False, median ms per call "
-               f"over {args.blocks} interleaved blocks of {args.block} calls (pieces timed "
-               "alone; TensorFlow's: MaxPool + MaxPoolGrad, Conv2DBackpropFilter)")))
-    step, bp, ref = ms["SPELA step"], ms["backprop step"], ms["block-local reference step"]
-    own = sum(v for k, v in ms.items() if isinstance(k, tuple) and k[2] == "builtins")
-    theirs = sum(v for k, v in ms.items() if isinstance(k, tuple) and k[2] == "tensorflow")
-    estimate = step - own + theirs
-    goal = GOAL_RATIO.get(batch)
-    goal_text = f" (goal {goal})" if goal else ""
-    print(f"  steps: SPELA {step:.2f} ms, backprop {bp:.2f} ms, ratio {step / bp:.3f}{goal_text}")
-    print(f"  block-local reference step (each block its own loss, TensorFlow's gradient "
-          f"kernels, a tape per block): {ref:.2f} ms = {ref / bp:.3f} x backprop")
-    print(f"  estimate, SPELA with TensorFlow's kernels in the two pieces: {step:.2f} - "
-          f"{own:.2f} + {theirs:.2f} = {estimate:.2f} ms = {estimate / bp:.3f} x backprop "
-          "(pieces timed alone overlap in a step: an estimate, not a floor)")
+        ["layer", "primitive", "operands", "builtins ms", "fused ms", "fused / builtins"], rows,
+        title=(f"(3) The primitives' lowerings on the SPELA CNN's activations, batch {batch}, "
+               f"each alone in a tf.function, median ms per call over {args.blocks} "
+               f"interleaved blocks of {args.block} calls")))
 
 
 def main():

@@ -155,23 +155,35 @@ CONV_SPEED = BENCHMARKS / "conv_speed.py"
 
 def test_conv_speed_smallest(tmp_path):
     result, output = run(
-        CONV_SPEED, "--jit", "false", "--batches", 2, "--blocks", 2, "--block", 1,
+        CONV_SPEED, "--jit", "false", "--batches", 1, "--blocks", 2, "--block", 1,
         "--conv_blocks", 2, "--image_size", 32, "--filters", 16, "--memory_batch", 16,
         "--repeats", 1, "--no_save", cwd=tmp_path,
     )
     out = result.stdout
-    # The step table: four median times and two ratios per way, each ratio the
-    # quotient of its row's times (to the printed rounding).
+    assert re.search(r"^\(1\) CNN train step, .*SPELA conv objective [a-z]+, ", out,
+                     re.MULTILINE), output
+    # The step table: per way, the SPELA CNN with each lowering and backprop, then the
+    # ratios SPELA / backprop, each the quotient of its row's times (to the printed
+    # rounding); the "best" row names the jit_compile of each time.
     for way in ("train_on_batch", "train_function"):
-        row = re.search(rf"^2 +\| {way} +\|(.*)$", out, re.MULTILINE)
-        assert row, output
-        cells = [cell.strip() for cell in row.group(1).split("|")]
-        spela_ms, backprop_ms, ratio = float(cells[0]), float(cells[1]), float(cells[2])
-        assert spela_ms > 0 and backprop_ms > 0, output
-        assert ratio == pytest.approx(spela_ms / backprop_ms, rel=0.02, abs=2e-3), output
-        assert cells[3].startswith(cells[2]) and "(jit False / False)" in cells[3], output
-    # Batch 2 has no goal: no verdict lines.
-    assert not re.search(r"^  (PASS|FAIL) batch", out, re.MULTILINE), output
+        for setting in ("False", "best"):
+            row = re.search(rf"^1 +\| {way} +\| {setting} +\|(.*)$", out, re.MULTILINE)
+            assert row, output
+            cells = [cell.strip() for cell in row.group(1).split("|")]
+            if setting == "best":
+                assert all(cell.endswith(" (False)") for cell in cells[:3]), output
+            fused, builtins, backprop = (float(cell.split()[0]) for cell in cells[:3])
+            assert min(fused, builtins, backprop) > 0, output
+            for ms, ratio in ((fused, cells[3]), (builtins, cells[4])):
+                assert float(ratio) == pytest.approx(ms / backprop, rel=0.02, abs=2e-3), output
+        # Batch 1's goal: one verdict for the default lowering, best against best.
+        verdict = re.search(rf"^  (PASS|FAIL) batch 1, {way}: SPELA (fused|builtins) \(default "
+                            rf"lowering\) best / backprop best ({NUMBER}) \(goal <= 1.0\)$",
+                            out, re.MULTILINE)
+        assert verdict, output
+        assert (verdict.group(1) == "PASS") == (float(verdict.group(3)) <= 1.0), output
+        assert verdict.group(3) == {"fused": cells[3], "builtins": cells[4]}[verdict.group(2)]
+    assert len(re.findall(r"^  (PASS|FAIL) batch", out, re.MULTILINE)) == 2, output
     # Memory: both steps hold the first block's conv map at full resolution
     # (16 x 32 x 32 x 16 float32 = 1 MiB) while its gradients are taken.
     title = ("(2) MiB, jit_compile=False, 32x32x1, 16 filters per block, batch 16 "
@@ -190,21 +202,16 @@ def test_conv_speed_smallest(tmp_path):
     assert re.search(rf"^  ratio SPELA / backprop at 2 conv blocks \(jit_compile=False\): "
                      rf"activations {NUMBER}, step peak {NUMBER}; SPELA sequenced / backprop "
                      rf"activations {NUMBER}$", out, re.MULTILINE), output
-    # Where the time goes: both conv layers' two pieces, each ratio the
-    # quotient of its row's times; the steps and the estimate.
-    assert "(3) Where the time goes, batch 2, jit_compile=False" in out, output
+    # The primitives: both conv layers' two primitives with a fused lowering, each
+    # ratio the quotient of its row's times.
+    assert "(3) The primitives' lowerings on the SPELA CNN's activations, batch 1" in out, output
     for layer in ("conv1", "conv2"):
-        for piece in ("max-pool and its gradient", "filter gradient"):
-            row = re.search(rf"^{layer} +\| {piece} +\|(.*)$", out, re.MULTILINE)
+        for primitive in ("max_pool_gradient", "conv_filter_gradient"):
+            row = re.search(rf"^{layer} +\| {primitive} +\|[^|]+\|(.*)$", out, re.MULTILINE)
             assert row, output
-            own, theirs, ratio = (float(c) for c in row.group(1).split("|"))
-            assert own > 0 and theirs > 0, output
-            assert ratio == pytest.approx(own / theirs, rel=0.02, abs=6e-3), output
-    assert re.search(rf"^  block-local reference step .*: {NUMBER} ms = {NUMBER} x backprop$",
-                     out, re.MULTILINE), output
-    assert re.search(rf"^  estimate, SPELA with TensorFlow's kernels in the two pieces: "
-                     rf"{NUMBER} - {NUMBER} \+ {NUMBER} = {NUMBER} ms = {NUMBER} x backprop",
-                     out, re.MULTILINE), output
+            builtins, fused, ratio = (float(c) for c in row.group(1).split("|"))
+            assert builtins > 0 and fused > 0, output
+            assert ratio == pytest.approx(fused / builtins, rel=0.02, abs=6e-3), output
     assert "load average at the start" in out and "load average at the end" in out, output
     assert_quiet(result, output)
     assert not list(tmp_path.iterdir()), "--no_save wrote files"
