@@ -269,6 +269,10 @@ def test_rejected_batch_changes_nothing(checks_run):
     assert result["missingWeights"]["message"].startswith("set_weights needs exactly the names")
     for error in ("alone", "inFit", "nanInput", "badLabel", "badWeights", "missingWeights"):
         assert result[error]["isDeviceTrainingError"], error
+    # predict's exit argument, checked before anything runs.
+    assert result["unknownExit"]["message"] == "Unknown exit 'exit_9'; the exits are [exit_0, exit_1]."
+    assert result["exitOutOfRange"]["message"].startswith("exit=5 is out of range: the model has 2 exits")
+    assert result["exitsAgree"]
 
 
 # ---------------------------------------------------------------- bad files

@@ -365,6 +365,18 @@ function checkSignatureModel(structure) {
   return {x, scores};
 }
 
+/** `exit_<k>` for every exit_<k>_scores output of infer, in order of k. */
+function exitNames(structure) {
+  const pattern = new RegExp(CONTRACT.EXIT_SCORES_PATTERN);
+  const exits = Object.keys(structure.signatures.infer.outputs)
+      .filter((n) => pattern.test(n))
+      .map((n) => Number(n.match(pattern)[1]))
+      .sort((a, b) => a - b)
+      .map((k) => `exit_${k}`);
+  if (!exits.length) throw new TFLiteFormatError('its infer signature has no exit_<k>_scores output');
+  return exits;
+}
+
 /**
  * A copy of the model whose infer signature takes batches of exactly
  * `batch` rows: LiteRT.js 2.5 binds a signature's inputs and outputs to
@@ -585,6 +597,7 @@ export class DeviceTrainer {
     try {
       structure = readModelStructure(bytes);
       checked = checkSignatureModel(structure);
+      checked.exits = exitNames(structure);
     } catch (error) {
       if (error instanceof TFLiteFormatError) throw new ModelFileError(`${name}: ${error.message}`);
       throw error;
@@ -622,7 +635,7 @@ export class DeviceTrainer {
   }
 
   constructor(structure, checked, compiled, signatures, accelerator) {
-    const {train, infer, get_weights: getWeights} = structure.signatures;
+    const {train, get_weights: getWeights} = structure.signatures;
     this.runtime = 'litert.js';
     this.accelerator = accelerator;
     this.batchSize = checked.x.shape[0];
@@ -631,15 +644,7 @@ export class DeviceTrainer {
     this.numClasses = checked.scores.shape[checked.scores.shape.length - 1];
     this.acceptsPadding = CONTRACT.PADDING_OUTPUT in train.outputs;
     this.hasClassMask = CONTRACT.CLASS_MASK in getWeights.outputs;
-    const pattern = new RegExp(CONTRACT.EXIT_SCORES_PATTERN);
-    this.exits = Object.keys(infer.outputs)
-        .filter((n) => pattern.test(n))
-        .map((n) => Number(n.match(pattern)[1]))
-        .sort((a, b) => a - b)
-        .map((k) => `exit_${k}`);
-    if (!this.exits.length) {
-      throw new ModelFileError('its infer signature has no exit_<k>_scores output');
-    }
+    this.exits = checked.exits;
     this.weightShapes = {};
     for (const [n, tensor] of Object.entries(getWeights.outputs)) this.weightShapes[n] = tensor.shape;
     this.isFullyAccelerated = compiled.isFullyAccelerated;
@@ -800,20 +805,30 @@ export class DeviceTrainer {
    * Scores are an array of Float32Array rows of `numClasses` values.
    */
   async predict(x, exit = undefined) {
+    const name = this._exitName(exit);
     const data = this._checkInputs(x);
     const scores = await this._serial(() => this._infer(data.x, data.count));
-    if (exit === 'all') return scores;
-    if (exit === undefined || exit === null) return scores[this.exits[this.exits.length - 1]];
+    return name === null ? scores : scores[name];
+  }
+
+  /** The exit's name, or null for 'all'; a DeviceTrainingError for any other value. */
+  _exitName(exit) {
+    const exits = `[${this.exits.join(', ')}]`;
+    if (exit === 'all') return null;
+    if (exit === undefined || exit === null) return this.exits[this.exits.length - 1];
     if (typeof exit === 'string') {
-      if (!(exit in scores)) {
-        throw new DeviceTrainingError(`Unknown exit '${exit}'; the exits are [${this.exits.join(', ')}].`);
+      if (!this.exits.includes(exit)) throw new DeviceTrainingError(`Unknown exit '${exit}'; the exits are ${exits}.`);
+      return exit;
+    }
+    if (Number.isInteger(exit)) {
+      if (exit < -this.exits.length || exit >= this.exits.length) {
+        throw new DeviceTrainingError(
+            `exit=${exit} is out of range: the model has ${this.exits.length} exits ${exits} ` +
+            `(indices ${-this.exits.length} to ${this.exits.length - 1}).`);
       }
-      return scores[exit];
+      return this.exits.at(exit);
     }
-    if (!Number.isInteger(exit) || !this.exits.at(exit)) {
-      throw new DeviceTrainingError(`Unknown exit ${exit}; the exits are [${this.exits.join(', ')}].`);
-    }
-    return scores[this.exits.at(exit)];
+    throw new DeviceTrainingError(`exit must be undefined, 'all', an exit index or name ${exits}, received ${exit}.`);
   }
 
   async _infer(x, count) {

@@ -66,10 +66,18 @@ const jobs = {
     const badWeights = await caught(() => trainer.setWeights(nanWeights));
     const missingWeights = await caught(() => trainer.setWeights({[kernel]: weights[kernel]}));
     const afterWeights = plain(await trainer.getWeights());
+    const oneRow = good.slice(0, trainer.exampleSize);
+    const unknownExit = await caught(() => trainer.predict(oneRow, 'exit_9'));
+    const exitOutOfRange = await caught(() => trainer.predict(oneRow, 5));
+    const all = await trainer.predict(oneRow, 'all');
+    const byIndex = await trainer.predict(oneRow, -2);
+    const exitsAgree = Array.from(all.exit_0[0]).join() === Array.from(byIndex[0]).join() &&
+        Array.from(all.exit_1[0]).join() === Array.from((await trainer.predict(oneRow))[0]).join();
     // The first good step of fit was learned before its rejected second step.
     return {
       before, afterAlone, afterFitChanged: Object.keys(afterFit).some((k) => afterFit[k].some((v, i) => v !== afterAlone[k][i])),
       afterWeights, alone, inFit, nanInput, badLabel, badWeights, missingWeights,
+      unknownExit, exitOutOfRange, exitsAgree,
     };
   },
 
