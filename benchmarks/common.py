@@ -82,9 +82,17 @@ def exit_scores_function(model):
     return tf.function(lambda x: [model(x, training=False)])
 
 
-def exit_accuracies(scores_function, x, y):
-    """Accuracy (fraction) at every exit of `scores_function(x)` against `y`."""
-    return [float(np.mean(np.argmax(s.numpy(), -1) == y)) for s in scores_function(x)]
+def exit_accuracies(scores_function, x, y, batch_size=None):
+    """Accuracy (fraction) at every exit of `scores_function(x)` against `y`,
+    scoring `batch_size` rows at a time (None: all at once)."""
+    batch_size = batch_size or len(y)
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        scores = scores_function(x[start : start + batch_size])
+        correct = correct + np.array(
+            [np.sum(np.argmax(s.numpy(), -1) == y[start : start + batch_size]) for s in scores]
+        )
+    return [float(c) / len(y) for c in correct]
 
 
 def run_child(script, child, flags, what):
@@ -109,10 +117,11 @@ class EpochRecorder(EpochTimer):
             `EpochTimer`; the test evaluation is not counted).
     """
 
-    def __init__(self, x_test, y_test):
+    def __init__(self, x_test, y_test, eval_batch_size=None):
         super().__init__()
         self.x_test = tf.constant(x_test)
         self.y_test = np.asarray(y_test)
+        self.eval_batch_size = eval_batch_size
         self.accuracy = []
         self._scores = None
 
@@ -122,10 +131,12 @@ class EpochRecorder(EpochTimer):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        self.accuracy.append(exit_accuracies(self._scores, self.x_test, self.y_test))
+        self.accuracy.append(
+            exit_accuracies(self._scores, self.x_test, self.y_test, self.eval_batch_size)
+        )
 
 
-def run_trial(build, seed, data, epochs, batch_size):
+def run_trial(build, seed, data, epochs, batch_size, eval_batch_size=None):
     """Builds (after seeding) and fits one model, recording every epoch.
 
     Args:
@@ -133,6 +144,8 @@ def run_trial(build, seed, data, epochs, batch_size):
         seed: passed to `keras.utils.set_random_seed` before `build`.
         data: `((x_train, y_train), (x_test, y_test))`.
         epochs, batch_size: as for `fit`.
+        eval_batch_size: test rows scored at a time after each epoch (None:
+            all at once).
 
     Returns:
         `(accuracy, epoch_seconds)`: an array `(epochs, exits)` of test
@@ -142,7 +155,7 @@ def run_trial(build, seed, data, epochs, batch_size):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model = build()
-    recorder = EpochRecorder(x_test, y_test)
+    recorder = EpochRecorder(x_test, y_test, eval_batch_size)
     model.fit(
         x_train,
         y_train,
