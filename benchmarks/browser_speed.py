@@ -161,8 +161,14 @@ def python_blocks(step, steps, blocks):
     return times
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line (argparse would print the whole usage first); exit code 2.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=_positive, default=30)
     parser.add_argument("--blocks", type=_positive, default=1, help="blocks per side per round")
     parser.add_argument("--steps", type=_positive, default=50, help="train steps per block")

@@ -105,7 +105,8 @@ def main(argv):
     if len(argv) == 3 and argv[1] == "--output_dir":
         output_dir = argv[2]
     elif len(argv) != 1:
-        print(f"usage: {argv[0]} [--output_dir DIR]", file=sys.stderr)
+        print(f"{argv[0]}: error: unknown arguments {argv[1:]} (usage: {argv[0]} [--output_dir DIR])",
+              file=sys.stderr)
         return 2
     start = time.perf_counter()
     assets = build(output_dir)
