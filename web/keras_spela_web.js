@@ -25,8 +25,9 @@ import {getGlobalLiteRt, isWebGPUSupported, loadAndCompile, loadLiteRt, Tensor} 
 export {Tensor};
 
 // ------------------------------------------------------------ the contract
-// Every name shared with keras_spela's exporter and export/device_trainer.py,
-// in one place (tests/web_test.py compares them with the Python side).
+// Every name shared with keras_spela's exporter and the Python device side
+// (export/keras_spela_device/contract.py), in one place: tests/web_test.py
+// compares each of them with the Python contract's.
 export const CONTRACT = Object.freeze({
   // The signatures that make a model a keras_spela `export_tflite` model.
   SIGNATURES: Object.freeze(['train', 'infer', 'get_weights', 'set_weights']),
@@ -39,6 +40,7 @@ export const CONTRACT = Object.freeze({
   LOSS_OUTPUT: 'loss',
   // infer's scores at the last exit; exit_<k>_scores at every exit k.
   SCORES_OUTPUT: 'scores',
+  SCORES_SUFFIX: '_scores',
   EXIT_SCORES_PATTERN: '^exit_(\\d+)_scores$',
   LOSS_SUFFIX: '_loss',
   ACCURACY_SUFFIX: '_accuracy',
@@ -354,6 +356,11 @@ function checkSignatureModel(structure) {
   const scores = infer.outputs[CONTRACT.SCORES_OUTPUT];
   if (!(CONTRACT.INFER_INPUT in infer.inputs) || !scores || scores.shape.length !== 2) {
     problems.push('its infer signature does not map x to (batch, classes) scores');
+  } else if (Object.values(infer.outputs).some(
+      (t) => t.shape.length !== 2 || t.shape[1] !== scores.shape[1])) {
+    problems.push('its infer outputs are not all (batch, classes) scores');
+  } else if (!exitNames(structure).length) {
+    problems.push('its infer signature has no exit_<k>_scores output');
   }
   if (sorted(Object.keys(signatures.set_weights.inputs)).join() !==
       sorted(Object.keys(signatures.get_weights.outputs)).join()) {
@@ -368,13 +375,11 @@ function checkSignatureModel(structure) {
 /** `exit_<k>` for every exit_<k>_scores output of infer, in order of k. */
 function exitNames(structure) {
   const pattern = new RegExp(CONTRACT.EXIT_SCORES_PATTERN);
-  const exits = Object.keys(structure.signatures.infer.outputs)
+  return Object.keys(structure.signatures.infer.outputs)
       .filter((n) => pattern.test(n))
       .map((n) => Number(n.match(pattern)[1]))
       .sort((a, b) => a - b)
       .map((k) => `exit_${k}`);
-  if (!exits.length) throw new TFLiteFormatError('its infer signature has no exit_<k>_scores output');
-  return exits;
 }
 
 /**
@@ -841,7 +846,7 @@ export class DeviceTrainer {
       chunk.set(x.subarray(start * size, (start + n) * size));
       const outputs = await this._signatures.infer.run({[CONTRACT.INFER_INPUT]: chunk});
       for (const name of this.exits) {
-        const scores = outputs[`${name}_scores`];
+        const scores = outputs[`${name}${CONTRACT.SCORES_SUFFIX}`];
         for (let i = 0; i < n; i++) {
           rows[name].push(scores.slice(i * this.numClasses, (i + 1) * this.numClasses));
         }
