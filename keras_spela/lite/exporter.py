@@ -26,6 +26,13 @@ TFLiteExport = collections.namedtuple(
 )
 
 
+# The keyword arguments of export_tflite (and of SpelaModel.export with
+# format="litert").
+EXPORT_ARGUMENTS = (
+    "batch_size", "optimizer", "learning_rate", "train_layers", "quantize_frozen"
+)
+
+
 def export_tflite(
     model,
     filepath,
