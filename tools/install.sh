@@ -2,7 +2,8 @@
 # Installs keras_spela into ./.venv (Python 3.11), with the device runtimes.
 #   bash tools/install.sh          the library, LiteRT, TFLite Micro, Flower (flwr), examples
 #   bash tools/install.sh tests    also pytest, the tflite-runtime venv
-#                                  (./.venv-tflite: numpy<2, no TensorFlow) and Bazel
+#                                  (./.venv-tflite: numpy<2, no TensorFlow), Bazel,
+#                                  Chromium and LiteRT.js (tools/install_web.sh)
 # Both also install Fashion-MNIST (Debian package dataset-fashion-mnist) where
 # apt-get runs as root. KERAS_SPELA_TENSORFLOW=tensorflow|tensorflow-cpu picks
 # the TensorFlow distribution (default: tensorflow-cpu on Linux x86-64, where it
@@ -37,6 +38,8 @@ if [ "${1:-}" = "tests" ]; then
   [ -x .venv-tflite/bin/python ] || "$PYTHON" -m venv .venv-tflite
   .venv-tflite/bin/python -m pip install -q "numpy<2" "tflite-runtime==2.14.0"
   bash tools/install_bazel.sh
+  # Chromium and LiteRT.js (npm) for the browser tests (tests/web_test.py).
+  bash tools/install_web.sh
 else
   .venv/bin/python -m pip install -q -e ".[examples]"
 fi
