@@ -405,18 +405,62 @@ class DeviceTrainer:
     def predict(self, x, exit=None):
         """Class scores at the last exit, at exit `exit` (an index or a name
         like `"exit_0"`), or at every exit with `exit="all"` (a dict).
-        TFLite Micro models give the last exit only."""
+        TFLite Micro models give the last exit only.
+
+        Raises:
+            ValueError: an exit the model does not have, or (TFLite Micro)
+                an exit other than the last.
+            DeviceTrainingError: bad inputs.
+        """
+        name = self._exit_name(exit)
         x = self._check_inputs(x)
-        scores = self._backend.infer(x)
-        if exit == "all":
-            return scores
+        scores = self._infer(x)
+        return scores if name is None else scores[name]
+
+    def _exit_name(self, exit):
+        """The exit's name, or None for "all"; ValueError for any other value."""
+        if isinstance(exit, str) and exit == "all":
+            return None
         if exit is None:
-            return scores[self.exits[-1]]
-        if isinstance(exit, str):
-            if exit not in scores:
+            name = self.exits[-1]
+        elif isinstance(exit, str):
+            if exit not in self.exits:
                 raise ValueError(f"Unknown exit {exit!r}; the exits are {self.exits}.")
-            return scores[exit]
-        return scores[self.exits[exit]]
+            name = exit
+        elif isinstance(exit, (int, np.integer)) and not isinstance(exit, bool):
+            if not -len(self.exits) <= exit < len(self.exits):
+                raise ValueError(
+                    f"exit={exit} is out of range: the model has {len(self.exits)} exits "
+                    f"{self.exits} (indices {-len(self.exits)} to {len(self.exits) - 1})."
+                )
+            name = self.exits[exit]
+        else:
+            raise ValueError(
+                f"exit must be None, 'all', an exit index or name {self.exits}, "
+                f"received {exit!r}."
+            )
+        if name not in self.scored_exits:
+            raise ValueError(
+                f"This {self.runtime} model scores its last exit only "
+                f"({self.scored_exits[-1]!r}); exit {name!r} needs an export_tflite "
+                f"model, which scores every exit."
+            )
+        return name
+
+    @property
+    def scored_exits(self):
+        """The exits that `predict` and `evaluate` can score (every exit, or
+        the last one on TFLite Micro)."""
+        every = getattr(self._backend, "scores_every_exit", True)
+        return list(self.exits) if every else self.exits[-1:]
+
+    def _infer(self, x):
+        """`{exit: scores}` of the scored exits; no runtime call for 0 rows."""
+        if not len(x):
+            return {
+                name: np.zeros((0, self.num_classes), np.float32) for name in self.scored_exits
+            }
+        return self._backend.infer(x)
 
     def evaluate(self, x, y):
         """Accuracy at every available exit: `{"exit_<k>_accuracy": ...}`
@@ -427,10 +471,9 @@ class DeviceTrainer:
         if active is not None:
             keep = np.isin(y, active)
             x, y = x[keep], y[keep]
-        if not len(y):  # nothing to score (a runtime may refuse an empty batch)
-            names = self.exits[-1:] if isinstance(self._backend, _MicroBackend) else self.exits
-            return {f"{name}_accuracy": 0.0 for name in names}
-        scores = self._backend.infer(x)
+        if not len(y):  # nothing to score
+            return {f"{name}_accuracy": 0.0 for name in self.scored_exits}
+        scores = self._infer(x)
         return {
             f"{name}_accuracy": float(np.mean(np.argmax(s, axis=-1) == y))
             for name, s in scores.items()
@@ -525,11 +568,22 @@ class DeviceTrainer:
         self._backend.set_weights(values)
 
     def save_weights(self, path):
-        """Writes every learned weight and optimizer state to an `.npz` file."""
+        """Writes every learned weight and optimizer state to an `.npz` file
+        (`.npz` is appended to a path without it, as `np.savez` does).
+
+        Returns:
+            The path written.
+        """
+        path = _npz_path(path)
         np.savez(path, **self.get_weights())
+        return path
 
     def load_weights(self, path):
-        """Restores weights written by `save_weights`."""
+        """Restores weights written by `save_weights` (from the same `path`
+        given to it: `"w"` reads `w.npz` when no file `w` exists)."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            path = _npz_path(path)
         arrays = load_npz(path, "weights file")
         try:
             self.set_weights(arrays)
@@ -561,9 +615,11 @@ class DeviceTrainer:
             raise DeviceTrainingError(
                 f"Labels must be integer class ids, received dtype {y.dtype}."
             )
+        if y.shape == (len(x), 1):  # a column of labels, as SpelaModel takes it
+            y = y.reshape(-1)
         if y.shape != (len(x),):
             raise DeviceTrainingError(
-                f"Labels must have shape ({len(x)},), received {y.shape}."
+                f"Labels must have shape ({len(x)},) or ({len(x)}, 1), received {y.shape}."
             )
         if y.size and (y.min() < 0 or y.max() >= self.num_classes):
             raise DeviceTrainingError(
@@ -665,6 +721,10 @@ def _check_signature_model(model_path, structure):
     scores = infer["outputs"].get("scores")
     if "x" not in infer["inputs"] or scores is None or len(scores.shape) != 2:
         problems.append("its infer signature does not map x to (batch, classes) scores")
+    elif any(
+        len(t.shape) != 2 or t.shape[-1] != scores.shape[-1] for t in infer["outputs"].values()
+    ):
+        problems.append("its infer outputs are not all (batch, classes) scores")
     if sorted(signatures["set_weights"]["inputs"]) != sorted(signatures["get_weights"]["outputs"]):
         problems.append("its set_weights inputs are not the get_weights outputs")
     problems = [p for p in problems if p]
@@ -684,6 +744,7 @@ class _SignatureBackend:
         self.num_classes = int(scores.shape[-1])
         self.accepts_padding = PADDING_OUTPUT in train["outputs"]
         self.exposes_weights = True
+        self.scores_every_exit = True
         self.has_class_mask = CLASS_MASK in structure["signatures"]["get_weights"]["outputs"]
         self.exits = sorted(
             (n[: -len("_scores")] for n in infer["outputs"] if re.fullmatch(r"exit_\d+_scores", n)),
@@ -766,6 +827,8 @@ class _CompiledSignature:
             [n for n, t in definition["outputs"].items() if t.index == tensor.index]
             for tensor in graph["outputs"]
         ]
+        # The file's outputs: a resized batch replaces their first dimension.
+        self.file_outputs = [(tuple(t.shape), np.dtype(t.dtype)) for t in graph["outputs"]]
         listed = model.get_signature_list()[name]
         if list(listed["inputs"]) != self.input_names or len(listed["outputs"]) != len(
             self.output_names
@@ -776,26 +839,54 @@ class _CompiledSignature:
             )
         self.allocate()
 
-    def allocate(self):
-        """(Re)creates the input and output buffers for the current shapes."""
-        self.inputs = self.model.create_input_buffers(self.index)
-        self.outputs = self.model.create_output_buffers(self.index)
-        self.output_layout = []
-        for buffer in self.outputs:
-            details = buffer.get_tensor_details()
-            shape = tuple(int(d) for d in details["shape"])
-            self.output_layout.append((shape, int(np.prod(shape, dtype=np.int64)), np.dtype(details["dtype"])))
+    def allocate(self, batch=None):
+        """(Re)creates the input and output buffers; with `batch`, outputs
+        of `batch` rows in host memory that this object owns.
 
-    def resize_input(self, name, shape):
-        """Gives input `name` a new shape (a dynamic batch dimension)."""
+        LiteRT 2.3 does not propagate a resized input through a RESHAPE
+        before the first run: `create_output_buffers` then returns buffers of
+        the old batch, which the run overflows (a heap corruption that kills
+        the process later). Every output of a resized signature here has
+        the batch as its first dimension (`infer`'s `(batch, classes)`
+        scores), so its size is known from the file.
+        """
+        self.inputs = self.model.create_input_buffers(self.index)
+        if batch is None:
+            self.outputs = self.model.create_output_buffers(self.index)
+            self._host_outputs = None
+        else:
+            from ai_edge_litert.tensor_buffer import TensorBuffer
+
+            # 64-byte aligned arrays: TensorBuffer binds them without a copy
+            # (an aligned copy it made itself would not be kept alive). No
+            # create_output_buffers after a resize: its stale buffers make
+            # the next run fail ("Custom allocation is too small").
+            self._host_outputs = [
+                _aligned_zeros((batch,) + shape[1:], dtype) for shape, dtype in self.file_outputs
+            ]
+            self.outputs = [TensorBuffer.create_from_host_memory(a) for a in self._host_outputs]
+        self.output_layout = []
+        for k, buffer in enumerate(self.outputs):
+            if self._host_outputs is None:
+                details = buffer.get_tensor_details()
+                shape, dtype = tuple(int(d) for d in details["shape"]), np.dtype(details["dtype"])
+            else:  # a host-memory buffer's details are flat
+                shape, dtype = self._host_outputs[k].shape, self._host_outputs[k].dtype
+            self.output_layout.append((shape, int(np.prod(shape, dtype=np.int64)), dtype))
+
+    def resize_batch(self, name, shape):
+        """Gives input `name` a new shape (`shape[0]`: the new batch) and
+        allocates outputs of that batch."""
         self.model.resize_input_tensor(self.input_names.index(name), list(shape), self.index)
-        self.allocate()
+        self.allocate(batch=int(shape[0]))
 
     def __call__(self, **values):
         for name, buffer in zip(self.input_names, self.inputs):
             buffer.write(np.ascontiguousarray(values[name]))
         self.model.run_by_index(self.index, self.inputs, self.outputs)
         results = {}
+        # Two positions of one tensor (infer's `scores` and its last exit):
+        # the runtime writes the later binding, read last.
         for names, buffer, (shape, size, dtype) in zip(
             self.output_names, self.outputs, self.output_layout
         ):
@@ -803,6 +894,16 @@ class _CompiledSignature:
             for name in names:
                 results[name] = value
         return results
+
+
+def _aligned_zeros(shape, dtype, alignment=64):
+    """A C-contiguous zero array whose data starts at a multiple of
+    `alignment` bytes (a view into a slightly larger array)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    raw = np.zeros(size + alignment // dtype.itemsize + 1, dtype)
+    start = (-raw.ctypes.data % alignment) // dtype.itemsize
+    return raw[start : start + size].reshape(shape)
 
 
 def _drop_native_stderr_at_exit():
@@ -873,13 +974,17 @@ class _CompiledModelBackend(_SignatureBackend):
             pass
 
     def infer(self, x):
-        if len(x) == 0:
-            return {name: np.zeros((0, self.num_classes), np.float32) for name in self.exits}
         if len(x) != self._infer_batch:
-            self._infer.resize_input("x", x.shape)
+            self._infer.resize_batch("x", x.shape)
             self._infer_batch = len(x)
         outputs = self._infer(x=x)
         return {name: outputs[f"{name}_scores"] for name in self.exits}
+
+
+def _npz_path(path):
+    """`path` with `.npz` appended when it lacks it (as `np.savez` writes)."""
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
 
 
 def _some(names, shown=6):
@@ -1074,6 +1179,7 @@ class _MicroBackend:
         self.num_classes = int(description["num_classes"])
         self.exits = list(description["exits"])
         self.accepts_padding = PADDING_OUTPUT in self.outputs
+        self.scores_every_exit = False  # the step's scores: the last exit
         self.exposes_weights = all(n in self.outputs for n in description["weight_names"])
         # A max_classes model takes the active classes as an input of every
         # step; the trainer keeps them.

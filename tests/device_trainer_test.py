@@ -801,5 +801,212 @@ def test_cli_trains_on_the_compiled_model(fresh, digits, tmp_path):
             np.testing.assert_array_equal(saved[name], value, err_msg=name)
 
 
+
+# ------------------------------------------ predict and evaluate, any rows
+# Every runtime scores any number of rows: models whose input goes through a
+# reshape (Flatten, every SpelaConv2D model) too. A CompiledModel used to
+# return one row of scores and then corrupt the heap, so each runtime runs
+# in a child process (a crash is a failed test).
+SCORE_ROWS = (1, 5, 37, 0, 8, 1, 100, 3, 16)
+
+SCORE_CHILD = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import numpy as np
+    from device_trainer import DeviceTrainer
+
+    job = json.loads(sys.argv[1])
+    trainer = DeviceTrainer(job["model"], runtime=job["runtime"])
+    with np.load(job["data"]) as data:
+        x, y = data["x"], data["y"]
+    scores, accuracy = {}, []
+    for k, n in enumerate(job["rows"]):
+        every = trainer.predict(x[:n], exit="all")
+        for name, value in every.items():
+            scores[f"{k}_{name}"] = value
+        accuracy.append(trainer.evaluate(x[:n], y[:n]))
+    # Training between the calls changes nothing in how they run.
+    trainer.train_batch(x[: trainer.batch_size], y[: trainer.batch_size])
+    scores["after_train"] = trainer.predict(x[:37])
+    np.savez(job["scores"], **scores)
+    print("RESULT " + json.dumps({"accuracy": accuracy, "exits": trainer.exits}))
+    """
+)
+
+
+def _score_model(kind, seed=3):
+    keras.utils.set_random_seed(seed)
+    if kind == "flatten":  # examples/on_device_finetune.py's model
+        layers = [keras.Input((8, 8, 1)), keras.layers.Flatten(), SpelaDense(32), SpelaDense(16)]
+    else:
+        layers = [keras.Input((8, 8, 1)), keras_spela.SpelaConv2D(4, 3, padding="same"),
+                  keras.layers.Flatten(), SpelaDense(16)]
+    return SpelaModel(layers, num_classes=10)
+
+
+@pytest.fixture(scope="module", params=["flatten", "conv"])
+def score_models(request, digits, tmp_path_factory):
+    """A reshape model, its LiteRT and TFLite Micro exports, its data and
+    the host's scores at every exit."""
+    kind = request.param
+    out = tmp_path_factory.mktemp(f"scores_{kind}")
+    model = _score_model(kind)
+    (x, y), _ = digits
+    x = x[:100].reshape(-1, 8, 8, 1).astype(np.float32)
+    y = y[:100].astype(np.int32)
+    data = out / "data.npz"
+    np.savez(data, x=x, y=y)
+    paths = {
+        "litert": keras_spela.export_tflite(model, str(out / "m.tflite"), batch_size=8).path,
+        "micro": keras_spela.export_tflite_micro(
+            model, str(out / "micro.tflite"), batch_size=8).path,
+    }
+    host = {k: v.numpy() for k, v in model.exit_scores(x).items()}
+    host = dict(zip([f"exit_{k}" for k in range(len(host))], host.values()))
+    return {"kind": kind, "paths": paths, "data": data, "x": x, "y": y, "host": host, "out": out}
+
+
+@pytest.mark.parametrize("runtime", ["litert", "litert_compiled", "micro"])
+def test_predict_and_evaluate_score_any_number_of_rows(score_models, runtime):
+    path = score_models["paths"]["micro" if runtime == "micro" else "litert"]
+    scores_path = score_models["out"] / f"{runtime}_scores.npz"
+    job = {"model": path, "runtime": runtime, "data": str(score_models["data"]),
+           "rows": list(SCORE_ROWS), "scores": str(scores_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", SCORE_CHILD, json.dumps(job)], capture_output=True, text=True,
+        timeout=300, env=dict(os.environ, PYTHONPATH=str(DEVICE_TRAINER.parent)),
+    )
+    lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
+    assert result.returncode == 0 and lines, (
+        f"{runtime} died (exit code {result.returncode}):\n" + result.stderr[-3000:]
+    )
+    report = json.loads(lines[-1][len("RESULT "):])
+    host, x, y = score_models["host"], score_models["x"], score_models["y"]
+    scored = list(host) if runtime != "micro" else list(host)[-1:]
+    with np.load(scores_path) as scores:
+        for k, n in enumerate(SCORE_ROWS):
+            for name in scored:
+                value = scores[f"{k}_{name}"]
+                assert value.shape == (n, 10), (runtime, n, name, value.shape)
+                np.testing.assert_allclose(value, host[name][:n], rtol=1e-5, atol=1e-5,
+                                           err_msg=f"{runtime}, {n} rows, {name}")
+            accuracy = report["accuracy"][k]
+            assert sorted(accuracy) == sorted(f"{name}_accuracy" for name in scored)
+            for name in scored:
+                expected = float(np.mean(np.argmax(host[name][:n], -1) == y[:n])) if n else 0.0
+                assert accuracy[f"{name}_accuracy"] == pytest.approx(expected), (runtime, n)
+        assert scores["after_train"].shape == (37, 10)
+
+
+def test_compiled_model_scores_equal_the_interpreter_in_any_order(score_models):
+    """Batches of every size in a random order, with training and weight
+    round trips between them: the CompiledModel's scores are the
+    Interpreter's, bit for bit (run in a child: a crash fails the test)."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from device_trainer import DeviceTrainer
+        path = {score_models["paths"]["litert"]!r}
+        compiled = DeviceTrainer(path, runtime="litert_compiled")
+        interpreter = DeviceTrainer(path, runtime="litert")
+        rng = np.random.default_rng(0)
+        for step in range(60):
+            n = int(rng.choice([0, 1, 2, 7, 8, 9, 33, 100, 257]))
+            x = rng.random((n, 8, 8, 1)).astype("float32")
+            y = rng.integers(0, 10, n)
+            action = step % 4
+            if action == 0:
+                a, b = compiled.predict(x, exit="all"), interpreter.predict(x, exit="all")
+                assert sorted(a) == sorted(b)
+                for name in b:
+                    assert a[name].shape == (n, 10), (n, a[name].shape)
+                    assert np.array_equal(a[name], b[name]), (n, name)
+            elif action == 1:
+                assert compiled.evaluate(x, y) == interpreter.evaluate(x, y), n
+            elif action == 2 and n:
+                m = min(n, compiled.batch_size)
+                assert compiled.train_batch(x[:m], y[:m]) == interpreter.train_batch(x[:m], y[:m])
+            else:
+                compiled.set_weights(interpreter.get_weights())
+        print("OK")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(DEVICE_TRAINER.parent)),
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("OK"), (
+        f"exit code {result.returncode}\n" + result.stderr[-3000:]
+    )
+
+
+# ------------------------------------------------------------ rough edges
+def test_predict_refuses_an_exit_the_model_does_not_have(fresh, micro_exports):
+    _, path, _ = fresh
+    trainer = DeviceTrainer(path, runtime="litert")
+    x = np.zeros((3, 64), np.float32)
+    for exit in (5, -3, 2):
+        with pytest.raises(ValueError, match=rf"exit={exit} is out of range.*exit_0', 'exit_1'"):
+            trainer.predict(x, exit=exit)
+    for exit in (True, 1.0, ["exit_0"]):
+        with pytest.raises(ValueError, match="exit must be None, 'all', an exit index or name"):
+            trainer.predict(x, exit=exit)
+    np.testing.assert_array_equal(trainer.predict(x, exit=-2), trainer.predict(x, exit="exit_0"))
+    # TFLite Micro scores the last exit: the others are refused by name.
+    micro = DeviceTrainer(micro_exports["b8"].path, runtime="micro")
+    assert micro.exits == ["exit_0", "exit_1"] and micro.scored_exits == ["exit_1"]
+    for exit in (0, "exit_0", -2):
+        with pytest.raises(ValueError, match=r"scores its last exit only \('exit_1'\); exit 'exit_0' needs"):
+            micro.predict(x, exit=exit)
+    np.testing.assert_array_equal(micro.predict(x, exit=1), micro.predict(x))
+    np.testing.assert_array_equal(micro.predict(x, exit="exit_1"), micro.predict(x, exit=-1))
+    assert list(micro.predict(x, exit="all")) == ["exit_1"]
+
+
+@pytest.mark.parametrize("runtime", ["litert", "litert_compiled", "micro"])
+def test_zero_rows_predict_and_evaluate(fresh, micro_exports, runtime):
+    path = micro_exports["b8"].path if runtime == "micro" else fresh[1]
+    trainer = DeviceTrainer(path, runtime=runtime)
+    empty = np.zeros((0, 64), np.float32)
+    assert trainer.predict(empty).shape == (0, 10)
+    assert all(v.shape == (0, 10) for v in trainer.predict(empty, exit="all").values())
+    assert trainer.evaluate(empty, np.zeros(0, np.int64)) == {
+        f"{name}_accuracy": 0.0 for name in trainer.scored_exits
+    }
+
+
+def test_labels_of_shape_n_by_1_are_taken_like_the_host(fresh, digits):
+    _, path, _ = fresh
+    (x, y), _ = digits
+    x, y = x[: 2 * BATCH + 3], y[: 2 * BATCH + 3]
+    flat, column = DeviceTrainer(path, runtime="litert"), DeviceTrainer(path, runtime="litert")
+    assert flat.fit(x, y, verbose=0) == column.fit(x, y.reshape(-1, 1), verbose=0)
+    assert flat.train_batch(x[:BATCH], y[:BATCH]) == column.train_batch(
+        x[:BATCH], y[:BATCH].reshape(-1, 1))
+    for name, value in flat.get_weights().items():
+        np.testing.assert_array_equal(column.get_weights()[name], value)
+    assert flat.evaluate(x, y) == column.evaluate(x, y[:, None])
+    with pytest.raises(DeviceTrainingError, match=r"shape \(35,\) or \(35, 1\), received \(35, 2\)"):
+        column.fit(x, np.stack([y, y], 1), verbose=0)
+
+
+def test_save_and_load_weights_with_or_without_npz(fresh, tmp_path):
+    _, path, _ = fresh
+    trainer = DeviceTrainer(path, runtime="litert")
+    x = np.random.default_rng(0).random((BATCH, 64)).astype(np.float32)
+    trainer.train_batch(x, np.arange(BATCH) % 10)
+    expected = trainer.get_weights()
+    for given, written in (("w", "w.npz"), ("v.npz", "v.npz")):
+        assert trainer.save_weights(tmp_path / given) == str(tmp_path / written)
+        restored = DeviceTrainer(path, runtime="litert")
+        restored.load_weights(tmp_path / given)
+        for name, value in restored.get_weights().items():
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npz", "w.npz"]
+    with pytest.raises(DeviceTrainingError, match="u.npz: the weights file does not exist"):
+        trainer.load_weights(tmp_path / "u")
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
