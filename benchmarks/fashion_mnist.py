@@ -65,8 +65,10 @@ Outputs: benchmarks/results/fashion_mnist[_quick].txt and .png.
 """
 
 import argparse
+import inspect
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -333,10 +335,27 @@ def load_data(train_examples, test_examples):
     }
 
 
-def train(args, data):
+def checkout():
+    """The repository's commit (`+ changes` when the tree differs from it),
+    or `unknown` outside a git checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*command):
+        return subprocess.run(["git", "-C", root, *command], capture_output=True,
+                              text=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "keras_spela")
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + (" + changes in keras_spela/" if changed else "")
+
+
+def train(args, data, environment):
     """Runs every configuration of the chosen parts for every seed on `data`
-    (`load_data`); returns the records (and appends each to --results_json
-    as it ends)."""
+    (`load_data`); returns the records (each noting `environment`, and
+    appended to --results_json as it ends)."""
     records = []
     start = time.perf_counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -349,7 +368,7 @@ def train(args, data):
                 )
                 record = dict(settings, configuration=name, seed=seed, exits=EXITS[name],
                               accuracy=accuracy.tolist(), epoch_seconds=seconds.tolist(),
-                              environment=common.environment_line())
+                              environment=environment)
                 records.append(record)
                 if args.results_json:
                     with open(args.results_json, "a") as file:
@@ -440,7 +459,7 @@ def report(args, groups):
             or epochs.get("cnn", GOAL_CNN_EPOCHS) < GOAL_CNN_EPOCHS
             or args.train_examples < TRAIN_IMAGES or args.test_examples < TEST_IMAGES):
         print(f"  NOTE: reduced setting ({args.train_examples} training, "
-              f"{args.test_examples} test images, as few as {seeds} seeds, "
+              f"{args.test_examples} test images, fewest seeds per configuration {seeds}, "
               + ", ".join(f"{part.upper()} {e} epochs" for part, e in epochs.items())
               + f"); the goals are stated for {TRAIN_IMAGES} training, {TEST_IMAGES} test "
               f"images, {GOAL_SEEDS} seeds, {GOAL_MLP_EPOCHS} MLP / {GOAL_CNN_EPOCHS} CNN "
@@ -531,27 +550,32 @@ def main():
     png = None if args.no_save else common.results_path("fashion_mnist.png", args.quick)
     with common.Tee(txt):
         print(__doc__.split("\n\n")[0])
-        print(common.environment_line())
+        conv_objective = inspect.signature(SpelaConv2D).parameters["objective"].default
+        environment = (f"{common.environment_line()}, commit {checkout()}, SpelaConv2D's "
+                       f"default objective {conv_objective!r}")
+        print(environment)
         seeds = ("seeds as recorded" if args.report_only
                  else f"seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
+        parts = [
+            f"{part.upper()} {settings['epochs']} epochs, batch {settings['batch_size']}"
+            for part, settings in ((p, part_settings(p, args)) for p in args.parts)
+        ]
         print(
-            f"settings: parts {', '.join(args.parts)}; {seeds}; "
-            f"{args.train_examples} training images, {args.test_examples} test; MLP {args.mlp_epochs} "
-            f"epochs, batch {args.batch_size}; CNN {args.cnn_epochs} epochs, batch "
-            f"{args.cnn_batch_size}{' (QUICK MODE)' if args.quick else ''}"
+            f"settings: {'; '.join(parts)}; {seeds}; {args.train_examples} training images, "
+            f"{args.test_examples} test{' (QUICK MODE)' if args.quick else ''}"
         )
         if args.report_only:
             records = args.records
             print(f"report only: {len(records)} records of {args.results_json} "
                   "(the seeds line of each configuration says which)")
-            for environment in sorted({r["environment"] for r in records}):
-                print(f"  recorded with: {environment}")
+            for recorded in sorted({r["environment"] for r in records}):
+                print(f"  recorded with: {recorded}")
         else:
             print(f"load average at the start (1, 5, 15 min): {common.load_average()}")
-            records = train(args, data)
+            records = train(args, data, environment)
             print(f"load average at the end (1, 5, 15 min): {common.load_average()} (above "
-                  "~1 per core, other processes shared the CPU: the seconds are inflated, "
-                  "the accuracies are not affected)")
+                  f"{os.cpu_count()}, other processes shared the CPU: the seconds are "
+                  "inflated, the accuracies are not affected)")
         groups = group(records)
         for name, g in groups.items():
             print(f"  {name}: seeds {', '.join(map(str, g['seeds']))}")
