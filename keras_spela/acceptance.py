@@ -8,11 +8,13 @@ A batch is learned from only when every count of `rejection_counts` is zero:
   is rejected);
 - `"inactive"` (models with `max_classes`): labels of classes that are not
   active yet;
-- `"layers"`, one count per learning layer: a non-finite local loss, or
+- `"layers"`, one count per learning layer: a non-finite local loss,
   parameter gradients that could exceed `rules.MAX_GRADIENT`
   (`SpelaLayer.gradient_bound`; a NaN or infinite `dL/dz` or layer input
   makes the bound or the loss non-finite) (so that squared gradients, Adam's second
-  moment, stay finite in float32).
+  moment, stay finite in float32), or a layer input (or the last learning
+  layer's output) beyond `MAX_ACTIVATION`, where float32 overflow starts to
+  differ between runtimes.
 
 `SpelaModel.train_step` asserts every count (a clear error, before any
 update), its XLA step and the exported LiteRT and TFLite Micro train steps
@@ -33,6 +35,15 @@ class BatchRejectedError(ValueError):
 # The label of a padding row in an exported train step: the row is ignored
 # (weight 0), so a device can learn from fewer examples than the static batch.
 PADDING_LABEL = -1
+
+# Every learning layer's input, and the last one's output, must stay within
+# +-MAX_ACTIVATION. Float32 overflow is inf on TensorFlow and LiteRT but
+# +-FLT_MAX on TFLite Micro, whose kernels clamp every result: past it the
+# rule computes NaN on the ones and finite values on the other. Below this
+# bound the rule stays finite on every runtime: squares (variances, squared
+# distances) stay below FLT_MAX, reciprocals of row norms stay normal numbers
+# (TensorFlow flushes subnormal ones to zero).
+MAX_ACTIVATION = 1e18
 
 # Largest finite float32; |x| <= this is false for NaN and +-inf.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -95,11 +106,23 @@ def input_rejections(x, y, num_classes, padding=False, class_mask=None):
     return counts
 
 
+def beyond_activation_range(tensor):
+    """1.0 (float32) when `tensor` holds NaN or a value beyond
+    `+-MAX_ACTIVATION`, else 0.0."""
+    largest = rules.largest_magnitude([tensor])
+    return 1.0 - tf.cast(tf.less_equal(largest, MAX_ACTIVATION), tf.float32)
+
+
 def layer_check(layer, error):
     """The scalar that `layer_rejections` compares with `rules.MAX_GRADIENT`:
     the layer's gradient bound, `+ 0 * sum(dL/dz)` (NaN when dL/dz holds a
-    NaN, which a max need not see)."""
-    return layer.gradient_bound(error) + 0.0 * tf.reduce_sum(error.grad_z)
+    NaN, which a max need not see), `+ 2 * MAX_GRADIENT` when the layer's
+    input is beyond `MAX_ACTIVATION`."""
+    return (
+        layer.gradient_bound(error)
+        + 0.0 * tf.reduce_sum(error.grad_z)
+        + beyond_activation_range(error.inputs) * (2.0 * rules.MAX_GRADIENT)
+    )
 
 
 def layer_rejections(layers, errors):
@@ -121,7 +144,12 @@ def layer_rejections(layers, errors):
         tf.less_equal(tf.abs(losses), _FLOAT32_MAX), tf.float32
     )
     unbounded = 1.0 - tf.cast(tf.less_equal(bounds, rules.MAX_GRADIENT), tf.float32)
-    return {"layers": nonfinite_losses + unbounded}
+    # The inputs of the later layers bound the earlier layers' outputs; the
+    # last learning layer's output is checked here. (Only that one: a check of
+    # every output would keep each conv layer's output alive until the
+    # acceptance, 5 % more TFLite Micro arena for a small CNN.)
+    last_output = [0.0] * (len(errors) - 1) + [beyond_activation_range(errors[-1].outputs)]
+    return {"layers": nonfinite_losses + unbounded + tf.stack(last_output)}
 
 
 def rejection_counts(x, y, layers, errors, num_classes, padding=False, class_mask=None):
