@@ -15,6 +15,8 @@ from keras_spela import data_checks
 from keras_spela import fit_data
 from keras_spela import primitives
 from keras_spela import rules
+from keras_spela import default_optimizer
+from keras_spela.default_optimizer import CosineOverFit
 from keras_spela.class_slots import ClassSlotsMixin
 from keras_spela.class_slots import class_capacity
 from keras_spela.early_exit import EarlyExitMixin
@@ -24,7 +26,6 @@ from keras_spela.layerwise import LayerwiseMixin
 from keras_spela.sweep import sweep
 from keras_spela.train_layers import resolve_train_layers
 
-DEFAULT_LEARNING_RATE = 1e-2
 
 
 @keras.saving.register_keras_serializable(package="keras_spela")
@@ -128,6 +129,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         self.xla_local_steps = False
         self.ordered_steps = False
         self.lowering = primitives.DEFAULT_LOWERING
+        self.anneal = False
         self._xla_functions = {}
         self.train_layers = train_layers
         # The per-example input shape (from keras.Input), or None.
@@ -194,8 +196,9 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
 
         Args:
             optimizer: a Keras optimizer or its name. None gives the library's
-                default, `keras.optimizers.Adam(learning_rate=1e-2)`. The
-                paper's exact recipe is `keras.optimizers.SGD(2.5)` with
+                default, `keras.optimizers.Adam(learning_rate=1e-2)`, whose
+                learning rate is annealed over each `fit` (see `anneal`).
+                The paper's exact recipe is `keras.optimizers.SGD(2.5)` with
                 `local_loss="log_cosine"` layers.
             loss: must be None: every SPELA layer has its own local loss.
             metrics: None or `["accuracy"]`; per-exit accuracy and per-layer
@@ -216,7 +219,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 (`keras_spela.primitives`): `"fused"` (the default,
                 TensorFlow's fused gradient kernels) or `"builtins"` (the
                 TFLite builtins that every export runs, to debug parity on
-                the host). Exports always trace `"builtins"`.
+                the host). Exports always trace `"builtins"`; and `anneal`:
+                whether each `fit` anneals the learning rate with a cosine
+                over its epochs and restores it at the end
+                (`keras_spela.default_optimizer.CosineOverFit`; not when fit is given
+                a LearningRateScheduler or ReduceLROnPlateau); None (the
+                default) anneals exactly when `optimizer` is None.
         """
         if loss is not None:
             raise ValueError(
@@ -252,8 +260,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         )
         self._xla_functions = {}
         kwargs["jit_compile"] = False
+        anneal = kwargs.pop("anneal", None)
+        if anneal not in (None, True, False):
+            raise ValueError(f"anneal must be True, False or None, received anneal={anneal!r}.")
+        self.anneal = optimizer is None if anneal is None else anneal
         if optimizer is None:
-            optimizer = keras.optimizers.Adam(learning_rate=DEFAULT_LEARNING_RATE)
+            optimizer = default_optimizer.default_optimizer()
         super().compile(optimizer=optimizer, **kwargs)
         # Under a mixed_float16 policy Keras wraps the optimizer to unscale
         # gradients of a scaled loss; SPELA's closed-form gradients are never
@@ -272,6 +284,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             jit_compile=config.get("jit_compile", "auto"),
             ordered_steps=config.get("ordered_steps", False),
             lowering=config.get("lowering", primitives.DEFAULT_LOWERING),
+            anneal=config.get("anneal", False),
         )
 
     def get_compile_config(self):
@@ -280,6 +293,7 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
             config["jit_compile"] = self.xla_local_steps
             config["ordered_steps"] = self.ordered_steps
             config["lowering"] = self.lowering
+            config["anneal"] = self.anneal
         return config
 
     def _build_optimizer(self):
@@ -298,6 +312,14 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         for callback in arguments_.get("callbacks") or []:
             self._set_monitor_mode(callback)
         data_checks.check_fit_data(self, arguments_.get("x"), arguments_.get("validation_data"))
+        callbacks = arguments_.get("callbacks") or []
+        if getattr(self, "anneal", False) and not any(
+            isinstance(c, _LEARNING_RATE_CALLBACKS) for c in callbacks
+        ):
+            # First: the user's callbacks see (and may change) each epoch's rate.
+            arguments_["callbacks"] = [
+                CosineOverFit(arguments_.get("epochs", 1), arguments_.get("initial_epoch", 0))
+            ] + list(arguments_.get("callbacks") or [])
         with _rejections_as_value_errors():
             return super().fit(
                 **fit_data.fit_arguments(arguments_, self.runs_one_step_per_call())
@@ -712,3 +734,9 @@ def _rejections_as_value_errors():
 
 
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
+# Callbacks that set the learning rate themselves: fit does not anneal then.
+_LEARNING_RATE_CALLBACKS = (
+    CosineOverFit,
+    keras.callbacks.LearningRateScheduler,
+    keras.callbacks.ReduceLROnPlateau,
+)

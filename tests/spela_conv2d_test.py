@@ -31,14 +31,14 @@ from device_trainer import DeviceTrainer  # noqa: E402
 
 NUM_CLASSES = 10
 CASES = {
-    "3x3 valid pool 2": dict(kernel_size=3),
-    "3x3 same stride 2": dict(kernel_size=3, strides=2, padding="same"),
-    "1-D (1, 5) kernel": dict(kernel_size=(1, 5), pool_size=(1, 2)),
-    "pool 3 (map not divisible)": dict(kernel_size=3, pool_size=3, padding="same"),
-    "no pool, tanh, cosine": dict(kernel_size=2, pool_size=1, activation="tanh",
+    "3x3 valid pool 2": dict(objective="pooled", kernel_size=3),
+    "3x3 same stride 2": dict(objective="pooled", kernel_size=3, strides=2, padding="same"),
+    "1-D (1, 5) kernel": dict(objective="pooled", kernel_size=(1, 5), pool_size=(1, 2)),
+    "pool 3 (map not divisible)": dict(objective="pooled", kernel_size=3, pool_size=3, padding="same"),
+    "no pool, tanh, cosine": dict(objective="pooled", kernel_size=2, pool_size=1, activation="tanh",
                                   local_loss="cosine"),
-    "stride 2 valid, log_cosine": dict(kernel_size=3, strides=(2, 1), local_loss="log_cosine"),
-    "relu, euclidean, no bias": dict(kernel_size=3, activation="relu", local_loss="euclidean",
+    "stride 2 valid, log_cosine": dict(objective="pooled", kernel_size=3, strides=(2, 1), local_loss="log_cosine"),
+    "relu, euclidean, no bias": dict(objective="pooled", kernel_size=3, activation="relu", local_loss="euclidean",
                                     use_bias=False),
     "projection (the paper's), squared_cosine": dict(kernel_size=3, objective="projection",
                                                      projection_dim=7, padding="same"),
@@ -48,12 +48,12 @@ CASES = {
     "projection, 1-D, log_cosine, pool 1": dict(kernel_size=(1, 5), objective="projection",
                                                projection_dim=4, pool_size=1,
                                                local_loss="log_cosine"),
-    "pooled, squared_cosine": dict(kernel_size=3, local_loss="squared_cosine"),
-    "layer normalization, same, stride 2": dict(kernel_size=3, padding="same", strides=2,
+    "pooled, squared_cosine": dict(objective="pooled", kernel_size=3, local_loss="squared_cosine"),
+    "layer normalization, same, stride 2": dict(objective="pooled", kernel_size=3, padding="same", strides=2,
                                                normalization="layer"),
     "instance normalization, projection": dict(kernel_size=3, normalization="instance",
                                                objective="projection", projection_dim=5),
-    "instance normalization, no bias, tanh": dict(kernel_size=2, normalization="instance",
+    "instance normalization, no bias, tanh": dict(objective="pooled", kernel_size=2, normalization="instance",
                                                   use_bias=False, activation="tanh"),
     "readout, 3x3 same": dict(kernel_size=3, padding="same", objective="readout"),
     "readout, grid 3 over a 4x5 map, stride 2": dict(kernel_size=3, strides=2, padding="same",
@@ -79,7 +79,7 @@ def lowering(request):
 def test_closed_form_gradients_match_a_tape_scoped_to_the_layer(case, lowering):
     config = CASES[case]
     shape = (5, 1, 17, 3) if config["kernel_size"] == (1, 5) else (5, 9, 10, 3)
-    expected_weights = 2 + EXTRA_WEIGHTS[config.get("objective", "pooled")]
+    expected_weights = 2 + EXTRA_WEIGHTS[config["objective"]]
     rng = np.random.default_rng(list(CASES).index(case))
     layer = SpelaConv2D(6, num_classes=4, seed=1, **config)
     x = tf.constant(rng.normal(size=shape).astype(np.float32))

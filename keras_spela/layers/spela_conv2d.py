@@ -24,18 +24,26 @@ class SpelaConv2D(KernelSpelaLayer):
     """A 2-D convolution block trained by its own SPELA local loss.
 
     The forward pass is `outputs = maxpool(activation(normalize(conv(inputs,
-    kernel)) + bias))` (`normalization` is off by default). Every `SpelaConv2D` is an exit: it scores the classes from its
-    outputs, and its local loss trains its own weights only. The gradients
-    are written in closed form with TFLite builtins (`keras_spela.conv_rules`):
-    the filter gradient is one convolution of rearranged operands, pooling is
-    undone with a mask. No gradient flows to earlier layers.
+    kernel)) + bias))` (`normalization` is off by default). Every
+    `SpelaConv2D` is an exit: it scores the classes from its outputs, and its
+    local loss trains its own weights only. The gradients are written in
+    closed form over the rule's primitives (`keras_spela.conv_rules`,
+    `keras_spela.primitives`): the filter gradient and the max-pool gradient
+    run on TensorFlow's fused kernels on the host and on TFLite builtins in
+    every export. No gradient flows to earlier layers.
 
-    Two local objectives:
+    Three local objectives:
 
-    - `"pooled"` (default): the channel means of the outputs (global average
-      pooling) against fixed class vectors in `R^filters`, with `local_loss`
-      (default `"softmax_cosine"`), as for `SpelaDense`. The best objective
-      measured (`benchmarks/cnn_accuracy.py`).
+    - `"readout"` (default): the outputs average-pooled to a grid of
+      `readout_grid` cells (`(batch, filters * cells)` features), a trainable
+      linear read-out to one logit per class (`readout_kernel`,
+      `readout_bias`) and the softmax cross-entropy of those logits (the
+      "pred" loss of Nokland & Eidnes, 2019). The class scores are the
+      read-out's softmax probabilities. The best objective measured on real
+      images (`benchmarks/fashion_mnist.py`).
+    - `"pooled"`: the channel means of the outputs (global average pooling)
+      against fixed class vectors in `R^filters`, with `local_loss` (default
+      `"softmax_cosine"`), as for `SpelaDense`.
     - `"projection"`: the paper's. Every channel `c` is flattened and
       projected by its own trainable matrix `projection[c]` `(H'W',
       projection_dim)`; the classes are dealt at random onto a few groups per
@@ -56,7 +64,8 @@ class SpelaConv2D(KernelSpelaLayer):
         num_classes: number of classes; `SpelaModel` fills it in when None.
         activation: as for `SpelaDense` (default `"leaky_relu"`).
         negative_slope: slope of `"leaky_relu"` for negative inputs.
-        local_loss: as for `SpelaDense`; None: the objective's default.
+        local_loss: `"pooled"` and `"projection"` only: as for
+            `SpelaDense`; None: the objective's default.
         temperature: softmax temperature of `"softmax_cosine"`.
         normalization: None, `"layer"` (each example's convolution output
             scaled to zero mean and unit variance over height, width and
@@ -64,7 +73,10 @@ class SpelaConv2D(KernelSpelaLayer):
             and the activation. Per example, with no running statistics: the
             same on the host and on a device, at any batch size (the
             gradient through it is in closed form too).
-        objective: `"pooled"` or `"projection"` (see above).
+        objective: `"readout"`, `"pooled"` or `"projection"` (see above).
+        readout_grid: `"readout"` only: the grid of the read-out's average
+            pooling, an integer or a pair `(rows, columns)` (at most the
+            output's size; cells overlap where they do not divide it).
         projection_dim: `"projection"` only: the dimension of each channel's
             projection (the paper: 100).
         groups: `"projection"` only: the number of class groups per channel,
@@ -75,8 +87,8 @@ class SpelaConv2D(KernelSpelaLayer):
             `R^filters`.
         use_bias: whether the layer has a bias.
         kernel_initializer, bias_initializer: initializers.
-        seed: integer seed of the class vectors, the grouping, the projection
-            and a string-named kernel initializer.
+        seed: integer seed of the class vectors, the grouping, the projection,
+            the read-out and a string-named kernel initializer.
 
     Input shape:
         `(batch_size, height, width, channels)`.
@@ -109,7 +121,7 @@ class SpelaConv2D(KernelSpelaLayer):
         local_loss=None,
         temperature=0.1,
         normalization=None,
-        objective="pooled",
+        objective="readout",
         readout_grid=4,
         projection_dim=100,
         groups=None,

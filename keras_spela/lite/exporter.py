@@ -14,7 +14,7 @@ import tempfile
 import tensorflow as tf
 
 from keras_spela import arguments
-from keras_spela import model as model_lib
+from keras_spela import default_optimizer
 from keras_spela.lite import flatbuffer_ops
 from keras_spela.lite.device_optimizers import DeviceOptimizer
 from keras_spela.lite.trainable_module import SpelaTrainingModule
@@ -138,7 +138,9 @@ def export_settings(model, batch_size, optimizer, learning_rate, train_layers):
         ValueError: for a model that is not a built SpelaModel, a bad batch
             size, an unsupported optimizer or bad `train_layers`.
     """
-    if not isinstance(model, model_lib.SpelaModel):
+    # The model's interface, not its class: the model module imports this
+    # one (SpelaModel.export).
+    if not hasattr(model, "compute_local_errors"):
         raise ValueError(
             f"Only a keras_spela.SpelaModel can be exported for on-device "
             f"training, received {type(model).__name__}."
@@ -163,7 +165,7 @@ def export_settings(model, batch_size, optimizer, learning_rate, train_layers):
     if optimizer is None:
         optimizer = getattr(model, "optimizer", None) or "adam"
         if optimizer == "adam" and learning_rate is None:
-            learning_rate = model_lib.DEFAULT_LEARNING_RATE
+            learning_rate = default_optimizer.DEFAULT_LEARNING_RATE
     if not isinstance(optimizer, DeviceOptimizer):
         optimizer = DeviceOptimizer.from_keras(optimizer, learning_rate)
     elif learning_rate is not None:
