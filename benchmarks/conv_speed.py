@@ -5,8 +5,8 @@ What is measured (CPU), side by side in one run:
 (1) Step time. The CNNs of benchmarks/cnn_accuracy.py, imported from it and
     used as they are built there: `spela_cnn()` (SpelaConv2D(32, 5, same) ->
     SpelaConv2D(64, 3, same) -> Flatten -> SpelaDense(256) ->
-    SpelaDense(34), the conv objective printed with the table, Adam 1e-2)
-    and `backprop_cnn()` (the same widths by Keras backprop, Conv2D +
+    SpelaDense(34), every layer and compile() at the library defaults; the
+    conv objective is printed with the table) and `backprop_cnn()` (the same widths by Keras backprop, Conv2D +
     LeakyReLU(0.01) + MaxPooling2D(2) blocks, Dense(256), a Dense(10)
     softmax head, Adam 1e-3). The SPELA CNN runs with each host lowering of
     the rule's primitives (`keras_spela.primitives`):
