@@ -41,7 +41,9 @@ class CosineOverFit(keras.callbacks.Callback):
         self.base_learning_rate = None
 
     def on_train_begin(self, logs=None):
-        self.base_learning_rate = float(self.model.optimizer.learning_rate)
+        # A plain float of the variable (a MirroredVariable under a strategy).
+        rate = self.model.optimizer.learning_rate
+        self.base_learning_rate = float(keras.ops.convert_to_numpy(rate))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model.optimizer.learning_rate = self.learning_rate(epoch)
@@ -54,3 +56,25 @@ class CosineOverFit(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.model.optimizer.learning_rate = self.base_learning_rate
+
+
+def anneals(optimizer, epochs, initial_epoch, callbacks):
+    """Whether a `fit` of `epochs` (from `initial_epoch`) anneals: it runs
+    more than one epoch, the optimizer's rate is a number (not a schedule)
+    and no callback of `callbacks` sets the rate itself."""
+    return (
+        epochs - initial_epoch > 1
+        and not isinstance(
+            getattr(optimizer, "_learning_rate", None),
+            keras.optimizers.schedules.LearningRateSchedule,
+        )
+        and not any(isinstance(c, LEARNING_RATE_CALLBACKS) for c in callbacks)
+    )
+
+
+# Callbacks that set the learning rate themselves: fit does not anneal then.
+LEARNING_RATE_CALLBACKS = (
+    CosineOverFit,
+    keras.callbacks.LearningRateScheduler,
+    keras.callbacks.ReduceLROnPlateau,
+)

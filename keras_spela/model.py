@@ -312,14 +312,14 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
         for callback in arguments_.get("callbacks") or []:
             self._set_monitor_mode(callback)
         data_checks.check_fit_data(self, arguments_.get("x"), arguments_.get("validation_data"))
-        callbacks = arguments_.get("callbacks") or []
-        if getattr(self, "anneal", False) and not any(
-            isinstance(c, _LEARNING_RATE_CALLBACKS) for c in callbacks
+        callbacks = list(arguments_.get("callbacks") or [])
+        epochs = arguments_.get("epochs", 1)
+        initial_epoch = arguments_.get("initial_epoch", 0)
+        if getattr(self, "anneal", False) and default_optimizer.anneals(
+            self.optimizer, epochs, initial_epoch, callbacks
         ):
             # First: the user's callbacks see (and may change) each epoch's rate.
-            arguments_["callbacks"] = [
-                CosineOverFit(arguments_.get("epochs", 1), arguments_.get("initial_epoch", 0))
-            ] + list(arguments_.get("callbacks") or [])
+            arguments_["callbacks"] = [CosineOverFit(epochs, initial_epoch)] + callbacks
         with _rejections_as_value_errors():
             return super().fit(
                 **fit_data.fit_arguments(arguments_, self.runs_one_step_per_call())
@@ -734,9 +734,3 @@ def _rejections_as_value_errors():
 
 
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
-# Callbacks that set the learning rate themselves: fit does not anneal then.
-_LEARNING_RATE_CALLBACKS = (
-    CosineOverFit,
-    keras.callbacks.LearningRateScheduler,
-    keras.callbacks.ReduceLROnPlateau,
-)

@@ -68,6 +68,14 @@ def test_rate_left_alone_by_a_users_optimizer_or_callback(compile_kwargs, callba
     np.testing.assert_allclose(recorder.rates, [1e-2] * 3, rtol=1e-6)
 
 
+def test_a_schedule_of_the_users_is_left_alone_even_with_anneal_true():
+    model = _model()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=4, decay_rate=0.5)
+    model.compile(keras.optimizers.SGD(schedule), anneal=True)
+    model.fit(*_data(), epochs=2, batch_size=10, verbose=0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * 0.5 ** (8 / 4))
+
+
 def test_a_users_optimizer_may_ask_for_annealing_and_bad_values_are_refused():
     model = _model()
     model.compile(keras.optimizers.SGD(0.5), anneal=True)

@@ -231,7 +231,7 @@ def _trained_model():
     x, y = _small_train()
     model = _model(units=(64, 34, 34), seed=3)
     model.compile()
-    model.fit(x, y, epochs=2, batch_size=50, verbose=0)
+    model.fit(x, y, epochs=4, batch_size=50, verbose=0)
     return model
 
 

@@ -293,7 +293,7 @@ def trained():
     model = _model(units=(32, 16))
     model.compile()
     (x, y), _ = DIGITS
-    model.fit(x, y, batch_size=50, epochs=3, verbose=0)
+    model.fit(x, y, batch_size=50, epochs=5, verbose=0)
     return model
 
 
