@@ -219,7 +219,8 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                 (`keras_spela.primitives`): `"fused"` (the default,
                 TensorFlow's fused gradient kernels) or `"builtins"` (the
                 TFLite builtins that every export runs, to debug parity on
-                the host). Exports always trace `"builtins"`; and `anneal`:
+                the host). Exports, and the XLA step of `jit_compile=True`,
+                always trace `"builtins"`; and `anneal`:
                 whether each `fit` anneals the learning rate with a cosine
                 over its epochs and restores it at the end
                 (`keras_spela.default_optimizer.CosineOverFit`; not when fit is given
@@ -493,8 +494,12 @@ class SpelaModel(ClassSlotsMixin, EarlyExitMixin, LayerwiseMixin, keras.Model):
                     self._gated_local_update, jit_compile=True
                 )
             # The XLA function skips the update of a rejected batch; the
-            # assertions (which XLA would drop) then raise.
-            losses, counts, scores = self._xla_functions["step"](x, y, sample_weight)
+            # assertions (which XLA would drop) then raise. XLA compiles the
+            # builtins lowering: it fuses those ops itself, while TensorFlow's
+            # fused filter gradient compiles to far slower XLA code
+            # (benchmarks/conv_speed.py times both).
+            with primitives.lowering("builtins"):
+                losses, counts, scores = self._xla_functions["step"](x, y, sample_weight)
             tf.group(
                 acceptance.assert_accepted(counts, self.num_classes, list(losses))
             )
