@@ -6,28 +6,28 @@ What is measured (CPU), side by side in one run:
     used as they are built there: `spela_cnn()` (SpelaConv2D(32, 5, same) ->
     SpelaConv2D(64, 3, same) -> Flatten -> SpelaDense(256) ->
     SpelaDense(34), every layer and compile() at the library defaults; the
-    conv objective is printed with the table) and `backprop_cnn()` (the same widths by Keras backprop, Conv2D +
-    LeakyReLU(0.01) + MaxPooling2D(2) blocks, Dense(256), a Dense(10)
-    softmax head, Adam 1e-3). The SPELA CNN runs with each host lowering of
-    the rule's primitives (`keras_spela.primitives`):
-    `compile(lowering="fused")` (the default: TensorFlow's MaxPoolGrad and
-    Conv2DBackpropFilter) and `compile(lowering="builtins")` (the TFLite
-    builtins that every export runs). Every model runs with
-    `jit_compile=False` and `True` (re-compiled from the builder's compile
-    config; SpelaModel with True runs its local rules and optimizer update
-    as one XLA function, Keras compiles the whole backprop step). On ONE
-    fixed batch of load_canvas_digits() (20x20x1, the first `batch`
-    training images) at batch 1 and 64, two ways per model:
+    conv objective is printed with the table) and `backprop_cnn()` (the same
+    widths by Keras backprop, Conv2D + LeakyReLU(0.01) + MaxPooling2D(2)
+    blocks, Dense(256), a Dense(10) softmax head, Adam 1e-3). The SPELA CNN
+    runs with each host lowering of the rule's primitives
+    (`keras_spela.primitives`): `compile(lowering="fused")` (the default:
+    TensorFlow's MaxPoolGrad and Conv2DBackpropFilter) and
+    `compile(lowering="builtins")` (the TFLite builtins that every export
+    runs). Every model runs with `jit_compile=False` and `True` (re-compiled
+    from the builder's compile config; SpelaModel with True runs its local
+    rules and optimizer update as one XLA function, Keras compiles the whole
+    backprop step). On ONE fixed batch of load_canvas_digits() (20x20x1, the
+    first `batch` training images) at batch 1 and 64, two ways per model:
     `model.train_on_batch(x, y)` (numpy in, numpy logs out) and the bare
     compiled `model.train_function` (tf tensors in, one loss read back), as
     benchmarks/on_device.py does. After warm-up calls, the twelve (model,
     jit_compile, way) functions are timed in blocks of `--block` calls,
-    taking turns block by block; the median per-call time over the blocks
-    is reported, with the ratio SPELA / backprop for each lowering at the
-    same jit_compile setting and best against best (each model at its
-    faster jit_compile). Goals, one PASS/FAIL line per batch and way for
-    the default lowering, best against best: SPELA <= 0.8x backprop at
-    batch 64 and <= 1.0x at batch 1.
+    taking turns block by block; the median per-call time over the blocks is
+    reported, with the ratio SPELA / backprop for each lowering at the same
+    jit_compile setting and best against best (each model at its faster
+    jit_compile). Goals, one PASS/FAIL line per batch and way for the
+    default lowering, best against best: SPELA <= 0.8x backprop at batch 64
+    and <= 1.0x at batch 1.
 (2) Peak memory of one training step against the number of conv blocks,
     by benchmarks/memory_depth.py's method (its helpers are imported: a fresh
     subprocess per (method, blocks, jit_compile) with TensorFlow's BFC CPU
