@@ -47,7 +47,7 @@ from quiet_common import common  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_spela  # noqa: E402
-from device_trainer import DeviceTrainer  # noqa: E402  (export/, on the path via quiet_common)
+from keras_spela_device import DeviceTrainer  # noqa: E402
 from keras_spela import SpelaDense  # noqa: E402
 from keras_spela import SpelaModel  # noqa: E402
 

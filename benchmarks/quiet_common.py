@@ -8,13 +8,9 @@ import, the real stderr. Import it before anything that imports TensorFlow:
     from quiet_common import capture_native_stderr, common
 """
 
-import os
 import sys
 
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export")
-)
-from device_trainer import capture_native_stderr  # noqa: E402
+from keras_spela_device import capture_native_stderr
 
 with capture_native_stderr():
     import common  # sets the Keras backend; import before keras

@@ -22,10 +22,8 @@ if not VERBOSE:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no INFO/WARNING lines
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# The device-side trainer is a script of the repository, not part of the
-# package; it imports numpy only.
-sys.path.insert(0, str(REPO / "export"))
-from device_trainer import capture_native_stderr  # noqa: E402
+# The device package (numpy only), installed with keras_spela.
+from keras_spela_device import capture_native_stderr  # noqa: E402
 
 # Importing TensorFlow prints oneDNN, CUDA and CPU-feature notices from C++
 # straight to stderr, and so does its first look for a GPU.

@@ -86,7 +86,7 @@ from example_setup import capture_native_stderr
 from example_setup import keras
 from example_setup import keras_spela
 from example_setup import parse_flags
-from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
+from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
 from absl import flags
@@ -197,13 +197,15 @@ def export_model(path, hidden, seed):
 
 `flwr run` takes a Flower App: a directory with a `pyproject.toml` naming its
 `ServerApp` and `ClientApp`, built into a Flower App Bundle (FAB) and sent
-to the SuperLink and the SuperNodes. Ours holds the four device-side files of
-`export/` and, as its run config, the paths and numbers of this run. The
+to the SuperLink and the SuperNodes. Ours holds the two Flower entry points of
+`export/` (the device package, keras_spela_device, is installed on every
+node: `pip install ./export[flower]`) and, as its run config, the paths and
+numbers of this run. The
 client's own files (its model and shard) are given to its SuperNode with
 `--node-config`: they never travel.
 """
 
-APP_FILES = ("flower_server.py", "flower_client.py", "device_trainer.py", "tflite_file.py")
+APP_FILES = ("flower_server.py", "flower_client.py")
 
 
 def toml_value(value):
@@ -219,7 +221,8 @@ def write_flower_app(directory, run_config):
         f.write(
             '[project]\nname = "spela-federated"\nversion = "1.0.0"\n'
             'description = "keras_spela DeviceTrainer clients, FedAvg server"\n'
-            'license = "Apache-2.0"\ndependencies = ["flwr", "numpy", "ai-edge-litert"]\n\n'
+            'license = "Apache-2.0"\n'
+            'dependencies = ["flwr", "numpy", "ai-edge-litert", "keras-spela-device"]\n\n'
             '[tool.flwr.app]\npublisher = "keras_spela"\n\n'
             '[tool.flwr.app.components]\nserverapp = "flower_server:server_app"\n'
             'clientapp = "flower_client:client_app"\n\n'

@@ -76,7 +76,7 @@ from example_setup import capture_native_stderr  # first: imports TensorFlow qui
 from example_setup import keras
 from example_setup import keras_spela
 from example_setup import parse_flags
-from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
+from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
 from absl import flags

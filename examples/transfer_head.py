@@ -103,7 +103,7 @@ from example_setup import keras_spela
 from example_setup import parse_flags
 from example_setup import require_positive
 from example_setup import tf
-from device_trainer import DeviceTrainer  # noqa: E402  (export/, numpy only)
+from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
 from absl import flags

@@ -22,10 +22,8 @@ import zipfile
 from absl import app
 from absl import flags
 
-# The device-side trainer (numpy only) lives beside this script; it provides
-# the capture of what TensorFlow's C++ code prints straight to stderr.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from device_trainer import capture_native_stderr  # noqa: E402
+# What TensorFlow's C++ code prints straight to stderr is captured as on the device.
+from keras_spela_device import capture_native_stderr
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Path of a .keras file holding a SpelaModel.")

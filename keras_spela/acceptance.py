@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_spela import rules
+from keras_spela_device import contract
 
 class BatchRejectedError(ValueError):
     """A batch that must not change any weight (host: raised by `fit`,
@@ -34,7 +35,7 @@ class BatchRejectedError(ValueError):
 
 # The label of a padding row in an exported train step: the row is ignored
 # (weight 0), so a device can learn from fewer examples than the static batch.
-PADDING_LABEL = -1
+PADDING_LABEL = contract.PADDING_LABEL
 
 # Every learning layer's input, and the last one's output, must stay within
 # +-MAX_ACTIVATION. Float32 overflow is inf on TensorFlow and LiteRT but

@@ -9,7 +9,8 @@ overflow at +-FLT_MAX where the others give inf, so the decision must not
 depend on how a runtime overflows (`keras_spela.acceptance`).
 
 The device runtimes run in child processes (tflite-runtime in its own
-numpy<2 virtualenv, see tflite_runtime_test.py): a crash is a failed test.
+numpy<2 virtualenv with the device package, see tflite_runtime_test.py): a
+crash is a failed test.
 """
 
 import json
@@ -32,6 +33,7 @@ import keras_spela
 from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
+import keras_spela_device  # what the device processes run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TFLITE_PYTHON = os.environ.get(
@@ -81,7 +83,7 @@ CASES = {
     "label num_classes": (_with_label(NUM_CLASSES), False),
     "label -5": (_with_label(-5), False),
     "label -2**31": (_with_label(-(2**31)), False),
-    "padding only": (lambda x, y: (x, np.full_like(y, -1)), False),
+    "padding only": (lambda x, y: (x, np.full_like(y, keras_spela_device.contract.PADDING_LABEL)), False),
 }
 RUNTIMES = ["litert", "litert_compiled", "tflite_runtime", "micro"]
 
@@ -92,8 +94,8 @@ DEVICE_SCRIPT = textwrap.dedent(
     import sys
 
     import numpy as np
-    from device_trainer import DeviceTrainer
-    from device_trainer import DeviceTrainingError
+    from keras_spela_device import DeviceTrainer
+    from keras_spela_device import DeviceTrainingError
 
     job = json.loads(sys.argv[1])
     runtime = job["runtime"]
@@ -161,9 +163,10 @@ def _batches(kind):
 
 
 def _device_env(runtime):
+    # tflite-runtime's virtualenv has its own device package (tools/install.sh).
+    drop = ("PYTHONPATH",) if runtime == "tflite_runtime" else ()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")}
-    env["PYTHONPATH"] = str(REPO / "export")
+           if k not in ("PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP") + drop}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
 

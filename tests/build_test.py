@@ -11,6 +11,7 @@ import ast
 import functools
 import os
 import pathlib
+import re
 import sys
 
 import pytest
@@ -20,6 +21,12 @@ import pytest
 # never cached, as its real inputs are the whole checkout).
 ROOT = pathlib.Path(os.path.realpath(__file__)).parents[1]
 PACKAGE = "keras_spela"
+# The device package (no TensorFlow; `pip install ./export`): its modules follow the same
+# rules, with targets named keras_spela_device, keras_spela_device_<path below it> and
+# `imports = ["export"]` (Bazel then finds `keras_spela_device` in export/).
+DEVICE_PACKAGE = "keras_spela_device"
+DEVICE_ROOT = "export"
+PACKAGE_ROOTS = {PACKAGE: ".", DEVICE_PACKAGE: DEVICE_ROOT}
 RULES = ("py_library", "py_test", "py_binary", "filegroup")
 # Files pytest reads besides the test files; the :pytest_support filegroup lists those that exist.
 PYTEST_SUPPORT_FILES = (
@@ -39,7 +46,8 @@ STATEMENTS = {
     "FunctionDef": "a function",
 }
 TEST_SIZES = ("small", "medium", "large")
-# Must not be imported by export/device_trainer.py (it runs on devices without them).
+# Must not be imported by the device package and export/device_trainer.py (they run on
+# devices without them).
 DEVICE_FORBIDDEN = ("tensorflow", "keras", PACKAGE)
 
 
@@ -140,20 +148,25 @@ def source_files(directory, pattern):
 
 @functools.lru_cache(maxsize=None)
 def package_modules():
-    """Dotted module name -> file of every module of the package (a package is its __init__)."""
+    """Dotted module name -> file of every module of the packages (a package is its
+    __init__)."""
     modules = {}
-    for path in source_files(PACKAGE, "*.py"):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        modules[".".join(parts)] = relative(path)
+    for package, root in PACKAGE_ROOTS.items():
+        for path in source_files(os.path.join(root, package), "*.py"):
+            parts = list(path.relative_to(ROOT / root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = relative(path)
     return modules
 
 
 def target_name(module):
-    """keras_spela -> keras_spela, keras_spela.rules -> rules, keras_spela.lite.x -> lite_x."""
-    parts = module.split(".")[1:]
-    return "_".join(parts) if parts else PACKAGE
+    """keras_spela -> keras_spela, keras_spela.rules -> rules, keras_spela.lite.x -> lite_x;
+    keras_spela_device.x.y -> keras_spela_device_x_y."""
+    parts = module.split(".")
+    if parts[0] == DEVICE_PACKAGE:
+        return "_".join(parts)
+    return "_".join(parts[1:]) if parts[1:] else PACKAGE
 
 
 def module_of_file(path):
@@ -161,7 +174,11 @@ def module_of_file(path):
 
 
 def is_package_name(name):
-    return name == PACKAGE or name.startswith(PACKAGE + ".")
+    return any(name == p or name.startswith(p + ".") for p in PACKAGE_ROOTS)
+
+
+def is_device_module(module):
+    return module.split(".")[0] == DEVICE_PACKAGE
 
 
 @functools.lru_cache(maxsize=None)
@@ -225,6 +242,11 @@ def package_imports(path):
                 what = "from %s import %s" % ("." * node.level + (node.module or ""), alias.name)
                 submodule = base + "." + alias.name
                 need(submodule if submodule in modules else base, node, what)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            # "package.module:attribute" names a module loaded by name (a registry).
+            loaded = re.fullmatch(r"([\w.]+):\w+", node.value)
+            if loaded and is_package_name(loaded.group(1)):
+                need(loaded.group(1), node, repr(node.value))
     if module is not None:
         deps.pop(target_name(module), None)  # `from . import x` of a name of the package itself
     return deps, problems
@@ -353,12 +375,17 @@ def test_one_py_library_per_module():
                 )
             else:
                 new = block("py_library", name, path, deps=deps)
+                if is_device_module(module):
+                    new = new.replace("srcs =", 'imports = ["%s"],\n            srcs =' % DEVICE_ROOT)
                 problems.append("%s has no py_library; add%s" % (path, new))
             continue
         if target.kind != "py_library":
             problems.append(
                 "%s is a %s; :%s must be the py_library of %s" % (target, target.kind, name, path)
             )
+        elif is_device_module(module) and target.get("imports") != [DEVICE_ROOT]:
+            problems.append('%s: add imports = ["%s"] (%s is found there)'
+                            % (target, DEVICE_ROOT, DEVICE_PACKAGE))
         elif target.get("srcs") != [path]:
             problems.append(
                 '%s: srcs should be ["%s"] (it is %s)' % (target, path, target.get("srcs"))
@@ -372,7 +399,8 @@ def test_one_py_library_per_module():
         if target.name not in expected_names:
             problems.append(
                 "%s is no module's target (srcs %s); the modules' targets are named after "
-                "their path (keras_spela/lite/x.py -> :lite_x): rename or remove it"
+                "their path (keras_spela/lite/x.py -> :lite_x, export/keras_spela_device/x.py "
+                "-> :keras_spela_device_x): rename or remove it"
                 % (target, target.get("srcs"))
             )
     check(problems)
@@ -480,31 +508,24 @@ def test_one_py_binary_per_export_script():
 def test_device_trainer_needs_no_tensorflow():
     path = "export/device_trainer.py"
     assert (ROOT / path).is_file(), "%s is gone; update this test" % path
+    device_files = [path] + [f for m, f in package_modules().items() if is_device_module(m)]
     problems = [
-        "%s:%d imports %s; the device-side trainer must run without TensorFlow, Keras and "
-        "keras_spela (NumPy and a TFLite runtime only)" % (path, line, name)
-        for name, line in imported_names(path)
+        "%s:%d imports %s; the device side must run without TensorFlow, Keras and "
+        "keras_spela (NumPy and a TFLite runtime only)" % (source, line, name)
+        for source in device_files
+        for name, line in imported_names(source)
         if name in DEVICE_FORBIDDEN
     ]
-    # It may use sibling export scripts that are themselves free of TensorFlow.
+    # They depend on the device package only.
     targets = read_build()[0]
-    target = targets.get("device_trainer")
-    for label in sorted(target.labels("deps") if target is not None else ()):
-        dep = targets.get(label)
-        source = dep.get("srcs")[0] if dep is not None and dep.get("srcs") else None
-        if dep is None or dep.kind != "py_binary" or not str(source).startswith("export/"):
-            problems.append(
-                "%s: remove :%s (it may depend on export/ scripts only)" % (target, label)
-            )
-            continue
-        problems += [
-            "%s:%d imports %s; device_trainer.py uses it, so it must run without "
-            "TensorFlow, Keras and keras_spela" % (source, line, name)
-            for name, line in imported_names(source)
-            if name in DEVICE_FORBIDDEN
-        ]
-        if dep.get("deps"):
-            problems.append("%s: must depend on nothing (device_trainer uses it)" % dep)
+    device_targets = {target_name(m) for m in package_modules() if is_device_module(m)}
+    for name in ["device_trainer"] + sorted(device_targets):
+        target = targets.get(name)
+        for label in sorted(target.labels("deps") if target is not None else ()):
+            if label not in device_targets:
+                problems.append(
+                    "%s: remove :%s (it may depend on the device package only)" % (target, label)
+                )
     check(problems)
 
 

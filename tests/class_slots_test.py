@@ -21,9 +21,8 @@ from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 from keras_spela.testing import host_weights
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "export"))
-from device_trainer import DeviceTrainer  # noqa: E402
-from device_trainer import DeviceTrainingError  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
+from keras_spela_device import DeviceTrainingError  # noqa: E402
 
 BATCH = 8
 

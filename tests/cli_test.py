@@ -181,6 +181,26 @@ def test_device_cli_trains_on_fewer_examples_than_a_batch(files):
     assert "epoch 1/1 - 1 steps" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("command", ["console script", "python -m"])
+def test_device_cli_is_the_package_command(files, command):
+    """export/device_trainer.py is the device package's command: the
+    `keras-spela-device` console script and `python -m keras_spela_device.cli`
+    print the same lines and errors."""
+    argv = ([str(pathlib.Path(sys.executable).parent / "keras-spela-device")]
+            if command == "console script" else [sys.executable, "-m", "keras_spela_device.cli"])
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    good = subprocess.run(argv + ["--model", str(files["lite"]), "--data", str(files["data.npz"])],
+                          capture_output=True, text=True, timeout=600, env=env)
+    script = run(DEVICE_CLI, "--model", files["lite"], "--data", files["data.npz"])
+    assert good.returncode == 0 and good.stderr == "", good.stderr[-3000:]
+    assert [l.split(" - ")[0] for l in good.stdout.splitlines()] == [
+        l.split(" - ")[0] for l in script.stdout.splitlines()]
+    bad = subprocess.run(argv + ["--model", str(files["micro"]), "--data", str(files["data.npz"]),
+                                 "--runtime", "litert"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert_one_line_error(bad, r"^keras-spela-device: error: .*runtime='micro'", 1)
+
+
 def test_device_cli_verbose_is_accepted(files):
     result = run(DEVICE_CLI, "--model", files["lite"], "--data", files["data.npz"], "--verbose")
     assert result.returncode == 0, result.stderr[-3000:]

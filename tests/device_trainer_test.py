@@ -29,11 +29,12 @@ from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The device command as the README documents it (a thin entry point).
 DEVICE_TRAINER = REPO / "export" / "device_trainer.py"
-sys.path.insert(0, str(DEVICE_TRAINER.parent))
 
-from device_trainer import DeviceTrainer  # noqa: E402
-from device_trainer import DeviceTrainingError  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
+from keras_spela_device import DeviceTrainingError  # noqa: E402
+from keras_spela_device.backends.base import Backend  # noqa: E402
 
 BATCH = 16
 EPOCHS = 4
@@ -257,10 +258,9 @@ CHILD = textwrap.dedent(
     import json
     import sys
 
-    sys.path.insert(0, sys.argv[1])
-    job = json.loads(sys.argv[2])
+    job = json.loads(sys.argv[1])
     import numpy as np
-    import device_trainer
+    import keras_spela_device as device_trainer
 
     result = {}
     try:
@@ -287,7 +287,7 @@ CHILD = textwrap.dedent(
 def run_child(job, python=None, env=None):
     """Runs CHILD with `job` in another Python; returns its RESULT dict."""
     result = subprocess.run(
-        [python or sys.executable, "-c", CHILD, str(DEVICE_TRAINER.parent), json.dumps(job)],
+        [python or sys.executable, "-c", CHILD, json.dumps(job)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -524,9 +524,8 @@ def test_interpreter_creation_prints_nothing(fresh, tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(DEVICE_TRAINER.parent)!r})
         import numpy as np
-        from device_trainer import DeviceTrainer
+        from keras_spela_device import DeviceTrainer
         trainer = DeviceTrainer({lite_path!r})
         x = np.random.default_rng(0).random((trainer.batch_size, 64)).astype("float32")
         trainer.train_batch(x, np.arange(trainer.batch_size) % 10)
@@ -542,7 +541,7 @@ def test_interpreter_creation_prints_nothing(fresh, tmp_path):
 
 
 # ------------------------------------------------- the incomplete last batch
-class _RecordingBackend:
+class _RecordingBackend(Backend):
     """A train step that ignores padding rows, recording its calls."""
 
     runtime = "fake"
@@ -764,7 +763,7 @@ def test_compiled_model_reads_get_weights_of_the_file_as_exported(fresh):
     is dynamic and cannot be bound: export_tflite writes computed outputs),
     call after call, with the Interpreter's values."""
     from ai_edge_litert.compiled_model import CompiledModel
-    from device_trainer import capture_native_stderr
+    from keras_spela_device import capture_native_stderr
 
     _, path, _ = fresh
     expected = DeviceTrainer(path, runtime="litert").get_weights()
@@ -815,7 +814,7 @@ SCORE_CHILD = textwrap.dedent(
     import sys
 
     import numpy as np
-    from device_trainer import DeviceTrainer
+    from keras_spela_device import DeviceTrainer
 
     job = json.loads(sys.argv[1])
     trainer = DeviceTrainer(job["model"], runtime=job["runtime"])
@@ -876,7 +875,7 @@ def test_predict_and_evaluate_score_any_number_of_rows(score_models, runtime):
            "rows": list(SCORE_ROWS), "scores": str(scores_path)}
     result = subprocess.run(
         [sys.executable, "-c", SCORE_CHILD, json.dumps(job)], capture_output=True, text=True,
-        timeout=300, env=dict(os.environ, PYTHONPATH=str(DEVICE_TRAINER.parent)),
+        timeout=300,
     )
     lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
     assert result.returncode == 0 and lines, (
@@ -907,7 +906,7 @@ def test_compiled_model_scores_equal_the_interpreter_in_any_order(score_models):
     script = textwrap.dedent(
         f"""
         import numpy as np
-        from device_trainer import DeviceTrainer
+        from keras_spela_device import DeviceTrainer
         path = {score_models["paths"]["litert"]!r}
         compiled = DeviceTrainer(path, runtime="litert_compiled")
         interpreter = DeviceTrainer(path, runtime="litert")
@@ -935,7 +934,6 @@ def test_compiled_model_scores_equal_the_interpreter_in_any_order(score_models):
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, PYTHONPATH=str(DEVICE_TRAINER.parent)),
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), (
         f"exit code {result.returncode}\n" + result.stderr[-3000:]

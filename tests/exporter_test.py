@@ -21,10 +21,9 @@ from keras_spela import SpelaModel
 from keras_spela.lite import flatbuffer_ops
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "export"))
 
-from device_trainer import DeviceTrainer  # noqa: E402
-from device_trainer import DeviceTrainingError  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
+from keras_spela_device import DeviceTrainingError  # noqa: E402
 
 BATCH = 16
 STEPS = 24

@@ -1,5 +1,6 @@
-"""Federated rounds with Flower: DeviceTrainer clients (export/flower_client.py) and a
-FedAvg server (export/flower_server.py). In process: the learned weights are told
+"""Federated rounds with Flower: DeviceTrainer clients (keras_spela_device.flower_client,
+export/flower_client.py) and a FedAvg server (keras_spela_device.flower_server,
+export/flower_server.py). In process: the learned weights are told
 from the optimizer state, a client whose model does not match the server's raises
 one ModelMismatchError naming the weights and changes nothing, a client keeps its
 optimizer state in Flower's context between rounds (or resets it). As real
@@ -31,7 +32,6 @@ from keras_spela import SpelaModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "federated_flower.py"
-sys.path.insert(0, str(REPO / "export"))
 
 from flwr.app import ConfigRecord  # noqa: E402
 from flwr.app import Context  # noqa: E402
@@ -39,13 +39,13 @@ from flwr.app import Message  # noqa: E402
 from flwr.app import Metadata  # noqa: E402
 from flwr.app import RecordDict  # noqa: E402
 
-from device_trainer import DeviceTrainer  # noqa: E402
-from flower_client import ModelMismatchError  # noqa: E402
-from flower_client import client_app  # noqa: E402
-from flower_client import from_array_record  # noqa: E402
-from flower_client import split_weights  # noqa: E402
-from flower_client import to_array_record  # noqa: E402
-from flower_client import train_round  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
+from keras_spela_device.flower_client import ModelMismatchError  # noqa: E402
+from keras_spela_device.flower_client import client_app  # noqa: E402
+from keras_spela_device.flower_client import from_array_record  # noqa: E402
+from keras_spela_device.flower_client import split_weights  # noqa: E402
+from keras_spela_device.flower_client import to_array_record  # noqa: E402
+from keras_spela_device.flower_client import train_round  # noqa: E402
 
 BATCH = 16
 LEARNED = ["hidden_bias", "hidden_kernel", "last_bias", "last_kernel"]
@@ -187,8 +187,11 @@ def test_client_app_keeps_or_resets_the_optimizer_state(models, digits, policy):
 
 
 def test_client_side_modules_import_no_tensorflow():
-    for name in ("flower_client.py", "flower_server.py"):
-        tree = ast.parse((REPO / "export" / name).read_text())
+    package = REPO / "export" / "keras_spela_device"
+    for path in sorted(package.rglob("*.py")) + [REPO / "export" / "flower_client.py",
+                                                  REPO / "export" / "flower_server.py"]:
+        name = path.relative_to(REPO)
+        tree = ast.parse(path.read_text())
         imported = {
             alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
             for alias in node.names

@@ -25,10 +25,9 @@ from keras_spela import SpelaModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "new_classes.py"
-sys.path.insert(0, str(REPO / "export"))
 
-from device_trainer import DeviceTrainer  # noqa: E402
-from device_trainer import DeviceTrainingError  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
+from keras_spela_device import DeviceTrainingError  # noqa: E402
 
 # The example at small settings: its network (cheap on the digits), fewer epochs.
 SMALL = ("--host_epochs", 3, "--device_epochs", 5)

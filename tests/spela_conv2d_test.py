@@ -25,9 +25,8 @@ from keras_spela.lite import flatbuffer_ops
 from keras_spela.testing import assert_devices_train_like_fit
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "export"))
 
-from device_trainer import DeviceTrainer  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
 
 NUM_CLASSES = 10
 CASES = {

@@ -2,9 +2,11 @@
 
 tflite-runtime 2.14 needs numpy < 2 and TensorFlow 2.21 needs numpy >= 2, so
 tflite-runtime lives in its own virtualenv (by default `<repo>/.venv-tflite`,
-or the Python named by KERAS_SPELA_TFLITE_PYTHON). The test exports models
-with TensorFlow here, then runs export/device_trainer.py in that Python as a
-subprocess and compares the weights it learned with SpelaModel.fit.
+or the Python named by KERAS_SPELA_TFLITE_PYTHON), with the device package
+installed (`pip install -e ./export`, as tools/install.sh does). The test
+exports models with TensorFlow here, then runs keras_spela_device in that
+Python as a subprocess and compares the weights it learned with
+SpelaModel.fit.
 """
 
 import json
@@ -28,11 +30,9 @@ from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "export"))
-from device_trainer import DeviceTrainer  # noqa: E402
+from keras_spela_device import DeviceTrainer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEVICE_TRAINER = REPO / "export" / "device_trainer.py"
 TFLITE_PYTHON = os.environ.get(
     "KERAS_SPELA_TFLITE_PYTHON", str(REPO / ".venv-tflite" / "bin" / "python")
 )
@@ -52,11 +52,10 @@ DEVICE_SCRIPT = textwrap.dedent(
     import json
     import sys
 
-    trainer_dir, jobs_path = sys.argv[1], sys.argv[2]
+    jobs_path = sys.argv[1]
     assert importlib.util.find_spec("tensorflow") is None, "tensorflow is importable"
-    sys.path.insert(0, trainer_dir)
     import numpy as np
-    import device_trainer
+    import keras_spela_device as device_trainer
 
     report = {"numpy": np.__version__}
     with open(jobs_path) as f:
@@ -68,8 +67,19 @@ DEVICE_SCRIPT = textwrap.dedent(
             x, y = data["x"], data["y"]
         history = trainer.fit(x, y, epochs=1, shuffle=False, verbose=0)
         trainer.save_weights(job["weights"])
-        np.save(job["scores"], trainer.predict(x[:37]))
-        report[job["name"]] = {"loss": history["loss"][-1]}
+        scores = trainer.predict(x[:37])
+        np.save(job["scores"], scores)
+        # Any number of rows, in any order: the rows of the 37-row scores.
+        rows = {}
+        for n in (1, 5, 0, 16, 37, 2):
+            every = trainer.predict(x[:n], exit="all")
+            accuracy = trainer.evaluate(x[:n], y[:n])
+            rows[n] = all(
+                v.shape == (n, trainer.num_classes)
+                and np.allclose(v, trainer.predict(x[:37], exit=name)[:n], rtol=1e-5, atol=1e-6)
+                for name, v in every.items()
+            ) and sorted(accuracy) == sorted(f"{e}_accuracy" for e in trainer.exits)
+        report[job["name"]] = {"loss": history["loss"][-1], "rows": rows}
 
     import tflite_runtime
 
@@ -97,6 +107,15 @@ def _tflite_python_or_skip():
     )
     if probe.returncode != 0:
         pytest.skip(f"tflite-runtime is not importable by {TFLITE_PYTHON}: {probe.stderr[-500:]}")
+    probe = subprocess.run(
+        [TFLITE_PYTHON, "-c", "import keras_spela_device"], capture_output=True, text=True,
+        env=_device_env(),
+    )
+    assert probe.returncode == 0, (
+        f"the device package is not installed for {TFLITE_PYTHON}: run "
+        f"'{TFLITE_PYTHON} -m pip install -e {REPO / 'export'}' (tools/install.sh tests "
+        f"does): {probe.stderr[-300:]}"
+    )
     return TFLITE_PYTHON
 
 
@@ -198,7 +217,7 @@ def device_run(tmp_path_factory):
     script_path = out / "device_script.py"
     script_path.write_text(DEVICE_SCRIPT)
     result = subprocess.run(
-        [python, str(script_path), str(DEVICE_TRAINER.parent), str(jobs_path)],
+        [python, str(script_path), str(jobs_path)],
         capture_output=True,
         text=True,
         env=_device_env(),
@@ -345,16 +364,27 @@ def test_tflite_runtime_trains_a_head_on_int8_frozen_conv_layers(device_run):
     assert agree >= 0.9, agree
 
 
+def test_tflite_runtime_scores_any_number_of_rows(device_run):
+    """predict and evaluate of 0 to 37 rows, in any order, on every model
+    (the CNNs' inputs go through a reshape)."""
+    report = device_run["report"]
+    for name in ("sgd", "padded", "quantized", "conv", "conv_quantized"):
+        assert all(report[name]["rows"].values()), (name, report[name]["rows"])
+
+
 def test_device_trainer_script_imports_no_tensorflow():
-    """export/device_trainer.py itself never imports TensorFlow or Keras."""
+    """The device package (every module but the Flower apps) never imports
+    TensorFlow or Keras."""
     python = _tflite_python_or_skip()
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import device_trainer; "
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]; "
-        "assert not bad, bad; print('ok')"
+        "import keras_spela_device, keras_spela_device.cli; "
+        "from keras_spela_device import backends; "
+        "[backends.backend_class(r) for r in backends.RUNTIMES]; "
+        "import sys; bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'keras_spela')]; assert not bad, bad; print('ok')"
     )
     result = subprocess.run(
-        [python, "-c", script, str(DEVICE_TRAINER.parent)],
+        [python, "-c", script],
         capture_output=True,
         text=True,
         env=_device_env(),
@@ -370,9 +400,8 @@ BAD_FILE_SCRIPT = textwrap.dedent(
     import json
     import sys
 
-    trainer_dir, jobs_path = sys.argv[1], sys.argv[2]
-    sys.path.insert(0, trainer_dir)
-    import device_trainer
+    jobs_path = sys.argv[1]
+    import keras_spela_device as device_trainer
 
     results = {}
     with open(jobs_path) as f:
@@ -439,7 +468,7 @@ def bad_file_run(tmp_path_factory):
     script = out / "bad_file_script.py"
     script.write_text(BAD_FILE_SCRIPT)
     result = subprocess.run(
-        [python, str(script), str(DEVICE_TRAINER.parent), str(jobs_path)],
+        [python, str(script), str(jobs_path)],
         capture_output=True, text=True, env=_device_env(), timeout=300,
     )
     lines = [l for l in result.stdout.splitlines() if l.startswith("REPORT ")]

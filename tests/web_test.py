@@ -19,7 +19,6 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))
-sys.path.insert(0, str(REPO / "export"))
 sys.path.insert(0, str(REPO / "examples" / "browser"))
 
 import keras  # noqa: E402
@@ -32,7 +31,7 @@ from keras_spela import SpelaDense  # noqa: E402
 from keras_spela import SpelaModel  # noqa: E402
 from keras_spela.testing import host_weights  # noqa: E402
 
-import device_trainer  # noqa: E402
+import keras_spela_device as device_trainer  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NODE = shutil.which("node")

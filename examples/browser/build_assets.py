@@ -35,7 +35,7 @@ import on_device_finetune as job  # noqa: E402  (imports TensorFlow quietly)
 from example_setup import capture_native_stderr  # noqa: E402
 from example_setup import keras  # noqa: E402
 from example_setup import keras_spela  # noqa: E402
-from device_trainer import DeviceTrainer  # noqa: E402  (export/)
+from keras_spela_device import DeviceTrainer  # noqa: E402
 
 import numpy as np  # noqa: E402
 

@@ -14,6 +14,8 @@ import numbers
 import keras
 import tensorflow as tf
 
+from keras_spela_device import contract
+
 KINDS = ("sgd", "adam")
 
 
@@ -153,20 +155,22 @@ class DeviceOptimizer:
         `zero_start=True` to `updated_variable`): the TFLite Micro program
         does, because that update needs fewer temporaries in its arena."""
         initial = 0.0 if zeros else None
-        if self.kind == "sgd" and self.momentum > 0:
-            return [(f"{name}_momentum", shape, initial)]
-        if self.kind == "adam":
-            return [(f"{name}_m", shape, initial), (f"{name}_v", shape, initial)]
-        return []
+        slots = contract.OPTIMIZER_SLOTS[self._state_kind]
+        return [(contract.slot_name(name, slot), shape, initial) for slot in slots]
 
     def shared_state_shapes(self):
         """The state shared by all variables: Adam's running `beta^t`, or
         whether momentum has started (1.0 after the first step)."""
-        if self.kind == "adam":
-            return [("adam_beta_1_power", (), 1.0), ("adam_beta_2_power", (), 1.0)]
-        if self.momentum > 0:
-            return [("momentum_started", (), 0.0)]
-        return []
+        initial = {"adam": (1.0, 1.0), "momentum": (0.0,), "sgd": ()}[self._state_kind]
+        names = contract.SHARED_OPTIMIZER_STATE[self._state_kind]
+        return [(name, (), value) for name, value in zip(names, initial)]
+
+    @property
+    def _state_kind(self):
+        """Which optimizer state it keeps (`contract.OPTIMIZER_SLOTS`)."""
+        if self.kind == "sgd" and self.momentum > 0:
+            return "momentum"
+        return self.kind
 
     def state_shapes(self, names, shapes):
         """Names and shapes of the optimizer state for named variables.

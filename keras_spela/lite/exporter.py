@@ -20,6 +20,7 @@ from keras_spela.lite.device_optimizers import DeviceOptimizer
 from keras_spela.lite.trainable_module import SpelaTrainingModule
 from keras_spela.lite.trainable_module import model_input_shape
 from keras_spela.train_layers import resolve_train_layers
+from keras_spela_device import contract
 
 TFLiteExport = collections.namedtuple(
     "TFLiteExport", ["path", "size_bytes", "operators", "weight_names", "state_names"]
@@ -112,10 +113,10 @@ def export_tflite(
     )
     module = SpelaTrainingModule(model, optimizer, train_layers, batch_size)
     signatures = {
-        "train": module.train.get_concrete_function(),
-        "infer": module.infer.get_concrete_function(),
-        "get_weights": module.get_weights.get_concrete_function(),
-        "set_weights": module.set_weights.get_concrete_function(),
+        contract.TRAIN: module.train.get_concrete_function(),
+        contract.INFER: module.infer.get_concrete_function(),
+        contract.GET_WEIGHTS: module.get_weights.get_concrete_function(),
+        contract.SET_WEIGHTS: module.set_weights.get_concrete_function(),
     }
     with tempfile.TemporaryDirectory() as saved_model_dir:
         tf.saved_model.save(module, saved_model_dir, signatures=signatures)

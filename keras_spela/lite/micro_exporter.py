@@ -17,6 +17,8 @@ from keras_spela.lite import schedule
 from keras_spela.lite.micro_program import MicroTrainingProgram
 from keras_spela.lite.trainable_module import frozen_constants
 from keras_spela.lite.trainable_module import inference_outputs
+from keras_spela_device import contract
+from keras_spela_device.tflite_file import read_model_structure
 
 MicroExport = collections.namedtuple(
     "MicroExport",
@@ -121,6 +123,9 @@ def export_tflite_micro(
     description = _description(
         data, program, optimizer, inputs, outputs, arena_bytes, block_bytes
     )
+    # What a device checks (keras_spela_device.contract), checked here first.
+    problems = contract.micro_description_problems(description, data, read_model_structure(data))
+    assert not problems, problems
     with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
         json.dump(description, f, indent=2)
     return MicroExport(
@@ -139,8 +144,8 @@ def _description(data, program, optimizer, inputs, outputs, arena_bytes, block_b
         "num_classes": model.num_classes,
         # A max_classes model: the classes active at export (the step's
         # active_classes input, 1 per active class).
-        "active_classes": model.active_classes if model.class_mask is not None else None,
-        "exits": [f"exit_{k}" for k in range(len(model.exit_layers))],
+        contract.CLASS_MASK: model.active_classes if model.class_mask is not None else None,
+        "exits": [contract.exit_name(k) for k in range(len(model.exit_layers))],
         "weight_names": list(program.weight_names),
         "arena_bytes": arena_bytes,
         "block_bytes": int(block_bytes),
@@ -149,7 +154,7 @@ def _description(data, program, optimizer, inputs, outputs, arena_bytes, block_b
         "resource_variables": _count_resource_variables(data),
         "optimizer": optimizer.get_config(),
         # Lets a device check that this description belongs to the model.
-        "model_sha256": hashlib.sha256(data).hexdigest(),
+        contract.MODEL_SHA256: hashlib.sha256(data).hexdigest(),
     }
 
 
@@ -178,7 +183,7 @@ def _export_inference_model(model, filepath, batch_size, input_shape):
         with keras.StatelessScope(state_mapping=frozen):
             return inference_outputs(model, x)
 
-    spec = tf.TensorSpec((batch_size,) + input_shape, tf.float32, name="x")
+    spec = tf.TensorSpec((batch_size,) + input_shape, tf.float32, name=contract.INFER_INPUT)
     concrete = tf.function(infer, input_signature=[spec]).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [concrete], tf.Module()

@@ -34,6 +34,7 @@ from keras_spela.layers import weight_name
 from keras_spela.lite.trainable_module import exit_key
 from keras_spela.lite.trainable_module import frozen_constants
 from keras_spela.lite.trainable_module import model_input_shape
+from keras_spela_device import contract
 
 
 class RowBlockKernel:
@@ -136,13 +137,13 @@ class MicroTrainingProgram(tf.Module):
             model, learned + ([model.class_mask] if self.has_class_mask else [])
         )
         self.x_spec = tf.TensorSpec(
-            (self.batch_size,) + self.input_shape, tf.float32, name="x"
+            (self.batch_size,) + self.input_shape, tf.float32, name=contract.TRAIN_INPUTS[0]
         )
-        self.y_spec = tf.TensorSpec((self.batch_size,), tf.int32, name="y")
+        self.y_spec = tf.TensorSpec((self.batch_size,), tf.int32, name=contract.TRAIN_INPUTS[1])
         self.input_specs = [self.x_spec, self.y_spec]
         if self.has_class_mask:
             self.input_specs.append(
-                tf.TensorSpec((model.num_classes,), tf.float32, name="active_classes")
+                tf.TensorSpec((model.num_classes,), tf.float32, name=contract.CLASS_MASK)
             )
 
     def _add_blocks(self, layer_name, kernel, optimizer, block_bytes):
@@ -243,13 +244,13 @@ class MicroTrainingProgram(tf.Module):
         outputs = {
             # SUM of a PACK: its own tensor even for one learning layer (the
             # outputs are told apart by tensor).
-            "loss": tf.reduce_sum(tf.stack([error.loss for error in errors.values()])),
-            "accepted": tf.cast(accept, tf.int32),
-            "examples": tf.cast(examples, tf.int32),
-            "scores": scores[self.model.exit_layers[-1].name],
+            contract.LOSS_OUTPUT: tf.reduce_sum(tf.stack([error.loss for error in errors.values()])),
+            contract.ACCEPTED_OUTPUT: tf.cast(accept, tf.int32),
+            contract.PADDING_OUTPUT: tf.cast(examples, tf.int32),
+            contract.SCORES_OUTPUT: scores[self.model.exit_layers[-1].name],
         }
         for name, error in errors.items():
-            outputs[f"{exit_key(self.model, name)}_loss"] = error.loss
+            outputs[contract.exit_loss_name(exit_key(self.model, name))] = error.loss
         if expose_weights:
             outputs.update(self._exposed_weights())
         return outputs

@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras_spela import acceptance
 from keras_spela import primitives
 from keras_spela.layers import weight_name
+from keras_spela_device import contract
 
 
 def frozen_constants(model, learned_variables=()):
@@ -32,14 +33,14 @@ def frozen_constants(model, learned_variables=()):
 def exit_key(model, layer_name):
     """The output key prefix of a SPELA layer: `exit_<k>`."""
     names = [layer.name for layer in model.exit_layers]
-    return f"exit_{names.index(layer_name)}"
+    return contract.exit_name(names.index(layer_name))
 
 
 def inference_outputs(model, x):
     """`scores` (the last exit) and `exit_<k>_scores` for every exit k."""
     scores = model.exit_scores(x, training=False)
-    outputs = {"scores": scores[model.exit_layers[-1].name]}
-    outputs.update({f"{exit_key(model, n)}_scores": v for n, v in scores.items()})
+    outputs = {contract.SCORES_OUTPUT: scores[model.exit_layers[-1].name]}
+    outputs.update({contract.exit_scores_name(exit_key(model, n)): v for n, v in scores.items()})
     return outputs
 
 
@@ -102,19 +103,20 @@ class SpelaTrainingModule(tf.Module):
         # A max_classes model's active classes are device state too.
         self.class_names, self.class_state = [], []
         if model.class_mask is not None:
-            self.class_names, self.class_state = ["active_classes"], [model.class_mask.value]
+            self.class_names, self.class_state = [contract.CLASS_MASK], [model.class_mask.value]
             learned.append(model.class_mask)
         # Everything that does not learn on the device is frozen as a constant.
         self._frozen = frozen_constants(model, learned)
         input_shape = model_input_shape(model)
         self.input_shape = input_shape
-        x_train = tf.TensorSpec((self.batch_size,) + input_shape, tf.float32, name="x")
-        y_train = tf.TensorSpec((self.batch_size,), tf.int32, name="y")
-        x_infer = tf.TensorSpec((None,) + input_shape, tf.float32, name="x")
+        x_name, y_name = contract.TRAIN_INPUTS
+        x_train = tf.TensorSpec((self.batch_size,) + input_shape, tf.float32, name=x_name)
+        y_train = tf.TensorSpec((self.batch_size,), tf.int32, name=y_name)
+        x_infer = tf.TensorSpec((None,) + input_shape, tf.float32, name=contract.INFER_INPUT)
         self.train = tf.function(self._train, input_signature=[x_train, y_train])
         self.infer = tf.function(self._infer, input_signature=[x_infer])
         # Java/Kotlin's runSignature refuses a signature without inputs.
-        request = tf.TensorSpec((), tf.int32, name="request")
+        request = tf.TensorSpec((), tf.int32, name=contract.GET_WEIGHTS_INPUT)
         self.get_weights = tf.function(self._get_weights, input_signature=[request])
         named_specs = [
             tf.TensorSpec(v.shape, tf.float32, name=n)
@@ -165,12 +167,12 @@ class SpelaTrainingModule(tf.Module):
         ):
             variable.assign(acceptance.select(accept, new, old))
         outputs = {
-            "loss": tf.add_n(list(losses.values())),
-            "accepted": tf.cast(accept, tf.int32),
-            "examples": tf.cast(examples, tf.int32),
+            contract.LOSS_OUTPUT: tf.add_n(list(losses.values())),
+            contract.ACCEPTED_OUTPUT: tf.cast(accept, tf.int32),
+            contract.PADDING_OUTPUT: tf.cast(examples, tf.int32),
         }
         outputs.update(
-            {f"{exit_key(self.model, n)}_loss": v for n, v in losses.items()}
+            {contract.exit_loss_name(exit_key(self.model, n)): v for n, v in losses.items()}
         )
         return outputs
 
@@ -210,7 +212,7 @@ class SpelaTrainingModule(tf.Module):
         )
         for variable, new in zip(self.all_variables, values):
             variable.assign(acceptance.select(accept, new, variable.read_value()))
-        return {"accepted": tf.cast(accept, tf.int32)}
+        return {contract.ACCEPTED_OUTPUT: tf.cast(accept, tf.int32)}
 
 
 def _slot_owner(weights, slot_name):

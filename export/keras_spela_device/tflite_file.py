@@ -2,7 +2,7 @@
 
 It checks a `.tflite` file's structure against its size and returns its
 subgraphs' input and output tensors (name, dtype, shape) and its signatures,
-so that `device_trainer.py` can tell which kind of model a file is and refuse
+so that `DeviceTrainer` can tell which kind of model a file is and refuse
 a broken one with a clear error before any interpreter (whose C++ code may
 crash on bad bytes) sees it. The format is the public TFLite schema: root
 table `Model` -> `subgraphs` -> `tensors` / `inputs` / `outputs`, and
@@ -10,7 +10,7 @@ table `Model` -> `subgraphs` -> `tensors` / `inputs` / `outputs`, and
 
 As a script, it prints what it read:
 
-    python export/tflite_file.py spela.tflite
+    python -m keras_spela_device.tflite_file spela.tflite
 """
 
 import re
@@ -252,10 +252,11 @@ def io_names(structure, subgraph_index, kind):
     return [re.sub(r"^serving_default_|:\d+$", "", t.name) for t in tensors]
 
 
-def _main(argv=None):
+def main(argv=None):
+    """Prints the subgraphs and signatures of the file named in `argv`."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python export/tflite_file.py MODEL.tflite", file=sys.stderr)
+        print("usage: python -m keras_spela_device.tflite_file MODEL.tflite", file=sys.stderr)
         return 2
     try:
         with open(argv[0], "rb") as f:
@@ -276,4 +277,4 @@ def _main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())
