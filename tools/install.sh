@@ -39,8 +39,6 @@ if [ "${1:-}" = "tests" ]; then
   .venv-tflite/bin/python -m pip install -q "numpy<2" "tflite-runtime==2.14.0"
   # The device package alone (no TensorFlow), from this checkout.
   .venv-tflite/bin/python -m pip install -q -e ./export
-  # The device package alone (no TensorFlow), from this checkout.
-  .venv-tflite/bin/python -m pip install -q -e ./export
   bash tools/install_bazel.sh
   # Chromium and LiteRT.js (npm) for the browser tests (tests/web_test.py).
   bash tools/install_web.sh
