@@ -13,11 +13,13 @@ What is measured (CPU), side by side in one run:
     (`keras_spela.primitives`): `compile(lowering="fused")` (the default:
     TensorFlow's MaxPoolGrad and Conv2DBackpropFilter) and
     `compile(lowering="builtins")` (the TFLite builtins that every export
-    runs). Every model runs with `jit_compile=False` and `True` (re-compiled
-    from the builder's compile config; SpelaModel with True runs its local
-    rules and optimizer update as one XLA function, Keras compiles the whole
-    backprop step). On ONE fixed batch of load_canvas_digits() (20x20x1, the
-    first `batch` training images) at batch 1 and 64, two ways per model:
+    runs); SpelaModel's XLA step traces the builtins whatever the lowering,
+    so with `jit_compile=True` the two SPELA models run the same step. Every
+    model runs with `jit_compile=False` and `True` (re-compiled from the
+    builder's compile config; SpelaModel with True runs its local rules and
+    optimizer update as one XLA function, Keras compiles the whole backprop
+    step). On ONE fixed batch of load_canvas_digits() (20x20x1, the first
+    `batch` training images) at batch 1 and 64, two ways per model:
     `model.train_on_batch(x, y)` (numpy in, numpy logs out) and the bare
     compiled `model.train_function` (tf tensors in, one loss read back), as
     benchmarks/on_device.py does. After warm-up calls, the twelve (model,
