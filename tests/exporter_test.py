@@ -611,7 +611,7 @@ def _bad_batches(x, y):
         "inf in x": (inf_x, y, "infinite"),
         "wrong feature shape": (x[:, :63], y, "shape"),
         "image-shaped x": (x.reshape(-1, 8, 8), y, "shape"),
-        "labels of wrong shape": (x, y.reshape(-1, 1), "shape"),
+        "labels of wrong shape": (x, np.stack([y, y], axis=1), "shape"),
         "labels of wrong length": (x, y[:-1], "shape"),
     }
 
