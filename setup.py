@@ -51,14 +51,14 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # Namespace discovery: keras_spela/data (no __init__.py) is a package of its own.
+    # Namespace discovery: keras_spela/datasets/data (no __init__.py) is a package of its own.
     packages=find_namespace_packages(include=["keras_spela", "keras_spela.*"])
     + find_packages("export", include=["keras_spela_device", "keras_spela_device.*"]),
     # The device package (export/keras_spela_device; `pip install ./export`
     # installs it alone, without TensorFlow): the exporters import its contract.
     package_dir={"keras_spela_device": "export/keras_spela_device"},
     entry_points={"console_scripts": ["keras-spela-device = keras_spela_device.cli:main"]},
-    package_data={"keras_spela": ["data/*.npz", "data/DIGITS_LICENSE.txt"]},
+    package_data={"keras_spela.datasets": ["data/*.npz", "data/DIGITS_LICENSE.txt"]},
     include_package_data=True,
     install_requires=[tensorflow_requirement(), "keras>=3.5", "numpy", "absl-py"],
     extras_require={

@@ -10,7 +10,7 @@ What is measured (CPU), side by side in one run:
     widths by Keras backprop, Conv2D + LeakyReLU(0.01) + MaxPooling2D(2)
     blocks, Dense(256), a Dense(10) softmax head, Adam 1e-3). The SPELA CNN
     runs with each host lowering of the rule's primitives
-    (`keras_spela.primitives`): `compile(lowering="fused")` (the default:
+    (`keras_spela.core.primitives`): `compile(lowering="fused")` (the default:
     TensorFlow's MaxPoolGrad and Conv2DBackpropFilter) and
     `compile(lowering="builtins")` (the TFLite builtins that every export
     runs); SpelaModel's XLA step traces the builtins whatever the lowering,
@@ -87,7 +87,10 @@ import tensorflow as tf  # noqa: E402
 import cnn_accuracy  # noqa: E402  (the CNN builders)
 import keras_spela  # noqa: E402
 import memory_depth  # noqa: E402  (the memory method's helpers)
-from keras_spela import SpelaConv2D, SpelaModel, conv_rules, primitives, rules  # noqa: E402
+from keras_spela import SpelaConv2D, SpelaModel  # noqa: E402
+from keras_spela.core import conv_rules  # noqa: E402
+from keras_spela.core import primitives  # noqa: E402
+from keras_spela.core import rules  # noqa: E402
 
 # Twelve models trace their steps here on purpose: no retracing warnings.
 tf.get_logger().setLevel("ERROR")

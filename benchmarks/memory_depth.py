@@ -78,7 +78,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_spela import SpelaDense, SpelaModel, rules  # noqa: E402
+from keras_spela import SpelaDense, SpelaModel  # noqa: E402
+from keras_spela.core import rules  # noqa: E402
 
 
 NUM_CLASSES = 10
@@ -93,7 +94,9 @@ def positive_int_list(text):
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values

@@ -64,7 +64,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_spela  # noqa: E402
-from keras_spela import SpelaConv2D, SpelaDense, SpelaModel, conv_rules  # noqa: E402
+from keras_spela import SpelaConv2D, SpelaDense, SpelaModel  # noqa: E402
+from keras_spela.core import conv_rules  # noqa: E402
 from keras_spela.lite import read_operators  # noqa: E402
 
 NUM_CLASSES = 10

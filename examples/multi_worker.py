@@ -4,7 +4,7 @@ Author: keras_spela contributors
 Date created: 2026/12/02
 Last modified: 2026/12/02
 Description: Worker processes on localhost (TF_CONFIG) train one SpelaModel
-    with keras_spela.multi_worker.fit_multi_worker and end at the weights of
+    with keras_spela.training.multi_worker.fit_multi_worker and end at the weights of
     one process trained on the same global batches.
 Accelerator: None
 """
@@ -15,7 +15,7 @@ Accelerator: None
 `tf.distribute.MultiWorkerMirroredStrategy` keeps a copy of the model on every
 worker and all-reduces the updates, so each step trains on one *global* batch
 split over the workers. Keras 3's `fit` fails under this strategy for every
-model (keras-team/keras issue 20585), so `keras_spela.multi_worker` has its
+model (keras-team/keras issue 20585), so `keras_spela.training.multi_worker` has its
 own entry point, `fit_multi_worker(model, dataset, epochs, callbacks=...)`:
 it runs the model's own SPELA train step through `strategy.run` over a
 distributed dataset and returns a `History`.
@@ -57,7 +57,7 @@ import numpy as np
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-from keras_spela.multi_worker import fit_multi_worker
+from keras_spela.training.multi_worker import fit_multi_worker
 
 PROG = os.path.basename(__file__)
 
@@ -288,7 +288,9 @@ def run_launcher():
             for process in processes:
                 process.wait(timeout=FLAGS.timeout)
         except subprocess.TimeoutExpired:
-            raise UsageError(f"the workers did not finish within --timeout {FLAGS.timeout} s")
+            raise UsageError(
+                f"the workers did not finish within --timeout {FLAGS.timeout} s"
+            ) from None
         finally:
             for process in processes:
                 if process.poll() is None:

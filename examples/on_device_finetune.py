@@ -394,7 +394,7 @@ def check_runtime():
             "2.14 needs numpy<2 and TensorFlow 2.21 needs numpy>=2: install it in "
             "its own environment (bash tools/install.sh tests makes .venv-tflite) "
             "and pass --device_python=.venv-tflite/bin/python."
-        )
+        ) from None
 
 
 def finetune_in_process(model_path, device_data, tests):

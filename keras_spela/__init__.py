@@ -14,18 +14,18 @@ if _backend != "tensorflow":
         f"KERAS_BACKEND={_backend!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from keras_spela import class_vectors
 from keras_spela import datasets
-from keras_spela import rules
-from keras_spela.acceptance import BatchRejectedError
+from keras_spela.core import class_vectors
+from keras_spela.core import rules
+from keras_spela.core.acceptance import BatchRejectedError
 from keras_spela.layers import SpelaConv2D
 from keras_spela.layers import SpelaDense
 from keras_spela.layers import SpelaLayer
 from keras_spela.lite import DeviceOptimizer
 from keras_spela.lite import export_tflite
 from keras_spela.lite import export_tflite_micro
-from keras_spela.model import SpelaModel
-from keras_spela.multi_worker import fit_multi_worker
+from keras_spela.training.model import SpelaModel
+from keras_spela.training.multi_worker import fit_multi_worker
 from keras_spela.version import __version__
 
 __all__ = [

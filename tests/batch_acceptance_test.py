@@ -6,7 +6,7 @@ TFLite Micro accept or reject each hostile batch alike (NaN, +-inf, +-3e38,
 labels out of range, padding only), and a rejected batch changes no weight
 and no optimizer state on any of them. TFLite Micro saturates float32
 overflow at +-FLT_MAX where the others give inf, so the decision must not
-depend on how a runtime overflows (`keras_spela.acceptance`).
+depend on how a runtime overflows (`keras_spela.core.acceptance`).
 
 The device runtimes run in child processes (tflite-runtime in its own
 numpy<2 virtualenv with the device package, see tflite_runtime_test.py): a
@@ -30,10 +30,10 @@ import pytest
 import tensorflow as tf
 
 import keras_spela
+import keras_spela_device  # what the device processes run
 from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-import keras_spela_device  # what the device processes run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TFLITE_PYTHON = os.environ.get(

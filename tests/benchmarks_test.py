@@ -263,7 +263,7 @@ def test_micro_budget_quick(tmp_path):
     # Seed 0, the main job's defaults and the 128 KiB row: the table's arenas
     # sit on either side of the budget, and TFLite Micro fine-tunes as LiteRT.
     result, output = run(MICRO_BUDGET, "--quick", "--no_save", cwd=tmp_path)
-    rows = re.findall(rf"^(defaults|last only)[^|]*\|(.*)$", result.stdout, re.MULTILINE)
+    rows = re.findall(r"^(defaults|last only)[^|]*\|(.*)$", result.stdout, re.MULTILINE)
     assert [name for name, _ in rows] == ["defaults", "last only"], output
     cells = {name: [float(c) for c in rest.split("|")] for name, rest in rows}
     assert cells["defaults"][0] > 128 >= cells["last only"][0], output

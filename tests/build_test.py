@@ -161,7 +161,7 @@ def package_modules():
 
 
 def target_name(module):
-    """keras_spela -> keras_spela, keras_spela.rules -> rules, keras_spela.lite.x -> lite_x;
+    """keras_spela -> keras_spela, keras_spela.core.rules -> rules, keras_spela.lite.x -> lite_x;
     keras_spela_device.x.y -> keras_spela_device_x_y."""
     parts = module.split(".")
     if parts[0] == DEVICE_PACKAGE:
@@ -435,7 +435,7 @@ def test_package_data_belongs_to_a_library():
 def test_one_py_test_per_test_file():
     targets = read_build()[0]
     problems = []
-    test_files = [relative(p) for p in sorted((ROOT / "tests").glob("*_test.py"))]
+    test_files = [relative(p) for p in sorted((ROOT / "tests").rglob("*_test.py"))]
     for path in test_files:
         name = stem(path)
         deps, import_problems = package_imports(path)

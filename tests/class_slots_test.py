@@ -20,7 +20,6 @@ import keras_spela
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 from keras_spela.testing import host_weights
-
 from keras_spela_device import DeviceTrainer  # noqa: E402
 from keras_spela_device import DeviceTrainingError  # noqa: E402
 
@@ -90,7 +89,7 @@ def test_inactive_count_never_goes_negative():
     """A count below 0 could cancel another reason in `accepted`."""
     import tensorflow as tf
 
-    from keras_spela import acceptance
+    from keras_spela.core import acceptance
 
     x = tf.zeros((2, 3))
     counts = acceptance.input_rejections(

@@ -1,4 +1,4 @@
-"""Tests for keras_spela.class_vectors: the fixed per-class target vectors."""
+"""Tests for keras_spela.core.class_vectors: the fixed per-class target vectors."""
 
 import os
 import sys
@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from keras_spela import class_vectors as cv
+from keras_spela.core import class_vectors as cv
 
 
 def _assert_unit_rows(vectors, atol=1e-5):

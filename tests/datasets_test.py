@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_spela import datasets
+from keras_spela.datasets import fashion_mnist
 
 TFDS_NAMES = ("mnist", "kmnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped")
 
@@ -55,7 +56,7 @@ def _mock_tfds(num_examples):
 
 
 def _raw_npz():
-    resource = importlib.resources.files("keras_spela") / "data" / "digits.npz"
+    resource = importlib.resources.files("keras_spela.datasets") / "data" / "digits.npz"
     with importlib.resources.as_file(resource) as path:
         with np.load(path) as data:
             return data["images"], data["labels"]
@@ -90,7 +91,7 @@ def test_digits_npz_equals_scikit_learn_copy():
 
 
 def test_digits_license_file_is_shipped_with_attribution():
-    text = (importlib.resources.files("keras_spela") / "data" / "DIGITS_LICENSE.txt").read_text()
+    text = (importlib.resources.files("keras_spela.datasets") / "data" / "DIGITS_LICENSE.txt").read_text()
     for needle in ("Alpaydin", "Kaynak", "1998", "CC BY 4.0", "scikit-learn"):
         assert needle in text
 
@@ -212,7 +213,7 @@ def fashion():
 def fashion_source_dir():
     """The directory load_fashion_mnist() read the real files from."""
     datasets.load_fashion_mnist()
-    dirs = [datasets.keras_cache_dir("fashion-mnist"), datasets.FASHION_MNIST_DEBIAN_DIR]
+    dirs = [datasets.keras_cache_dir("fashion-mnist"), fashion_mnist.FASHION_MNIST_DEBIAN_DIR]
     return next(
         pathlib.Path(d) for d in dirs
         if all((pathlib.Path(d) / name).is_file() for name in FASHION_FILES)
@@ -232,7 +233,7 @@ def read_idx_like_keras(name):
 def no_fashion_copies(monkeypatch, tmp_path):
     """Keras' cache and the Debian directory point at empty directories."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DEBIAN_DIR", str(tmp_path / "no_debian"))
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_DEBIAN_DIR", str(tmp_path / "no_debian"))
     return tmp_path / "keras_home" / "datasets" / "fashion-mnist"
 
 
@@ -318,7 +319,7 @@ def test_data_dir_comes_first_then_keras_cache_then_debian(monkeypatch, tmp_path
     assert np.bincount(y_train).tolist() == [6000] * 10
     # The Debian package is read only where the cache does not have a file.
     debian = copy_fashion_files(tmp_path / "debian")
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DEBIAN_DIR", str(debian))
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_DEBIAN_DIR", str(debian))
     (cache / "train-labels-idx1-ubyte.gz").unlink()
     damage(debian / "train-labels-idx1-ubyte.gz", "corrupt")
     with pytest.raises(datasets.DatasetError,
@@ -353,7 +354,7 @@ def test_missing_files_are_downloaded_into_keras_cache(monkeypatch, tmp_path, no
                                                        fashion):
     served = copy_fashion_files(tmp_path / "served")
     with _FileServer(served) as server:
-        monkeypatch.setattr(datasets, "FASHION_MNIST_ORIGIN", server.url)
+        monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_ORIGIN", server.url)
         (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist()
     assert sorted(p.name for p in no_fashion_copies.iterdir()) == sorted(FASHION_FILES)
     np.testing.assert_array_equal(x_train, fashion[0][0])
@@ -363,7 +364,7 @@ def test_missing_files_are_downloaded_into_keras_cache(monkeypatch, tmp_path, no
         (no_fashion_copies / name).unlink()
     damage(served / "train-images-idx3-ubyte.gz", "truncated")
     with _FileServer(served) as server:
-        monkeypatch.setattr(datasets, "FASHION_MNIST_ORIGIN", server.url)
+        monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_ORIGIN", server.url)
         with pytest.raises(datasets.DatasetError) as error:
             datasets.load_fashion_mnist()
     message = str(error.value)
@@ -372,7 +373,7 @@ def test_missing_files_are_downloaded_into_keras_cache(monkeypatch, tmp_path, no
 
 def test_offline_without_files_is_one_error_naming_both_ways(monkeypatch, no_fashion_copies):
     # Nothing listens on port 9 of localhost: the fetch fails at once, as offline.
-    monkeypatch.setattr(datasets, "FASHION_MNIST_ORIGIN", "http://127.0.0.1:9/")
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_ORIGIN", "http://127.0.0.1:9/")
     with pytest.raises(datasets.DatasetError) as error:
         datasets.load_fashion_mnist()
     message = str(error.value)
@@ -572,9 +573,11 @@ def test_load_tfds_numpy_materialises_all_examples():
 
 
 def test_datasets_module_does_not_import_sklearn_or_matplotlib():
-    source = (importlib.resources.files("keras_spela") / "datasets.py").read_text()
-    assert "import sklearn" not in source and "from sklearn" not in source
-    assert "matplotlib" not in source
+    package = importlib.resources.files("keras_spela.datasets")
+    for name in ("__init__.py", "digits.py", "errors.py", "fashion_mnist.py", "tfds.py"):
+        source = (package / name).read_text()
+        assert "import sklearn" not in source and "from sklearn" not in source, name
+        assert "matplotlib" not in source, name
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-from keras_spela.default_optimizer import CosineOverFit
+from keras_spela.training.default_optimizer import CosineOverFit
 
 
 class RateRecorder(keras.callbacks.Callback):

@@ -27,13 +27,12 @@ import pytest
 import keras_spela
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-from keras_spela import acceptance
+from keras_spela.core import acceptance
 from keras_spela_device import DeviceTrainer
 from keras_spela_device import DeviceTrainingError
 from keras_spela_device import backends
 from keras_spela_device import cli
 from keras_spela_device import contract
-from keras_spela_device.backends.litert import LiteRTBackend
 from keras_spela_device.tflite_file import io_names
 from keras_spela_device.tflite_file import read_model_structure
 

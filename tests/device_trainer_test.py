@@ -763,6 +763,7 @@ def test_compiled_model_reads_get_weights_of_the_file_as_exported(fresh):
     is dynamic and cannot be bound: export_tflite writes computed outputs),
     call after call, with the Interpreter's values."""
     from ai_edge_litert.compiled_model import CompiledModel
+
     from keras_spela_device import capture_native_stderr
 
     _, path, _ = fresh
@@ -882,7 +883,7 @@ def test_predict_and_evaluate_score_any_number_of_rows(score_models, runtime):
         f"{runtime} died (exit code {result.returncode}):\n" + result.stderr[-3000:]
     )
     report = json.loads(lines[-1][len("RESULT "):])
-    host, x, y = score_models["host"], score_models["x"], score_models["y"]
+    host, y = score_models["host"], score_models["y"]
     scored = list(host) if runtime != "micro" else list(host)[-1:]
     with np.load(scores_path) as scores:
         for k, n in enumerate(SCORE_ROWS):

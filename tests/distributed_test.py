@@ -34,7 +34,7 @@ import pytest  # noqa: E402
 
 from keras_spela import datasets  # noqa: E402
 from keras_spela.layers import SpelaDense  # noqa: E402
-from keras_spela.model import SpelaModel  # noqa: E402
+from keras_spela.training.model import SpelaModel  # noqa: E402
 
 NUM_CLASSES = datasets.DIGITS_NUM_CLASSES
 _CHILD_ENV = "KERAS_SPELA_DISTRIBUTED_TEST_CHILD"

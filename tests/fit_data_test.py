@@ -1,4 +1,4 @@
-"""SpelaModel.fit's array input as one repeating pipeline (keras_spela.fit_data): the
+"""SpelaModel.fit's array input as one repeating pipeline (keras_spela.training.fit_data): the
 same rows, batches, validation split and sample weights as Keras' own, and the same
 weights at the end of fit as a hand-run loop over those batches."""
 
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spela import SpelaDense, SpelaModel, fit_data
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
+from keras_spela.training import fit_data
 
 
 def _epochs(arguments, epochs):

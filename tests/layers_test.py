@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spela import class_vectors as class_vectors_lib
-from keras_spela import rules
+from keras_spela.core import class_vectors as class_vectors_lib
+from keras_spela.core import rules
 from keras_spela.layers import SpelaDense
 
 INPUT_DIM = 7

@@ -1,4 +1,4 @@
-"""Tests for keras_spela.model.SpelaModel on the shipped digits data."""
+"""Tests for keras_spela.training.model.SpelaModel on the shipped digits data."""
 
 import functools
 import os
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spela import class_vectors as class_vectors_lib
 from keras_spela import datasets
-from keras_spela import rules
+from keras_spela.core import class_vectors as class_vectors_lib
+from keras_spela.core import rules
 from keras_spela.layers import SpelaDense
-from keras_spela.model import SpelaModel
+from keras_spela.training.model import SpelaModel
 
 NUM_CLASSES = datasets.DIGITS_NUM_CLASSES
 

@@ -25,10 +25,10 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_spela import datasets  # noqa: E402
-from keras_spela.acceptance import BatchRejectedError  # noqa: E402
+from keras_spela.core.acceptance import BatchRejectedError  # noqa: E402
 from keras_spela.layers import SpelaDense  # noqa: E402
-from keras_spela.model import SpelaModel  # noqa: E402
-from keras_spela.multi_worker import fit_multi_worker  # noqa: E402
+from keras_spela.training.model import SpelaModel  # noqa: E402
+from keras_spela.training.multi_worker import fit_multi_worker  # noqa: E402
 
 NUM_WORKERS = 2
 GLOBAL_BATCH = 50  # split 25 + 25 over the two workers

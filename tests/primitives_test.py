@@ -20,7 +20,7 @@ import keras_spela
 from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-from keras_spela import primitives
+from keras_spela.core import primitives
 from keras_spela.lite import flatbuffer_ops
 
 FUSED = [name for name, primitive in primitives.PRIMITIVES.items() if primitive.fused]

@@ -1,4 +1,4 @@
-"""Tests for keras_spela.rules: the closed-form local rule against autodiff.
+"""Tests for keras_spela.core.rules: the closed-form local rule against autodiff.
 
 The oracle below writes ONE dense SPELA layer with plain TensorFlow ops
 (`tf.math.l2_normalize`, `tf.nn.leaky_relu`, softmax cross-entropy, a
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_spela import class_vectors as class_vectors_lib
-from keras_spela import rules
+from keras_spela.core import class_vectors as class_vectors_lib
+from keras_spela.core import rules
 
 BATCH = 9
 INPUT_DIM = 5

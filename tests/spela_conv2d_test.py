@@ -19,8 +19,8 @@ import keras_spela
 from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-from keras_spela import primitives
-from keras_spela import rules
+from keras_spela.core import primitives
+from keras_spela.core import rules
 from keras_spela.lite import flatbuffer_ops
 from keras_spela.testing import assert_devices_train_like_fit
 

@@ -29,7 +29,6 @@ import keras_spela
 from keras_spela import SpelaConv2D
 from keras_spela import SpelaDense
 from keras_spela import SpelaModel
-
 from keras_spela_device import DeviceTrainer  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

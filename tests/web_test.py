@@ -26,12 +26,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import keras_spela  # noqa: E402
+import keras_spela_device as device_trainer  # noqa: E402
 from keras_spela import SpelaConv2D  # noqa: E402
 from keras_spela import SpelaDense  # noqa: E402
 from keras_spela import SpelaModel  # noqa: E402
 from keras_spela.testing import host_weights  # noqa: E402
-
-import keras_spela_device as device_trainer  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NODE = shutil.which("node")

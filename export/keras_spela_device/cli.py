@@ -20,6 +20,7 @@ from keras_spela_device.errors import one_line
 from keras_spela_device.npz import load_npz
 from keras_spela_device.trainer import DeviceTrainer
 
+
 def _integer_at_least(minimum, kind):
     """An argparse type: an integer >= `minimum`, named `kind` in errors."""
 

@@ -5,10 +5,10 @@ import functools
 import keras
 import numpy as np
 
-from keras_spela import arguments
-from keras_spela import class_vectors as class_vectors_lib
-from keras_spela import conv_rules
-from keras_spela import rules
+from keras_spela.core import arguments
+from keras_spela.core import class_vectors as class_vectors_lib
+from keras_spela.core import conv_rules
+from keras_spela.core import rules
 from keras_spela.layers.spela_layer import KernelSpelaLayer
 
 OBJECTIVES = ("readout", "pooled", "projection")
@@ -27,8 +27,8 @@ class SpelaConv2D(KernelSpelaLayer):
     kernel)) + bias))` (`normalization` is off by default). Every
     `SpelaConv2D` is an exit: it scores the classes from its outputs, and its
     local loss trains its own weights only. The gradients are written in
-    closed form over the rule's primitives (`keras_spela.conv_rules`,
-    `keras_spela.primitives`): the filter gradient and the max-pool gradient
+    closed form over the rule's primitives (`keras_spela.core.conv_rules`,
+    `keras_spela.core.primitives`): the filter gradient and the max-pool gradient
     run on TensorFlow's fused kernels on the host and on TFLite builtins in
     every export. No gradient flows to earlier layers.
 

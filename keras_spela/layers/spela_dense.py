@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_spela import arguments
-from keras_spela import rules
+from keras_spela.core import arguments
+from keras_spela.core import rules
 from keras_spela.layers.spela_layer import KernelSpelaLayer
 
 
@@ -18,7 +18,7 @@ class SpelaDense(KernelSpelaLayer):
     largest cosine with the output, so every `SpelaDense` layer is an exit of
     the network. It learns from its local loss between the outputs and the
     vector of the true class, with its input held constant, in closed form
-    (`keras_spela.rules`): no gradient ever flows to earlier layers.
+    (`keras_spela.core.rules`): no gradient ever flows to earlier layers.
 
     Args:
         units: positive integer, the output dimension.

@@ -5,9 +5,9 @@ import numbers
 import keras
 import numpy as np
 
-from keras_spela import arguments
-from keras_spela import class_vectors as class_vectors_lib
-from keras_spela import rules
+from keras_spela.core import arguments
+from keras_spela.core import class_vectors as class_vectors_lib
+from keras_spela.core import rules
 
 
 def weight_name(variable):

@@ -10,13 +10,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spela.lite import exporter
+from keras_spela.lite import converter as converter_lib
+from keras_spela.lite import export_plan
 from keras_spela.lite import flatbuffer_ops
 from keras_spela.lite import micro_arena
 from keras_spela.lite import schedule
 from keras_spela.lite.micro_program import MicroTrainingProgram
-from keras_spela.lite.trainable_module import frozen_constants
-from keras_spela.lite.trainable_module import inference_outputs
 from keras_spela_device import contract
 from keras_spela_device.tflite_file import read_model_structure
 
@@ -96,14 +95,10 @@ def export_tflite_micro(
         outputs, arena_bytes)`; `inputs` and `outputs` list the tensor names in the
         interpreter's index order.
     """
-    optimizer, train_layers = exporter.export_settings(
-        model, batch_size, optimizer, learning_rate, train_layers
-    )
+    plan = export_plan.plan_export(model, batch_size, optimizer, learning_rate, train_layers)
     if block_bytes is None:
-        block_bytes = default_block_bytes(model, optimizer, train_layers)
-    program = MicroTrainingProgram(
-        model, optimizer, train_layers, batch_size, block_bytes
-    )
+        block_bytes = default_block_bytes(plan)
+    program = MicroTrainingProgram(plan, block_bytes)
     step = tf.function(
         lambda *inputs: program.step(*inputs, expose_weights=expose_weights),
         input_signature=program.input_specs,
@@ -111,18 +106,16 @@ def export_tflite_micro(
     concrete = step.get_concrete_function()
     output_keys = sorted(concrete.structured_outputs)  # flattening order
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], program)
-    data = schedule.schedule_for_micro(exporter.convert(converter, False))
+    data = schedule.schedule_for_micro(converter_lib.convert(converter, False))
     operators = flatbuffer_ops.check_builtin_only(data, "TFLite Micro train step")
-    exporter.write(filepath, data)
+    converter_lib.write(filepath, data)
 
     if inference_filepath is None:
         inference_filepath = os.path.splitext(filepath)[0] + "_infer.tflite"
-    _export_inference_model(model, inference_filepath, batch_size, program.input_shape)
+    _export_inference_model(plan, inference_filepath)
     inputs, outputs = _io_names(data, output_keys)
     arena_bytes = micro_arena.measure_micro_arena(data)
-    description = _description(
-        data, program, optimizer, inputs, outputs, arena_bytes, block_bytes
-    )
+    description = _description(data, program, inputs, outputs, arena_bytes, block_bytes)
     # What a device checks (keras_spela_device.contract), checked here first.
     problems = contract.micro_description_problems(description, data, read_model_structure(data))
     assert not problems, problems
@@ -133,7 +126,7 @@ def export_tflite_micro(
     )
 
 
-def _description(data, program, optimizer, inputs, outputs, arena_bytes, block_bytes):
+def _description(data, program, inputs, outputs, arena_bytes, block_bytes):
     """The JSON description of a micro train step (see `export_tflite_micro`)."""
     model = program.model
     return {
@@ -152,45 +145,45 @@ def _description(data, program, optimizer, inputs, outputs, arena_bytes, block_b
         # For MicroResourceVariables::Create / MicroInterpreter's
         # resource_variables argument on the device.
         "resource_variables": _count_resource_variables(data),
-        "optimizer": optimizer.get_config(),
+        "optimizer": program.device_optimizer.get_config(),
         # Lets a device check that this description belongs to the model.
         contract.MODEL_SHA256: hashlib.sha256(data).hexdigest(),
     }
 
 
-def default_block_bytes(model, optimizer, train_layers):
+def default_block_bytes(plan):
     """The kernel block size of `export_tflite_micro`: `sqrt(512 * L)` bytes
     for `L` bytes of learned weights and optimizer state. Smaller blocks
     shrink the step's temporaries but add operators, and TFLite Micro keeps
     about 100 bytes per operator; this balances the two (measured on
     64-256-34 and 784-256-34 nets, SGD and Adam, batch 8)."""
-    slots = len(optimizer.slot_shapes("w", (), zeros=True))
+    slots = len(plan.optimizer.slot_shapes("w", (), zeros=True))
     learned = sum(
-        int(np.prod(variable.shape)) * 4 * (1 + slots)
-        for layer in model.exit_layers
-        if layer.name in train_layers
-        for variable in layer.trainable_variables
+        int(np.prod(learned.variable.shape)) * 4 * (1 + slots)
+        for learned in plan.learned_variables()
     )
     return max(1024, int(math.sqrt(512 * learned)))
 
 
-def _export_inference_model(model, filepath, batch_size, input_shape):
+def _export_inference_model(plan, filepath):
     """Writes an inference-only model: every weight a constant, scores at
     every exit."""
-    frozen = frozen_constants(model)
+    frozen = plan.frozen_constants()
 
     def infer(x):
         with keras.StatelessScope(state_mapping=frozen):
-            return inference_outputs(model, x)
+            return plan.inference_outputs(x)
 
-    spec = tf.TensorSpec((batch_size,) + input_shape, tf.float32, name=contract.INFER_INPUT)
+    spec = tf.TensorSpec(
+        (plan.batch_size,) + plan.input_shape, tf.float32, name=contract.INFER_INPUT
+    )
     concrete = tf.function(infer, input_signature=[spec]).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [concrete], tf.Module()
     )
-    data = exporter.convert(converter, quantize_frozen=False)
+    data = converter_lib.convert(converter, quantize_frozen=False)
     flatbuffer_ops.check_builtin_only(data, "TFLite Micro inference model")
-    exporter.write(filepath, data)
+    converter_lib.write(filepath, data)
 
 
 def _io_names(data, output_keys):

@@ -9,7 +9,7 @@ weight), and the step touches one block at a time:
 
 1. the forward sweep (`SpelaModel.compute_local_errors`, the code of
    `SpelaModel.train_step`) reads each block only for its own product;
-2. the batch is accepted or rejected by `keras_spela.acceptance`, the
+2. the batch is accepted or rejected by `keras_spela.core.acceptance`, the
    definition the host's `train_step` asserts;
 3. each block's gradient (`rules.kernel_gradient` on its columns of `dL/dz`),
    optimizer step (`DeviceOptimizer.updated_variable`) and assignment run
@@ -26,14 +26,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import acceptance
-from keras_spela import primitives
-from keras_spela import rules
+from keras_spela.core import acceptance
+from keras_spela.core import primitives
+from keras_spela.core import rules
 from keras_spela.layers import SpelaLayer
-from keras_spela.layers import weight_name
-from keras_spela.lite.trainable_module import exit_key
-from keras_spela.lite.trainable_module import frozen_constants
-from keras_spela.lite.trainable_module import model_input_shape
 from keras_spela_device import contract
 
 
@@ -91,41 +87,36 @@ class MicroTrainingProgram(tf.Module):
     `SpelaLayer.parameter_gradient`.
 
     Args:
-        model: a built `SpelaModel`.
-        optimizer: a `DeviceOptimizer`.
-        train_layers: names of the SPELA layers that learn on the device;
-            every other weight becomes a constant.
-        batch_size: the static batch size.
+        plan: the export's `ExportPlan` (`keras_spela.lite.export_plan`).
         block_bytes: the largest kernel block, in bytes (at least one row
             of the transposed kernel). Smaller blocks lower the arena and
             add operators.
     """
 
-    def __init__(self, model, optimizer, train_layers, batch_size, block_bytes):
+    def __init__(self, plan, block_bytes):
         super().__init__(name="spela_micro_training")
-        self.model = model
-        self.device_optimizer = optimizer
-        self.batch_size = int(batch_size)
-        self.input_shape = model_input_shape(model)
-        self.learning = [l for l in model.exit_layers if l.name in train_layers]
+        self.plan = plan
+        self.model = model = plan.model
+        self.device_optimizer = optimizer = plan.optimizer
+        self.batch_size = plan.batch_size
+        self.input_shape = plan.input_shape
+        self.learning = plan.learning_layers
         # {layer: [(start, stop), ...]}, {layer: [blocks]}, {layer: {name: tensor}}
-        self.block_ranges, self.kernel_blocks, self.whole = {}, {}, {}
-        self.weight_names = []
-        learned = []
-        for layer in self.learning:
-            self.whole[layer.name] = {}
-            for variable in layer.trainable_variables:
-                name = weight_name(variable)
-                value = np.asarray(variable.numpy(), np.float32)
-                self.weight_names.append(f"{layer.name}_{name}")
-                learned.append(variable)
-                probe = layer.kernel_gradient_factors
-                if name == "kernel" and value.ndim == 2 and _gives_factors(probe):
-                    self._add_blocks(layer.name, value, optimizer, block_bytes)
-                else:
-                    self.whole[layer.name][name] = _LearnedTensor(
-                        f"{layer.name}_{name}", value, optimizer
-                    )
+        self.block_ranges, self.kernel_blocks = {}, {}
+        self.whole = {layer.name: {} for layer in self.learning}
+        learned_variables = plan.learned_variables()
+        self.weight_names = [learned.name for learned in learned_variables]
+        for learned in learned_variables:
+            layer = learned.layer
+            value = np.asarray(learned.variable.numpy(), np.float32)
+            probe = layer.kernel_gradient_factors
+            if learned.weight == "kernel" and value.ndim == 2 and _gives_factors(probe):
+                self._add_blocks(layer.name, value, optimizer, block_bytes)
+            else:
+                self.whole[layer.name][learned.weight] = _LearnedTensor(
+                    learned.name, value, optimizer
+                )
+        learned = [learned.variable for learned in learned_variables]
         self.shared = [
             tf.Variable(tf.constant(init, tf.float32), name=name)
             for name, _, init in optimizer.shared_state_shapes()
@@ -133,13 +124,10 @@ class MicroTrainingProgram(tf.Module):
         # A max_classes model's active classes: an input of every step (the
         # application keeps them, e.g. with its weights), not a constant.
         self.has_class_mask = model.class_mask is not None
-        self._frozen = frozen_constants(
-            model, learned + ([model.class_mask] if self.has_class_mask else [])
+        self._frozen = plan.frozen_constants(
+            learned + ([model.class_mask] if self.has_class_mask else [])
         )
-        self.x_spec = tf.TensorSpec(
-            (self.batch_size,) + self.input_shape, tf.float32, name=contract.TRAIN_INPUTS[0]
-        )
-        self.y_spec = tf.TensorSpec((self.batch_size,), tf.int32, name=contract.TRAIN_INPUTS[1])
+        self.x_spec, self.y_spec = plan.train_specs()
         self.input_specs = [self.x_spec, self.y_spec]
         if self.has_class_mask:
             self.input_specs.append(
@@ -250,7 +238,7 @@ class MicroTrainingProgram(tf.Module):
             contract.SCORES_OUTPUT: scores[self.model.exit_layers[-1].name],
         }
         for name, error in errors.items():
-            outputs[contract.exit_loss_name(exit_key(self.model, name))] = error.loss
+            outputs[contract.exit_loss_name(self.plan.exit_key(name))] = error.loss
         if expose_weights:
             outputs.update(self._exposed_weights())
         return outputs

@@ -3,86 +3,41 @@
 The train signature calls `SpelaModel.compute_local_errors` and
 `compute_local_gradients`, the code of `SpelaModel.train_step`, then a
 `DeviceOptimizer` step, and assigns the new values only when the batch is
-accepted (`keras_spela.acceptance`, the host's definition). The gate is a
+accepted (`keras_spela.core.acceptance`, the host's definition). The gate is a
 SELECT_V2 on one boolean (`acceptance.select`), so a rejected batch leaves
 every weight and every optimizer state exactly as it was, even when its
 candidate values are NaN, with builtin ops only.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_spela import acceptance
-from keras_spela import primitives
-from keras_spela.layers import weight_name
+from keras_spela.core import acceptance
+from keras_spela.core import primitives
 from keras_spela_device import contract
-
-
-def frozen_constants(model, learned_variables=()):
-    """`(variable, constant)` pairs for every variable of `model` that does
-    not learn on the device (a `keras.StatelessScope` state mapping)."""
-    learned_ids = {id(variable) for variable in learned_variables}
-    return [
-        (variable, tf.constant(np.asarray(variable.numpy())))
-        for variable in model.variables
-        if id(variable) not in learned_ids
-    ]
-
-
-def exit_key(model, layer_name):
-    """The output key prefix of a SPELA layer: `exit_<k>`."""
-    names = [layer.name for layer in model.exit_layers]
-    return contract.exit_name(names.index(layer_name))
-
-
-def inference_outputs(model, x):
-    """`scores` (the last exit) and `exit_<k>_scores` for every exit k."""
-    scores = model.exit_scores(x, training=False)
-    outputs = {contract.SCORES_OUTPUT: scores[model.exit_layers[-1].name]}
-    outputs.update({contract.exit_scores_name(exit_key(model, n)): v for n, v in scores.items()})
-    return outputs
-
-
-def model_input_shape(model):
-    """The per-example input shape of a built SpelaModel."""
-    if model.example_input_shape is not None:
-        return tuple(model.example_input_shape)
-    raise ValueError(
-        "The model's input shape is unknown: start its layer list with "
-        "keras.Input(shape) to export it."
-    )
 
 
 class SpelaTrainingModule(tf.Module):
     """The on-device training program of a `SpelaModel`.
 
     Args:
-        model: a built `SpelaModel`.
-        optimizer: a `DeviceOptimizer`.
-        train_layers: names of the SPELA layers that learn on the device;
-            every other weight becomes a constant of the exported model.
-        batch_size: the static batch size of the train signature.
+        plan: the export's `ExportPlan` (`keras_spela.lite.export_plan`).
 
     The variables of the learning layers are the model's own; export does not
     change them.
     """
 
-    def __init__(self, model, optimizer, train_layers, batch_size):
+    def __init__(self, plan):
         super().__init__(name="spela_training")
-        self.model = model
-        self.device_optimizer = optimizer
-        self.train_layer_names = list(train_layers)
-        self.batch_size = int(batch_size)
-        learning = [l for l in model.exit_layers if l.name in self.train_layer_names]
-        self.weight_names = []
-        self.weights = []
-        learned = []
-        for layer in learning:
-            for variable in layer.trainable_variables:
-                self.weight_names.append(f"{layer.name}_{weight_name(variable)}")
-                self.weights.append(variable.value)
-                learned.append(variable)
+        self.plan = plan
+        self.model = model = plan.model
+        self.device_optimizer = optimizer = plan.optimizer
+        self.train_layer_names = list(plan.train_layers)
+        self.batch_size = plan.batch_size
+        learned_variables = plan.learned_variables()
+        self.weight_names = [learned.name for learned in learned_variables]
+        self.weights = [learned.variable.value for learned in learned_variables]
+        learned = [learned.variable for learned in learned_variables]
         state_specs = optimizer.state_shapes(
             self.weight_names, [tuple(w.shape) for w in self.weights]
         )
@@ -106,12 +61,9 @@ class SpelaTrainingModule(tf.Module):
             self.class_names, self.class_state = [contract.CLASS_MASK], [model.class_mask.value]
             learned.append(model.class_mask)
         # Everything that does not learn on the device is frozen as a constant.
-        self._frozen = frozen_constants(model, learned)
-        input_shape = model_input_shape(model)
-        self.input_shape = input_shape
-        x_name, y_name = contract.TRAIN_INPUTS
-        x_train = tf.TensorSpec((self.batch_size,) + input_shape, tf.float32, name=x_name)
-        y_train = tf.TensorSpec((self.batch_size,), tf.int32, name=y_name)
+        self._frozen = plan.frozen_constants(learned)
+        self.input_shape = input_shape = plan.input_shape
+        x_train, y_train = plan.train_specs()
         x_infer = tf.TensorSpec((None,) + input_shape, tf.float32, name=contract.INFER_INPUT)
         self.train = tf.function(self._train, input_signature=[x_train, y_train])
         self.infer = tf.function(self._infer, input_signature=[x_infer])
@@ -172,7 +124,7 @@ class SpelaTrainingModule(tf.Module):
             contract.PADDING_OUTPUT: tf.cast(examples, tf.int32),
         }
         outputs.update(
-            {contract.exit_loss_name(exit_key(self.model, n)): v for n, v in losses.items()}
+            {contract.exit_loss_name(self.plan.exit_key(n)): v for n, v in losses.items()}
         )
         return outputs
 
@@ -180,7 +132,7 @@ class SpelaTrainingModule(tf.Module):
         """Class scores for any batch size. Returns a map of `scores` (the last
         exit) and `exit_<k>_scores` for every exit k."""
         with self._frozen_scope():
-            return inference_outputs(self.model, x)
+            return self.plan.inference_outputs(x)
 
     def _get_weights(self, request=None):
         """A map of every learned weight and optimizer state (and, for a

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import arguments
+from keras_spela.core import arguments
 
 # Added to an inactive class's cosine: it ends at or below -3, under any
 # active class's score (cosines are in [-1, 1]).

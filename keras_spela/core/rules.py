@@ -29,7 +29,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import primitives
+from keras_spela.core import primitives
 
 ACTIVATIONS = ("leaky_relu", "relu", "tanh", "sigmoid", "linear")
 LOCAL_LOSSES = ("cosine", "log_cosine", "squared_cosine", "euclidean", "softmax_cosine")
@@ -64,7 +64,7 @@ Attributes:
     aux: None, or a dict of further tensors of the forward pass that a
         layer kind's parameter gradients need (a layer's gradients are
         functions of its `LocalError` alone).
-    gradients, check: None, or (an ordered sweep, `keras_spela.sweep`)
+    gradients, check: None, or (an ordered sweep, `keras_spela.training.sweep`)
         the layer's parameter gradients and its acceptance check
         (`acceptance.layer_check`), already computed.
 """

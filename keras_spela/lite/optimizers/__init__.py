@@ -1,53 +1,62 @@
 """Optimizers that run inside exported train signatures on every runtime.
 
 Keras' optimizers keep an int64 step counter and use POW for Adam's bias
-correction, which TFLite Micro has no kernels for. `DeviceOptimizer` computes
-the same updates as `keras.optimizers.SGD` (with or without momentum,
-Nesterov included) and `keras.optimizers.Adam` with float32 state only:
-Adam's `beta^t` are kept as running products. Its update is a pure function
-of values, so the exporter can gate it (a rejected batch changes nothing).
-The tests check it against Keras' optimizers step by step.
+correction, which TFLite Micro has no kernels for. A `DeviceOptimizer`
+computes the same updates as `keras.optimizers.SGD` (with or without
+momentum, Nesterov included) and `keras.optimizers.Adam` with float32 state
+only. Its update is a pure function of values, so the exporters can gate it
+(a rejected batch changes nothing). The tests check it against Keras'
+optimizers step by step.
+
+Each kind is one module with an `UpdateRule` (`base.py`); adding a kind
+takes that module, its line in `REGISTRY` and its state names in the device
+contract (`keras_spela_device.contract.OPTIMIZER_SLOTS`,
+`SHARED_OPTIMIZER_STATE`), which the device side reads.
 """
 
+import importlib
 import numbers
 
 import keras
-import tensorflow as tf
 
 from keras_spela_device import contract
 
-KINDS = ("sgd", "adam")
+# kind -> "module:UpdateRule subclass".
+REGISTRY = {
+    "sgd": "keras_spela.lite.optimizers.sgd:SGD",
+    "adam": "keras_spela.lite.optimizers.adam:Adam",
+}
+KINDS = tuple(REGISTRY)
+
+
+def rule_class(kind):
+    """The `UpdateRule` subclass of a kind of `REGISTRY`."""
+    if kind not in REGISTRY:
+        raise ValueError(f"Unknown optimizer kind={kind!r}; expected one of {KINDS}.")
+    module, name = REGISTRY[kind].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class DeviceOptimizer:
-    """A float32-state SGD / momentum / Adam for device train signatures.
+    """A float32-state optimizer for device train signatures.
 
     Args:
-        kind: `"sgd"` or `"adam"`.
+        kind: a kind of `REGISTRY`: `"sgd"` or `"adam"`.
         learning_rate: a positive float (a constant on the device).
-        momentum: SGD momentum in [0, 1).
-        nesterov: Nesterov momentum for SGD.
-        beta_1, beta_2, epsilon: Adam's settings, as in Keras.
+        **settings: the kind's settings, as in Keras: `momentum` (in
+            [0, 1)) and `nesterov` for `"sgd"`; `beta_1`, `beta_2`,
+            `epsilon` for `"adam"`. Unset ones take Keras' defaults.
 
     Example:
 
     ```python
     optimizer = DeviceOptimizer.from_keras(keras.optimizers.Adam(1e-2))
+    optimizer = DeviceOptimizer("sgd", 0.1, momentum=0.9)
     ```
     """
 
-    def __init__(
-        self,
-        kind="adam",
-        learning_rate=1e-2,
-        momentum=0.0,
-        nesterov=False,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-7,
-    ):
-        if kind not in KINDS:
-            raise ValueError(f"Unknown optimizer kind={kind!r}; expected one of {KINDS}.")
+    def __init__(self, kind="adam", learning_rate=1e-2, **settings):
+        rule = rule_class(kind)
         if (
             not isinstance(learning_rate, numbers.Real)
             or isinstance(learning_rate, bool)
@@ -57,19 +66,27 @@ class DeviceOptimizer:
                 "The device optimizer needs a constant learning_rate > 0, "
                 f"received learning_rate={learning_rate!r}."
             )
-        if not isinstance(momentum, numbers.Real) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), received {momentum!r}.")
+        unknown = sorted(set(settings) - set(rule.defaults))
+        if unknown:
+            raise ValueError(
+                f"Unknown setting(s) {unknown} for the {kind!r} device optimizer; it "
+                f"takes {sorted(rule.defaults)}."
+            )
         self.kind = kind
         self.learning_rate = float(learning_rate)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
-        self.beta_1 = float(beta_1)
-        self.beta_2 = float(beta_2)
-        self.epsilon = float(epsilon)
+        self.settings = rule.check({**rule.defaults, **settings})
+        self.rule = rule(self.learning_rate, **self.settings)
+
+    def __getattr__(self, name):
+        # The kind's settings read as attributes (optimizer.momentum, ...).
+        settings = self.__dict__.get("settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(name)
 
     @classmethod
     def from_keras(cls, optimizer, learning_rate=None):
-        """The device optimizer equal to a Keras SGD or Adam optimizer.
+        """The device optimizer equal to a Keras optimizer of `REGISTRY`.
 
         Args:
             optimizer: a `keras.optimizers.SGD` or `keras.optimizers.Adam`, or
@@ -84,15 +101,12 @@ class DeviceOptimizer:
         """
         if isinstance(optimizer, str):
             optimizer = keras.optimizers.get(optimizer)
-        if isinstance(optimizer, keras.optimizers.SGD):
-            kind = "sgd"
-        elif isinstance(optimizer, keras.optimizers.Adam):
-            kind = "adam"
-        else:
+        kinds = [k for k in KINDS if type(optimizer) is rule_class(k).keras_class]
+        if not kinds:
+            names = ", ".join(f"keras.optimizers.{rule_class(k).keras_class.__name__}"
+                              for k in KINDS)
             raise ValueError(
-                "On-device training supports keras.optimizers.SGD (with or "
-                "without momentum) and keras.optimizers.Adam, received "
-                f"{type(optimizer).__name__}."
+                f"On-device training supports {names}, received {type(optimizer).__name__}."
             )
         config = optimizer.get_config()
         unsupported = {
@@ -118,31 +132,11 @@ class DeviceOptimizer:
                     "The model's optimizer uses a learning-rate schedule; pass a "
                     "constant learning_rate= to the exporter."
                 )
-        if kind == "sgd":
-            return cls(
-                "sgd",
-                learning_rate,
-                momentum=config["momentum"],
-                nesterov=config["nesterov"],
-            )
-        return cls(
-            "adam",
-            learning_rate,
-            beta_1=config["beta_1"],
-            beta_2=config["beta_2"],
-            epsilon=config["epsilon"],
-        )
+        rule = rule_class(kinds[0])
+        return cls(kinds[0], learning_rate, **{name: config[name] for name in rule.defaults})
 
     def get_config(self):
-        return {
-            "kind": self.kind,
-            "learning_rate": self.learning_rate,
-            "momentum": self.momentum,
-            "nesterov": self.nesterov,
-            "beta_1": self.beta_1,
-            "beta_2": self.beta_2,
-            "epsilon": self.epsilon,
-        }
+        return {"kind": self.kind, "learning_rate": self.learning_rate, **self.settings}
 
     def slot_shapes(self, name, shape, zeros=False):
         """The per-variable state of a variable: `[(name, shape, initial)]`.
@@ -155,22 +149,14 @@ class DeviceOptimizer:
         `zero_start=True` to `updated_variable`): the TFLite Micro program
         does, because that update needs fewer temporaries in its arena."""
         initial = 0.0 if zeros else None
-        slots = contract.OPTIMIZER_SLOTS[self._state_kind]
+        slots = contract.OPTIMIZER_SLOTS[self.rule.state_kind]
         return [(contract.slot_name(name, slot), shape, initial) for slot in slots]
 
     def shared_state_shapes(self):
-        """The state shared by all variables: Adam's running `beta^t`, or
-        whether momentum has started (1.0 after the first step)."""
-        initial = {"adam": (1.0, 1.0), "momentum": (0.0,), "sgd": ()}[self._state_kind]
-        names = contract.SHARED_OPTIMIZER_STATE[self._state_kind]
-        return [(name, (), value) for name, value in zip(names, initial)]
-
-    @property
-    def _state_kind(self):
-        """Which optimizer state it keeps (`contract.OPTIMIZER_SLOTS`)."""
-        if self.kind == "sgd" and self.momentum > 0:
-            return "momentum"
-        return self.kind
+        """The state shared by all variables, `[(name, (), initial)]`:
+        Adam's running `beta^t`, or whether momentum has started."""
+        names = contract.SHARED_OPTIMIZER_STATE[self.rule.state_kind]
+        return [(n, (), v) for n, v in zip(names, self.rule.shared_initial_values())]
 
     def state_shapes(self, names, shapes):
         """Names and shapes of the optimizer state for named variables.
@@ -192,29 +178,14 @@ class DeviceOptimizer:
 
         Returns:
             `(new_shared, coefficients)`; pass `coefficients` to
-            `updated_variable` for every variable of this step. They hold
-            `started`, 0.0 before the first step (the slots then count as
-            zero) and 1.0 after it.
+            `updated_variable` for every variable of this step.
         """
-        if self.kind == "adam":
-            started = tf.cast(tf.less(shared[0], 1.0), tf.float32)
-            beta_1_power = shared[0] * self.beta_1
-            beta_2_power = shared[1] * self.beta_2
-            alpha = (
-                self.learning_rate * tf.sqrt(1.0 - beta_2_power) / (1.0 - beta_1_power)
-            )
-            return [beta_1_power, beta_2_power], (alpha, started)
-        if self.momentum > 0:
-            return [tf.ones_like(shared[0])], (None, shared[0])
-        return [], None
+        return self.rule.advance(shared)
 
     def visible_slots(self, slots, shared):
         """The slots as the optimizer sees them (zero before the first
         step), for `get_weights`."""
-        if not slots:
-            return []
-        started = self.advance(shared)[1][1]
-        return [slot * started for slot in slots]
+        return self.rule.visible_slots(slots, shared) if slots else []
 
     def updated_variable(self, gradient, value, slots, coefficients, zero_start=False):
         """One variable's update as a pure function.
@@ -230,26 +201,7 @@ class DeviceOptimizer:
         Returns:
             `(new_value, new_slots)`.
         """
-        lr = self.learning_rate
-        if self.kind == "sgd":
-            if self.momentum == 0:
-                return value - gradient * lr, []
-            # Keras: m = m * momentum - g * lr (m is zero before the first step).
-            momentum = self.momentum
-            if not zero_start:
-                momentum = momentum * coefficients[1]
-            m = slots[0] * momentum - gradient * lr
-            step = m * self.momentum - gradient * lr if self.nesterov else m
-            return value + step, [m]
-        alpha, started = coefficients
-        m, v = slots
-        if zero_start:  # Keras' form: m += (g - m) (1 - beta_1), v likewise.
-            m = m + (gradient - m) * (1.0 - self.beta_1)
-            v = v + (tf.square(gradient) - v) * (1.0 - self.beta_2)
-        else:  # the same, with the slots read as zero before the first step
-            m = m * (self.beta_1 * started) + gradient * (1.0 - self.beta_1)
-            v = v * (self.beta_2 * started) + tf.square(gradient) * (1.0 - self.beta_2)
-        return value - (m * alpha) / (tf.sqrt(v) + self.epsilon), [m, v]
+        return self.rule.updated_variable(gradient, value, slots, coefficients, zero_start)
 
     def updated_values(self, gradients, values, state):
         """One optimizer step over several variables, as a pure function.

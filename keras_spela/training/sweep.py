@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from keras_spela import acceptance
+from keras_spela.core import acceptance
 from keras_spela.layers import is_spela_layer
 
 

@@ -25,8 +25,9 @@ written with TFLite builtins (LESS_EQUAL, CAST, SUM, SELECT_V2, GATHER).
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import rules
+from keras_spela.core import rules
 from keras_spela_device import contract
+
 
 class BatchRejectedError(ValueError):
     """A batch that must not change any weight (host: raised by `fit`,

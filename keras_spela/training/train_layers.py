@@ -4,7 +4,7 @@
 export CLI all resolve the argument here.
 """
 
-from keras_spela import arguments
+from keras_spela.core import arguments
 
 
 def resolve_train_layers(names, train_layers):

@@ -25,8 +25,8 @@ worker applies the update of the global batch.
 import keras
 import tensorflow as tf
 
-from keras_spela import arguments
-from keras_spela.model import _rejections_as_value_errors
+from keras_spela.core import arguments
+from keras_spela.training.fit_loop import rejections_as_value_errors
 
 _DATA = tf.data.experimental.AutoShardPolicy.DATA
 _AUTO = tf.data.experimental.AutoShardPolicy.AUTO
@@ -125,7 +125,7 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None,
     iterator = iter(distributed) if steps_per_epoch else None
     model.stop_training = False
     epoch_logs = None
-    with _rejections_as_value_errors():
+    with rejections_as_value_errors():
         callback_list.on_train_begin()
         for epoch in range(epochs):
             model.reset_metrics()

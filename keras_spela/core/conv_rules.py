@@ -35,8 +35,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import primitives
-from keras_spela import rules
+from keras_spela.core import primitives
+from keras_spela.core import rules
 
 PADDINGS = ("valid", "same")
 # Per-example normalisation of the convolution's output, over these axes.

@@ -1,6 +1,6 @@
 """The named primitives of the local rules, each with its lowerings.
 
-The local rules (`keras_spela.rules`, `keras_spela.conv_rules`) are written
+The local rules (`keras_spela.core.rules`, `keras_spela.core.conv_rules`) are written
 once, in closed form, over these primitives. Every primitive has one
 `"builtins"` lowering, written with TFLite builtin operators that TFLite
 Micro also has: every export traces it. A primitive may also have a

@@ -1,8 +1,8 @@
 """The paper's staged SPELA schedules: layer by layer, or the conv stack
 first and then the dense head."""
 
-from keras_spela import arguments
-from keras_spela.train_layers import resolve_train_layers
+from keras_spela.core import arguments
+from keras_spela.training.train_layers import resolve_train_layers
 
 
 class LayerwiseMixin:

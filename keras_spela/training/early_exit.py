@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_spela import arguments
-from keras_spela import data_checks
+from keras_spela.core import arguments
+from keras_spela.training import data_checks
 
 
 class EarlyExitMixin:

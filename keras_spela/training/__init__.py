@@ -1,0 +1,2 @@
+"""SpelaModel and the parts that make it train, evaluate and predict
+like a Keras model."""
