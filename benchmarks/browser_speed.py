@@ -57,13 +57,23 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 BATCH = 16
 GOAL = 2.0
 BROWSER_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 # Chromium's software WebGPU adapter, for the webgpu try.
 WEBGPU_ARGS = [
-    "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--enable-unsafe-webgpu",
+    "--no-sandbox",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-unsafe-webgpu",
     "--use-webgpu-adapter=swiftshader",
 ]
 
@@ -78,15 +88,21 @@ def _positive(text):
 def export_main_job_model(directory):
     """The main job's architecture and device optimizer, exported at batch 16."""
     keras_spela_model = SpelaModel(
-        [common.keras.Input((8, 8, 1)), common.keras.layers.Flatten(),
-         SpelaDense(256, name="hidden"), SpelaDense(34, name="last")],
+        [
+            common.keras.Input((8, 8, 1)),
+            common.keras.layers.Flatten(),
+            SpelaDense(256, name="hidden"),
+            SpelaDense(34, name="last"),
+        ],
         num_classes=10,
     )
     keras_spela_model.compile()
     path = os.path.join(directory, "spela.tflite")
     with capture_native_stderr():
         keras_spela.export_tflite(
-            keras_spela_model, path, batch_size=BATCH,
+            keras_spela_model,
+            path,
+            batch_size=BATCH,
             optimizer=keras_spela.DeviceOptimizer("adam", 1e-2),
         )
     return path
@@ -94,8 +110,13 @@ def export_main_job_model(directory):
 
 def browser_blocks(directory, job, args=BROWSER_ARGS):
     """Runs one job in a fresh headless Chromium; returns its result."""
-    plan = {"root": str(REPO), "mounts": {"/__data__/": directory}, "chromium": CHROMIUM,
-            "args": args, "jobs": [dict(job, id="job")]}
+    plan = {
+        "root": str(REPO),
+        "mounts": {"/__data__/": directory},
+        "chromium": CHROMIUM,
+        "args": args,
+        "jobs": [dict(job, id="job")],
+    }
     plan_path = os.path.join(directory, "plan.json")
     out_path = os.path.join(directory, "results.json")
     with open(plan_path, "w") as f:
@@ -119,13 +140,23 @@ class BrowserPage:
     def __init__(self, directory):
         self.plan_path = os.path.join(directory, "page_plan.json")
         with open(self.plan_path, "w") as f:
-            json.dump({"root": str(REPO), "mounts": {"/__data__/": directory},
-                       "chromium": CHROMIUM, "args": BROWSER_ARGS}, f)
+            json.dump(
+                {
+                    "root": str(REPO),
+                    "mounts": {"/__data__/": directory},
+                    "chromium": CHROMIUM,
+                    "args": BROWSER_ARGS,
+                },
+                f,
+            )
 
     def __enter__(self):
         self.process = subprocess.Popen(
-            ["node", str(DRIVER), self.plan_path, "--stdin"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ["node", str(DRIVER), self.plan_path, "--stdin"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         return self
 
@@ -134,7 +165,9 @@ class BrowserPage:
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
-            raise SystemExit(f"error: the browser page ended: {self.process.stderr.read().strip()[-500:]}")
+            raise SystemExit(
+                f"error: the browser page ended: {self.process.stderr.read().strip()[-500:]}"
+            )
         answer = json.loads(line)
         if "error" in answer:
             raise SystemExit(f"error: the browser job failed: {answer['error']}")
@@ -177,9 +210,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.blocks, args.steps, args.warmup_s = 2, 2, 30, 5
-    missing = [what for what, ok in (("node", shutil.which("node")), (CHROMIUM, os.path.exists(CHROMIUM)),
-                                      ("web/node_modules", (REPO / "web" / "node_modules" / "@litertjs").is_dir()))
-               if not ok]
+    missing = [
+        what
+        for what, ok in (
+            ("node", shutil.which("node")),
+            (CHROMIUM, os.path.exists(CHROMIUM)),
+            ("web/node_modules", (REPO / "web" / "node_modules" / "@litertjs").is_dir()),
+        )
+        if not ok
+    ]
     if missing:
         print(f"error: needs {', '.join(missing)}: run bash tools/install_web.sh", file=sys.stderr)
         return 1
@@ -196,13 +235,22 @@ def main(argv=None):
         "1 thread": DeviceTrainer(model_path, runtime="litert", num_threads=1),
     }
     raw = trainers["default threads"]._backend._train
-    python_steps = {f"Python DeviceTrainer.train_batch, {name}": (lambda t=t: t.train_batch(x, y))
-                    for name, t in trainers.items()}
-    python_steps["Python train signature runner (no checks), default threads"] = lambda: raw(x=x, y=y)
+    python_steps = {
+        f"Python DeviceTrainer.train_batch, {name}": (lambda t=t: t.train_batch(x, y))
+        for name, t in trainers.items()
+    }
+    python_steps["Python train signature runner (no checks), default threads"] = lambda: raw(
+        x=x, y=y
+    )
     browser_name = "browser DeviceTrainer.trainBatch, wasm (1 thread)"
     times = {name: [] for name in [browser_name, *python_steps]}
-    job = {"kind": "bench", "model": "/__data__/spela.tflite", "data": "/__data__/batch.json",
-           "rounds": args.blocks, "steps": args.steps}
+    job = {
+        "kind": "bench",
+        "model": "/__data__/spela.tflite",
+        "data": "/__data__/batch.json",
+        "rounds": args.blocks,
+        "steps": args.steps,
+    }
 
     with BrowserPage(directory) as page:
         warmup = page.run(dict(job, rounds=0, warmupSeconds=args.warmup_s))["warmup"]
@@ -214,38 +262,73 @@ def main(argv=None):
             times[browser_name] += page.run(job)["blocks"]
 
     with open(os.path.join(directory, "webgpu.json"), "w") as f:  # 2 steps
-        json.dump({"x": np.tile(x.reshape(-1), 2).tolist(), "y": np.tile(y, 2).tolist(), "epochs": 1}, f)
-    webgpu = browser_blocks(directory, {"kind": "webgpu", "model": "/__data__/spela.tflite",
-                                        "data": "/__data__/webgpu.json"}, args=WEBGPU_ARGS)
+        json.dump(
+            {"x": np.tile(x.reshape(-1), 2).tolist(), "y": np.tile(y, 2).tolist(), "epochs": 1}, f
+        )
+    webgpu = browser_blocks(
+        directory,
+        {"kind": "webgpu", "model": "/__data__/spela.tflite", "data": "/__data__/webgpu.json"},
+        args=WEBGPU_ARGS,
+    )
     shutil.rmtree(directory, ignore_errors=True)
 
     path = common.results_path("browser_speed.txt", args.quick)
     with common.Tee(path):
-        print(f"# browser_speed.py ({time.strftime('%Y-%m-%d %H:%M')}); {common.environment_line()}")
-        print(f"# load average {common.load_average()}; {_chromium_version()}, node {_node_version()}, "
-              f"@litertjs/core {_package_version('@litertjs/core')}")
-        print(f"# model: 8x8x1 -> Flatten -> 256 -> 34 (the main job's), Adam inside, batch {BATCH}; "
-              f"{args.rounds} rounds x {args.blocks} blocks x {args.steps} steps per side, alternating")
+        print(
+            f"# browser_speed.py ({time.strftime('%Y-%m-%d %H:%M')}); {common.environment_line()}"
+        )
+        print(
+            f"# load average {common.load_average()}; {_chromium_version()}, node {_node_version()}, "
+            f"@litertjs/core {_package_version('@litertjs/core')}"
+        )
+        print(
+            f"# model: 8x8x1 -> Flatten -> 256 -> 34 (the main job's), Adam inside, batch {BATCH}; "
+            f"{args.rounds} rounds x {args.blocks} blocks x {args.steps} steps per side, alternating"
+        )
         reference = common.median(times["Python DeviceTrainer.train_batch, default threads"])
         rows = [
-            [name, f"{common.median(values):.3f}", f"{min(values):.3f}", f"{max(values):.3f}",
-             f"{common.median(values) / reference:.2f}x"]
+            [
+                name,
+                f"{common.median(values):.3f}",
+                f"{min(values):.3f}",
+                f"{max(values):.3f}",
+                f"{common.median(values) / reference:.2f}x",
+            ]
             for name, values in times.items()
         ]
-        print(f"\nbrowser warm-up: {50 * len(warmup)} steps in {args.warmup_s} s; ms per step of its "
-              f"first 10 blocks of 50: " + " ".join(f"{v:.2f}" for v in warmup[:10])
-              + f"; fastest block {min(warmup):.2f}")
-        print(common.format_table(
-            ["train step at batch 16 (after the warm-up)", "median ms", "min ms", "max ms",
-             "/ Python default"], rows))
+        print(
+            f"\nbrowser warm-up: {50 * len(warmup)} steps in {args.warmup_s} s; ms per step of its "
+            f"first 10 blocks of 50: "
+            + " ".join(f"{v:.2f}" for v in warmup[:10])
+            + f"; fastest block {min(warmup):.2f}"
+        )
+        print(
+            common.format_table(
+                [
+                    "train step at batch 16 (after the warm-up)",
+                    "median ms",
+                    "min ms",
+                    "max ms",
+                    "/ Python default",
+                ],
+                rows,
+            )
+        )
         ratio = common.median(times[browser_name]) / reference
         one_thread = common.median(times[browser_name]) / common.median(
-            times["Python DeviceTrainer.train_batch, 1 thread"])
-        fastest = min(times[browser_name]) / min(times["Python DeviceTrainer.train_batch, default threads"])
-        print(f"\nbrowser / Python Interpreter step time: {ratio:.2f}x (default threads), "
-              f"{one_thread:.2f}x (1 thread); goal <= {GOAL:.1f}x: {'met' if ratio <= GOAL else 'NOT met'}")
-        print(f"fastest block / fastest block: {fastest:.2f}x (the machine's other load slows "
-              f"both sides; Chromium's several processes more)")
+            times["Python DeviceTrainer.train_batch, 1 thread"]
+        )
+        fastest = min(times[browser_name]) / min(
+            times["Python DeviceTrainer.train_batch, default threads"]
+        )
+        print(
+            f"\nbrowser / Python Interpreter step time: {ratio:.2f}x (default threads), "
+            f"{one_thread:.2f}x (1 thread); goal <= {GOAL:.1f}x: {'met' if ratio <= GOAL else 'NOT met'}"
+        )
+        print(
+            f"fastest block / fastest block: {fastest:.2f}x (the machine's other load slows "
+            f"both sides; Chromium's several processes more)"
+        )
         print("\nwebgpu: " + _describe_webgpu(webgpu))
     print(f"saved {path}")
     return 0
@@ -255,19 +338,28 @@ def _describe_webgpu(report):
     if not report.get("navigatorGpu"):
         return "this Chromium has no navigator.gpu"
     adapter = report.get("adapter")
-    where = (f"adapter {adapter.get('vendor')}/{adapter.get('architecture')}"
-             if isinstance(adapter, dict) else "no adapter")
+    where = (
+        f"adapter {adapter.get('vendor')}/{adapter.get('architecture')}"
+        if isinstance(adapter, dict)
+        else "no adapter"
+    )
     if report.get("load"):
-        return f"{where}; DeviceTrainer.load(accelerator 'webgpu') failed: {report['load']['message']}"
+        return (
+            f"{where}; DeviceTrainer.load(accelerator 'webgpu') failed: {report['load']['message']}"
+        )
     if report.get("train"):
         return f"{where}; loaded (fully accelerated: {report.get('fullyAccelerated')}), training failed: {report['train']['message']}"
-    return (f"{where}; trained 2 steps, loss {report['history']['loss']}, fully accelerated: "
-            f"{report.get('fullyAccelerated')}")
+    return (
+        f"{where}; trained 2 steps, loss {report['history']['loss']}, fully accelerated: "
+        f"{report.get('fullyAccelerated')}"
+    )
 
 
 def _chromium_version():
     try:
-        return subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(
+            [CHROMIUM, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
     except OSError:
         return "chromium ?"
 

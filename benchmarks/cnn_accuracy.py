@@ -198,9 +198,7 @@ def main():
                 seconds[name].append(epoch_seconds)
             print(
                 f"  seed {seed} done ({time.perf_counter() - start:.0f} s): "
-                + ", ".join(
-                    f"{name}: {100 * accuracies[name][-1].max():.1f}" for name in CONFIGS
-                ),
+                + ", ".join(f"{name}: {100 * accuracies[name][-1].max():.1f}" for name in CONFIGS),
                 flush=True,
             )
         wall = time.perf_counter() - start
@@ -270,9 +268,7 @@ def report(args, accuracies, seconds, wall):
     best = float(np.mean(cnn["best"]))
     bp_best = float(np.mean(bp["best"]))
     print()
-    print(
-        f"Goals of issue 13 ({SPELA_CNN}, library defaults, Adam 1e-2), on the seed means:"
-    )
+    print(f"Goals of issue 13 ({SPELA_CNN}, library defaults, Adam 1e-2), on the seed means:")
     verdict = "PASS" if best >= GOAL_BEST else "FAIL"
     print(
         f"  {verdict} best exit within {args.epochs} epochs: {100 * best:.2f}% "

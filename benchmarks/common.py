@@ -220,9 +220,7 @@ def print_best_exit_table(accuracies, epochs, seeds):
         epochs reported.
     """
     epochs_at = [e for e in (1, 5) if e <= epochs]
-    summaries = {
-        name: best_exit_summary(accs, epochs_at) for name, accs in accuracies.items()
-    }
+    summaries = {name: best_exit_summary(accs, epochs_at) for name, accs in accuracies.items()}
     headers = (
         ["configuration"]
         + [f"after {e} ep" for e in epochs_at]

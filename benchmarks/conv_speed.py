@@ -110,25 +110,49 @@ LOAD_WARNING = 3.0
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="5 blocks of 3 calls; memory: 1,2 conv blocks on 32x32, 3 repeats")
-    parser.add_argument("--parts", default="time,memory,kernels",
-                        help="comma-separated parts to run: time, memory, kernels (default all)")
-    parser.add_argument("--batches", type=memory_depth.positive_int_list, default=[1, 64],
-                        help="batch sizes of the step timing (default 1,64)")
-    parser.add_argument("--blocks", type=int, default=None,
-                        help="timed blocks per function (default 20, quick 5)")
-    parser.add_argument("--block", type=int, default=None,
-                        help="calls per timed block (default 10, quick 3)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="5 blocks of 3 calls; memory: 1,2 conv blocks on 32x32, 3 repeats",
+    )
+    parser.add_argument(
+        "--parts",
+        default="time,memory,kernels",
+        help="comma-separated parts to run: time, memory, kernels (default all)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=memory_depth.positive_int_list,
+        default=[1, 64],
+        help="batch sizes of the step timing (default 1,64)",
+    )
+    parser.add_argument(
+        "--blocks", type=int, default=None, help="timed blocks per function (default 20, quick 5)"
+    )
+    parser.add_argument(
+        "--block", type=int, default=None, help="calls per timed block (default 10, quick 3)"
+    )
     parser.add_argument("--jit", default="both", choices=("both", "false", "true"))
-    parser.add_argument("--conv_blocks", type=memory_depth.positive_int_list, default=None,
-                        help="conv block counts of the memory part (default 1,2,3,4)")
-    parser.add_argument("--image_size", type=int, default=None,
-                        help="side of the memory part's square input (default 64, quick 32)")
+    parser.add_argument(
+        "--conv_blocks",
+        type=memory_depth.positive_int_list,
+        default=None,
+        help="conv block counts of the memory part (default 1,2,3,4)",
+    )
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        default=None,
+        help="side of the memory part's square input (default 64, quick 32)",
+    )
     parser.add_argument("--filters", type=int, default=32, help="filters per conv block")
     parser.add_argument("--memory_batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="measured calls per memory quantity (default 5, quick 3)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="measured calls per memory quantity (default 5, quick 3)",
+    )
     parser.add_argument("--no_save", action="store_true", help="write no results file")
     # Internal: measure one memory configuration and print it as one JSON line.
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -150,8 +174,10 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     smallest = 2 ** max(args.conv_blocks)
     if "memory" in args.parts and args.image_size < smallest:
-        parser.error(f"--image_size {args.image_size} is too small for "
-                     f"{max(args.conv_blocks)} pooled blocks (at least {smallest})")
+        parser.error(
+            f"--image_size {args.image_size} is too small for "
+            f"{max(args.conv_blocks)} pooled blocks (at least {smallest})"
+        )
     return args
 
 
@@ -177,14 +203,16 @@ def timed_models(jits):
             else:
                 lowering = name.split()[1]
                 models[(name, jit)] = recompiled(
-                    cnn_accuracy.spela_cnn(), jit_compile=jit, lowering=lowering)
+                    cnn_accuracy.spela_cnn(), jit_compile=jit, lowering=lowering
+                )
     return models
 
 
 def conv_objectives(model):
     """The objectives of `model`'s SpelaConv2D layers, comma-separated."""
-    return ", ".join(sorted({layer.objective for layer in model.layers
-                             if isinstance(layer, SpelaConv2D)}))
+    return ", ".join(
+        sorted({layer.objective for layer in model.layers if isinstance(layer, SpelaConv2D)})
+    )
 
 
 def step_functions(models, x, y):
@@ -199,8 +227,7 @@ def step_functions(models, x, y):
         def bare(train_function=train_function):
             float(train_function([(x_tf, y_tf)])["loss"])
 
-        functions[(name, jit, "train_on_batch")] = (
-            lambda model=model: model.train_on_batch(x, y))
+        functions[(name, jit, "train_on_batch")] = lambda model=model: model.train_on_batch(x, y)
         functions[(name, jit, "train_function")] = bare
     return functions
 
@@ -237,31 +264,43 @@ def step_times(args, jits):
                 rows.append(
                     [str(batch), way, str(jit)]
                     + [f"{ms[(n, jit)]:.2f}" for n in MODELS]
-                    + [f"{ms[(n, jit)] / ms[('backprop', jit)]:.3f}" for n in spela_models])
+                    + [f"{ms[(n, jit)] / ms[('backprop', jit)]:.3f}" for n in spela_models]
+                )
             best_jit = {n: min(jits, key=lambda j, n=n: ms[(n, j)]) for n in MODELS}
             best = {n: ms[(n, best_jit[n])] for n in MODELS}
             best_ratio = {n: best[n] / best["backprop"] for n in spela_models}
             rows.append(
                 [str(batch), way, "best"]
                 + [f"{best[n]:.2f} ({best_jit[n]})" for n in MODELS]
-                + [f"{best_ratio[n]:.3f}" for n in spela_models])
+                + [f"{best_ratio[n]:.3f}" for n in spela_models]
+            )
             goal = GOAL_RATIO.get(batch)
             if goal is not None:
                 ratio = best_ratio[DEFAULT_SPELA]
                 verdicts.append(
                     f"  {'PASS' if ratio <= goal else 'FAIL'} batch {batch}, {way}: "
                     f"{DEFAULT_SPELA} (default lowering) best / backprop best "
-                    f"{ratio:.3f} (goal <= {goal})")
+                    f"{ratio:.3f} (goal <= {goal})"
+                )
         print(f"  step timing batch {batch} done", flush=True)
-    headers = (["batch", "way", "jit_compile"] + [f"{n} ms" for n in MODELS]
-               + [f"{n} / bp" for n in spela_models])
+    headers = (
+        ["batch", "way", "jit_compile"]
+        + [f"{n} ms" for n in MODELS]
+        + [f"{n} / bp" for n in spela_models]
+    )
     print()
-    print(common.format_table(
-        headers, rows,
-        title=(f"(1) CNN train step, load_canvas_digits 20x20x1, SPELA conv objective "
-               f"{objectives}, median ms per call over {args.blocks} interleaved blocks of "
-               f"{args.block} calls; 'best': each model at its faster jit_compile (in "
-               "parentheses), ratios best / best")))
+    print(
+        common.format_table(
+            headers,
+            rows,
+            title=(
+                f"(1) CNN train step, load_canvas_digits 20x20x1, SPELA conv objective "
+                f"{objectives}, median ms per call over {args.blocks} interleaved blocks of "
+                f"{args.block} calls; 'best': each model at its faster jit_compile (in "
+                "parentheses), ratios best / best"
+            ),
+        )
+    )
     print("\n".join(verdicts))
 
 
@@ -284,12 +323,17 @@ def build_cnn(method, blocks, image_size, filters, jit_compile):
             keras.layers.LeakyReLU(negative_slope=common.BACKPROP_NEGATIVE_SLOPE),
             keras.layers.MaxPooling2D(2),
         ]
-    layers += [keras.layers.GlobalAveragePooling2D(),
-               keras.layers.Dense(NUM_CLASSES, activation="softmax")]
+    layers += [
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(NUM_CLASSES, activation="softmax"),
+    ]
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
     return model
 
 
@@ -303,8 +347,9 @@ def measure(method, blocks, args, jit_compile):
     y = tf.constant(rng.integers(0, NUM_CLASSES, args.memory_batch).astype(np.int32))
     model = build_cnn(method, blocks, args.image_size, args.filters, jit_compile)
     gradients = memory_depth.gradient_function(model, jit_compile)
-    sequenced = (memory_depth.sequenced_gradient_function(model, jit_compile)
-                 if method == "SPELA" else None)
+    sequenced = (
+        memory_depth.sequenced_gradient_function(model, jit_compile) if method == "SPELA" else None
+    )
 
     def step():
         return model.train_on_batch(x, y)
@@ -319,8 +364,11 @@ def measure(method, blocks, args, jit_compile):
     peak = memory_depth.allocator_peak
     step_peaks = [peak(step) for _ in range(args.repeats)]
     activation_peaks = [peak(lambda: gradients(x, y)) for _ in range(args.repeats)]
-    sequenced_peaks = ([peak(lambda: sequenced(x, y)) for _ in range(args.repeats)]
-                       if sequenced is not None else [0])
+    sequenced_peaks = (
+        [peak(lambda: sequenced(x, y)) for _ in range(args.repeats)]
+        if sequenced is not None
+        else [0]
+    )
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     return {
         "persistent": persistent,
@@ -334,12 +382,21 @@ def measure(method, blocks, args, jit_compile):
 def run_child(args, method, blocks, jit_compile):
     """Measures one memory configuration in a fresh Python process."""
     flags = [
-        "--image_size", str(args.image_size), "--filters", str(args.filters),
-        "--memory_batch", str(args.memory_batch), "--repeats", str(args.repeats),
-        "--conv_blocks", str(blocks),
+        "--image_size",
+        str(args.image_size),
+        "--filters",
+        str(args.filters),
+        "--memory_batch",
+        str(args.memory_batch),
+        "--repeats",
+        str(args.repeats),
+        "--conv_blocks",
+        str(blocks),
     ]
     return common.run_child(
-        __file__, f"{method},{blocks},{jit_compile}", flags,
+        __file__,
+        f"{method},{blocks},{jit_compile}",
+        flags,
         f"{method} {blocks} blocks jit_compile={jit_compile}",
     )
 
@@ -367,37 +424,62 @@ def memory_report(args, results, jit_compile):
     rows = []
     for depth in depths:
         s, b = results["SPELA"][depth], results["backprop"][depth]
-        rows.append([
-            str(depth), mib(3 * s["gradient_bytes"]), mib(3 * b["gradient_bytes"]),
-            mib(s["step"]), mib(b["step"]),
-            ratio(s["step"], b["step"]),
-            mib(s["activations"]), mib(b["activations"]),
-            ratio(s["activations"], b["activations"]),
-            mib(s["sequenced"]), ratio(s["sequenced"], b["activations"]),
-        ])
+        rows.append(
+            [
+                str(depth),
+                mib(3 * s["gradient_bytes"]),
+                mib(3 * b["gradient_bytes"]),
+                mib(s["step"]),
+                mib(b["step"]),
+                ratio(s["step"], b["step"]),
+                mib(s["activations"]),
+                mib(b["activations"]),
+                ratio(s["activations"], b["activations"]),
+                mib(s["sequenced"]),
+                ratio(s["sequenced"], b["activations"]),
+            ]
+        )
     print()
-    print(common.format_table(
-        ["conv blocks", "weights+slots SPELA", "weights+slots bp", "step peak SPELA",
-         "step peak bp", "ratio", "activations SPELA", "activations bp", "ratio",
-         "SPELA sequenced", "ratio"],
-        rows,
-        title=(f"(2) MiB, jit_compile={jit_compile}, {args.image_size}x{args.image_size}x1, "
-               f"{args.filters} filters per block, batch {args.memory_batch} (block 1's "
-               f"feature map = {block_bytes / MIB:.1f} MiB); medians of {args.repeats} calls"),
-    ))
+    print(
+        common.format_table(
+            [
+                "conv blocks",
+                "weights+slots SPELA",
+                "weights+slots bp",
+                "step peak SPELA",
+                "step peak bp",
+                "ratio",
+                "activations SPELA",
+                "activations bp",
+                "ratio",
+                "SPELA sequenced",
+                "ratio",
+            ],
+            rows,
+            title=(
+                f"(2) MiB, jit_compile={jit_compile}, {args.image_size}x{args.image_size}x1, "
+                f"{args.filters} filters per block, batch {args.memory_batch} (block 1's "
+                f"feature map = {block_bytes / MIB:.1f} MiB); medians of {args.repeats} calls"
+            ),
+        )
+    )
     for key, label in (("activations", "activations"), ("step", "step peak")):
         for method in METHODS:
             series = [results[method][d][key] for d in depths]
             growth = (series[-1] - series[0]) / block_bytes
-            print(f"  {method} {label} (MiB) by conv blocks {depths}: "
-                  f"{', '.join(mib(v) for v in series)}; from {depths[0]} to "
-                  f"{depths[-1]} blocks +{growth:.2f} x block 1's feature map")
+            print(
+                f"  {method} {label} (MiB) by conv blocks {depths}: "
+                f"{', '.join(mib(v) for v in series)}; from {depths[0]} to "
+                f"{depths[-1]} blocks +{growth:.2f} x block 1's feature map"
+            )
     deepest = depths[-1]
     s, b = results["SPELA"][deepest], results["backprop"][deepest]
-    print(f"  ratio SPELA / backprop at {deepest} conv blocks (jit_compile={jit_compile}): "
-          f"activations {ratio(s['activations'], b['activations'])}, step peak "
-          f"{ratio(s['step'], b['step'])}; SPELA sequenced / backprop activations "
-          f"{ratio(s['sequenced'], b['activations'])}")
+    print(
+        f"  ratio SPELA / backprop at {deepest} conv blocks (jit_compile={jit_compile}): "
+        f"activations {ratio(s['activations'], b['activations'])}, step peak "
+        f"{ratio(s['step'], b['step'])}; SPELA sequenced / backprop activations "
+        f"{ratio(s['sequenced'], b['activations'])}"
+    )
 
 
 def memory_part(args, jits):
@@ -410,8 +492,11 @@ def memory_part(args, jits):
                     results[method][blocks] = run_child(args, method, blocks, jit)
                 except RuntimeError as error:
                     sys.exit(f"conv_speed.py: memory measurement failed: {error}")
-            print(f"  memory jit_compile={jit} {blocks} conv blocks measured "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"  memory jit_compile={jit} {blocks} conv blocks measured "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
         memory_report(args, results, jit)
 
 
@@ -432,22 +517,30 @@ def primitive_functions(model, x, y):
         rule = layer.rule
         error = layer.local_error(h, targets)
         _, _, a, p, _ = conv_rules.conv_forward(
-            h, layer.kernel, layer.bias if layer.use_bias else None, rule)
+            h, layer.kernel, layer.bias if layer.use_bias else None, rule
+        )
         grad_p = tf.constant(rng.normal(size=p.shape).astype(np.float32))
         operands = {
             "max_pool_gradient": (grad_p, a, p, rule.pool_size),
-            "conv_filter_gradient": (error.inputs, conv_rules.conv_gradient(error),
-                                     rule.kernel_size, rule.strides),
+            "conv_filter_gradient": (
+                error.inputs,
+                conv_rules.conv_gradient(error),
+                rule.kernel_size,
+                rule.strides,
+            ),
         }
         shapes[(layer.name, "max_pool_gradient")] = (
-            f"a {'x'.join(map(str, a.shape))}, pool {'x'.join(map(str, rule.pool_size))}")
+            f"a {'x'.join(map(str, a.shape))}, pool {'x'.join(map(str, rule.pool_size))}"
+        )
         shapes[(layer.name, "conv_filter_gradient")] = (
             f"h {'x'.join(map(str, error.inputs.shape))}, dL/dz "
-            f"{'x'.join(map(str, operands['conv_filter_gradient'][1].shape))}")
+            f"{'x'.join(map(str, operands['conv_filter_gradient'][1].shape))}"
+        )
         for name, args in operands.items():
             for lowering in primitives.LOWERINGS:
                 function = tf.function(
-                    lambda f=getattr(primitives.PRIMITIVES[name], lowering), args=args: f(*args))
+                    lambda f=getattr(primitives.PRIMITIVES[name], lowering), args=args: f(*args)
+                )
                 functions[(layer.name, name, lowering)] = lambda f=function: f().numpy()
         h = error.outputs
     return functions, shapes
@@ -461,21 +554,30 @@ def kernel_part(args):
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     functions, shapes = primitive_functions(
-        cnn_accuracy.spela_cnn(), x_train[:batch], y_train[:batch])
+        cnn_accuracy.spela_cnn(), x_train[:batch], y_train[:batch]
+    )
     with capture_native_stderr():
         seconds = time_in_blocks(functions, args.blocks, args.block)
     rows = []
     for (layer, name), operands in shapes.items():
-        builtins, fused = (1000 * seconds[(layer, name, lowering)]
-                           for lowering in ("builtins", "fused"))
-        rows.append([layer, name, operands, f"{builtins:.3f}", f"{fused:.3f}",
-                     f"{fused / builtins:.2f}"])
+        builtins, fused = (
+            1000 * seconds[(layer, name, lowering)] for lowering in ("builtins", "fused")
+        )
+        rows.append(
+            [layer, name, operands, f"{builtins:.3f}", f"{fused:.3f}", f"{fused / builtins:.2f}"]
+        )
     print()
-    print(common.format_table(
-        ["layer", "primitive", "operands", "builtins ms", "fused ms", "fused / builtins"], rows,
-        title=(f"(3) The primitives' lowerings on the SPELA CNN's activations, batch {batch}, "
-               f"each alone in a tf.function, median ms per call over {args.blocks} "
-               f"interleaved blocks of {args.block} calls")))
+    print(
+        common.format_table(
+            ["layer", "primitive", "operands", "builtins ms", "fused ms", "fused / builtins"],
+            rows,
+            title=(
+                f"(3) The primitives' lowerings on the SPELA CNN's activations, batch {batch}, "
+                f"each alone in a tf.function, median ms per call over {args.blocks} "
+                f"interleaved blocks of {args.block} calls"
+            ),
+        )
+    )
 
 
 def main():
@@ -488,11 +590,13 @@ def main():
     with common.Tee(txt):
         print(__doc__.split("\n\n")[0])
         print(common.environment_line())
-        print(f"settings: parts {', '.join(args.parts)}; timing batches {args.batches}, "
-              f"{args.blocks} blocks of {args.block} calls; memory conv blocks "
-              f"{args.conv_blocks}, {args.image_size}x{args.image_size}x1, {args.filters} "
-              f"filters, batch {args.memory_batch}, {args.repeats} repeats; jit_compile "
-              f"{list(jits)}{' (QUICK MODE)' if args.quick else ''}")
+        print(
+            f"settings: parts {', '.join(args.parts)}; timing batches {args.batches}, "
+            f"{args.blocks} blocks of {args.block} calls; memory conv blocks "
+            f"{args.conv_blocks}, {args.image_size}x{args.image_size}x1, {args.filters} "
+            f"filters, batch {args.memory_batch}, {args.repeats} repeats; jit_compile "
+            f"{list(jits)}{' (QUICK MODE)' if args.quick else ''}"
+        )
         load = os.getloadavg()[0]
         print(f"load average at the start (1, 5, 15 min): {common.load_average()}")
         if "time" in args.parts:
@@ -505,8 +609,10 @@ def main():
         print()
         print(f"load average at the end (1, 5, 15 min): {common.load_average()}")
         if max(load, end_load) > LOAD_WARNING:
-            print(f"  NOTE: load above {LOAD_WARNING} on {os.cpu_count()} cores: other "
-                  "processes shared the CPU, the step times are noisy (memory is not affected)")
+            print(
+                f"  NOTE: load above {LOAD_WARNING} on {os.cpu_count()} cores: other "
+                "processes shared the CPU, the step times are noisy (memory is not affected)"
+            )
 
 
 if __name__ == "__main__":

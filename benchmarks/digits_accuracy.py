@@ -134,9 +134,7 @@ def main():
                 accuracies[name].append(acc)
             print(
                 f"  seed {seed} done ({time.perf_counter() - start:.0f} s): "
-                + ", ".join(
-                    f"{name}: {100 * accuracies[name][-1].max():.1f}" for name in CONFIGS
-                ),
+                + ", ".join(f"{name}: {100 * accuracies[name][-1].max():.1f}" for name in CONFIGS),
                 flush=True,
             )
         report(args, accuracies)
@@ -155,9 +153,7 @@ def report(args, accuracies):
         stack = np.stack(accs)  # (seeds, epochs, exits)
         for k in range(stack.shape[2]):
             label = f"exit {k}" if "backprop" not in name else "output"
-            rows.append(
-                [name, label] + [common.mean_std(stack[:, e - 1, k]) for e in points]
-            )
+            rows.append([name, label] + [common.mean_std(stack[:, e - 1, k]) for e in points])
     print()
     print(
         common.format_table(
@@ -172,7 +168,11 @@ def report(args, accuracies):
     bp = summaries["backprop 64-256-34+head"]
     print()
     print("Goals for the library defaults (64-256-34, compile()), on the seed means:")
-    labels = {"after_1": "after 1 epoch", "after_5": "after 5 epochs", "best": f"best within {args.epochs}"}
+    labels = {
+        "after_1": "after 1 epoch",
+        "after_5": "after 5 epochs",
+        "best": f"best within {args.epochs}",
+    }
     for key, goal in GOALS.items():
         if key not in defaults:
             print(f"  SKIP {labels[key]} >= {100 * goal:.1f}%: fewer epochs were run")
@@ -206,9 +206,7 @@ def plot(accuracies, path):
             mean = stack[:, :, k].mean(0)
             line = "--" if "recipe" in name else ("-" if "defaults" in name else ":")
             ax.plot(epochs, mean, line, label=name, linewidth=1.5, color=colors(index))
-    axes[0].set_title(
-        "first exit (SpelaDense 256; same-rule hidden layers coincide)", fontsize=10
-    )
+    axes[0].set_title("first exit (SpelaDense 256; same-rule hidden layers coincide)", fontsize=10)
     axes[1].set_title("last exit (SpelaDense 34 or 10; backprop output)")
     for ax in axes:
         ax.set_xlabel("epoch")

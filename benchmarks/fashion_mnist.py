@@ -95,10 +95,20 @@ GOAL_MLP_BEST = 0.898
 GOAL_CNN_BEST = 0.925
 GOAL_CONV_EXIT = 0.85
 RECIPE_RATE, RECIPE_RATE_STEP, RECIPE_RATE_EVERY = 2.5, 0.1, 10
-QUICK = {"seeds": 1, "mlp_epochs": 2, "cnn_epochs": 2, "train_examples": 1000,
-         "test_examples": 1000}
-FULL = {"seeds": GOAL_SEEDS, "mlp_epochs": GOAL_MLP_EPOCHS, "cnn_epochs": GOAL_CNN_EPOCHS,
-        "train_examples": TRAIN_IMAGES, "test_examples": TEST_IMAGES}
+QUICK = {
+    "seeds": 1,
+    "mlp_epochs": 2,
+    "cnn_epochs": 2,
+    "train_examples": 1000,
+    "test_examples": 1000,
+}
+FULL = {
+    "seeds": GOAL_SEEDS,
+    "mlp_epochs": GOAL_MLP_EPOCHS,
+    "cnn_epochs": GOAL_CNN_EPOCHS,
+    "train_examples": TRAIN_IMAGES,
+    "test_examples": TEST_IMAGES,
+}
 EVAL_BATCH_SIZE = 1000
 
 SPELA_MLP = "spela mlp 784-1000-34 defaults"
@@ -142,11 +152,15 @@ def spela_mlp():
 def recipe_rate(steps_per_epoch, epochs):
     """SGD's rate of the paper's recipe: 2.5, minus 0.1 every 10 epochs."""
     changes = max(0, (epochs - 1) // RECIPE_RATE_EVERY)
-    return keras.optimizers.schedules.PiecewiseConstantDecay(
-        # The rate is values[i] while the step index is <= boundaries[i].
-        [RECIPE_RATE_EVERY * steps_per_epoch * (k + 1) - 1 for k in range(changes)],
-        [RECIPE_RATE - RECIPE_RATE_STEP * k for k in range(changes + 1)],
-    ) if changes else RECIPE_RATE
+    return (
+        keras.optimizers.schedules.PiecewiseConstantDecay(
+            # The rate is values[i] while the step index is <= boundaries[i].
+            [RECIPE_RATE_EVERY * steps_per_epoch * (k + 1) - 1 for k in range(changes)],
+            [RECIPE_RATE - RECIPE_RATE_STEP * k for k in range(changes + 1)],
+        )
+        if changes
+        else RECIPE_RATE
+    )
 
 
 def spela_mlp_recipe(steps_per_epoch, epochs):
@@ -194,8 +208,11 @@ def backprop_cnn(blocks):
 
         layers = [keras.Input((28, 28, 1))]
         for w in CNN_STACKS[blocks]:
-            layers += [keras.layers.Conv2D(w, 3, padding="same"), leaky(),
-                       keras.layers.MaxPooling2D(2)]
+            layers += [
+                keras.layers.Conv2D(w, 3, padding="same"),
+                leaky(),
+                keras.layers.MaxPooling2D(2),
+            ]
         layers.append(keras.layers.Flatten())
         for w in HEAD_WIDTHS:
             layers += [keras.layers.Dense(w), leaky()]
@@ -230,39 +247,70 @@ def configurations(part, args):
 def part_settings(part, args):
     """The settings a record of `part` must share to be reported together."""
     epochs, batch = (
-        (args.mlp_epochs, args.batch_size) if part == "mlp"
+        (args.mlp_epochs, args.batch_size)
+        if part == "mlp"
         else (args.cnn_epochs, args.cnn_batch_size)
     )
-    return {"part": part, "train_examples": args.train_examples,
-            "test_examples": args.test_examples, "epochs": epochs, "batch_size": batch}
+    return {
+        "part": part,
+        "train_examples": args.train_examples,
+        "test_examples": args.test_examples,
+        "epochs": epochs,
+        "batch_size": batch,
+    }
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", default="all",
-                        help="mlp, cnn or all (default all)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help=f"number of seeds (default {GOAL_SEEDS}; quick 1)")
-    parser.add_argument("--first_seed", type=int, default=0,
-                        help="the first seed (default 0): seeds first_seed, first_seed + 1, ...")
-    parser.add_argument("--mlp_epochs", type=int, default=None,
-                        help=f"MLP epochs (default {GOAL_MLP_EPOCHS}; quick 2)")
-    parser.add_argument("--cnn_epochs", type=int, default=None,
-                        help=f"CNN epochs (default {GOAL_CNN_EPOCHS}; quick 2)")
-    parser.add_argument("--train_examples", type=int, default=None,
-                        help=f"the first N training images (default all {TRAIN_IMAGES}; "
-                        "quick 1000)")
-    parser.add_argument("--test_examples", type=int, default=None,
-                        help=f"the first N test images (default all {TEST_IMAGES}; "
-                        "quick 1000)")
+    parser.add_argument("--part", default="all", help="mlp, cnn or all (default all)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help=f"number of seeds (default {GOAL_SEEDS}; quick 1)"
+    )
+    parser.add_argument(
+        "--first_seed",
+        type=int,
+        default=0,
+        help="the first seed (default 0): seeds first_seed, first_seed + 1, ...",
+    )
+    parser.add_argument(
+        "--mlp_epochs",
+        type=int,
+        default=None,
+        help=f"MLP epochs (default {GOAL_MLP_EPOCHS}; quick 2)",
+    )
+    parser.add_argument(
+        "--cnn_epochs",
+        type=int,
+        default=None,
+        help=f"CNN epochs (default {GOAL_CNN_EPOCHS}; quick 2)",
+    )
+    parser.add_argument(
+        "--train_examples",
+        type=int,
+        default=None,
+        help=f"the first N training images (default all {TRAIN_IMAGES}; quick 1000)",
+    )
+    parser.add_argument(
+        "--test_examples",
+        type=int,
+        default=None,
+        help=f"the first N test images (default all {TEST_IMAGES}; quick 1000)",
+    )
     parser.add_argument("--batch_size", type=int, default=50, help="MLP batch (default 50)")
     parser.add_argument("--cnn_batch_size", type=int, default=50, help="CNN batch (default 50)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1,000 training and 1,000 test images, 2 epochs, 1 seed")
-    parser.add_argument("--results_json", default=None,
-                        help="a JSON lines file every trial is appended to")
-    parser.add_argument("--report_only", action="store_true",
-                        help="train nothing: report the records of --results_json")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1,000 training and 1,000 test images, 2 epochs, 1 seed",
+    )
+    parser.add_argument(
+        "--results_json", default=None, help="a JSON lines file every trial is appended to"
+    )
+    parser.add_argument(
+        "--report_only",
+        action="store_true",
+        help="train nothing: report the records of --results_json",
+    )
     parser.add_argument("--no_save", action="store_true", help="write no results files")
     args = parser.parse_args()
     for name, value in QUICK.items():
@@ -281,8 +329,9 @@ def parse_args():
             parser.error(f"--{name} must be 1 to {most}, received {getattr(args, name)}")
     if args.report_only:
         if not args.results_json:
-            parser.error("--report_only reports the records of --results_json; give "
-                         "--results_json FILE")
+            parser.error(
+                "--report_only reports the records of --results_json; give --results_json FILE"
+            )
         try:
             args.records = read_records(args)
         except (OSError, ValueError) as error:
@@ -303,15 +352,17 @@ def read_records(args):
                 record = json.loads(line)
                 settings = {key: record[key] for key in part_settings("mlp", args)}
             except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{args.results_json} line {number} is not a record of "
-                                 "this benchmark") from None
+                raise ValueError(
+                    f"{args.results_json} line {number} is not a record of this benchmark"
+                ) from None
             if settings in [part_settings(part, args) for part in args.parts]:
                 records[record["configuration"], record["seed"]] = record
     if not records:
         raise ValueError(
             f"{args.results_json} holds no record with these settings: "
-            + "; ".join(", ".join(f"{k} {v}" for k, v in part_settings(p, args).items())
-                        for p in args.parts)
+            + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in part_settings(p, args).items()) for p in args.parts
+            )
         )
     return list(records.values())
 
@@ -330,8 +381,10 @@ def load_data(train_examples, test_examples):
     x_test, y_test = x_test[:test_examples], y_test[:test_examples].astype("int32")
     return {
         "cnn": ((x_train, y_train), (x_test, y_test)),
-        "mlp": ((x_train.reshape(len(x_train), -1), y_train),
-                (x_test.reshape(len(x_test), -1), y_test)),
+        "mlp": (
+            (x_train.reshape(len(x_train), -1), y_train),
+            (x_test.reshape(len(x_test), -1), y_test),
+        ),
     }
 
 
@@ -341,8 +394,9 @@ def checkout():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*command):
-        return subprocess.run(["git", "-C", root, *command], capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", root, *command], capture_output=True, text=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
@@ -363,12 +417,22 @@ def train(args, data, environment):
             settings = part_settings(part, args)
             for name, build in configurations(part, args).items():
                 accuracy, seconds = common.run_trial(
-                    build, seed, data[part], settings["epochs"], settings["batch_size"],
+                    build,
+                    seed,
+                    data[part],
+                    settings["epochs"],
+                    settings["batch_size"],
                     eval_batch_size=EVAL_BATCH_SIZE,
                 )
-                record = dict(settings, configuration=name, seed=seed, exits=EXITS[name],
-                              accuracy=accuracy.tolist(), epoch_seconds=seconds.tolist(),
-                              environment=environment)
+                record = dict(
+                    settings,
+                    configuration=name,
+                    seed=seed,
+                    exits=EXITS[name],
+                    accuracy=accuracy.tolist(),
+                    epoch_seconds=seconds.tolist(),
+                    environment=environment,
+                )
                 records.append(record)
                 if args.results_json:
                     with open(args.results_json, "a") as file:
@@ -397,8 +461,7 @@ def group(records):
     order."""
     groups = {}
     for name in EXITS:
-        mine = sorted((r for r in records if r["configuration"] == name),
-                      key=lambda r: r["seed"])
+        mine = sorted((r for r in records if r["configuration"] == name), key=lambda r: r["seed"])
         if mine:
             groups[name] = {
                 "part": mine[0]["part"],
@@ -419,58 +482,89 @@ def report(args, groups):
         epochs_at = [e for e in (1, 5) if e <= g["epochs"]]
         summary = common.best_exit_summary(list(g["accuracy"]), epochs_at)
         summaries[name] = summary
+
         def cells(values_at, best):
-            return ([common.mean_std(values_at(e), digits=2) if e <= g["epochs"] else "-"
-                     for e in (1, 5)] + [common.mean_std(best, digits=2)])
+            return [
+                common.mean_std(values_at(e), digits=2) if e <= g["epochs"] else "-" for e in (1, 5)
+            ] + [common.mean_std(best, digits=2)]
+
         label = "best exit" if name in PAIRS else "output"
-        rows.append([name, f"{len(g['seeds'])}", g["epochs"], label]
-                    + cells(lambda e: summary[f"after_{e}"], summary["best"]))
+        rows.append(
+            [name, f"{len(g['seeds'])}", g["epochs"], label]
+            + cells(lambda e: summary[f"after_{e}"], summary["best"])
+        )
         if name in PAIRS:
             for k, exit_name in enumerate(g["exits"]):
                 acc = g["accuracy"][:, :, k]
-                rows.append(["", "", "", exit_name]
-                            + cells(lambda e: acc[:, e - 1], acc.max(axis=1)))
+                rows.append(
+                    ["", "", "", exit_name] + cells(lambda e: acc[:, e - 1], acc.max(axis=1))
+                )
     print()
-    print(common.format_table(
-        ["configuration", "seeds", "epochs", "exit", "epoch 1", "epoch 5", "best within"],
-        rows, title="Test accuracy %, mean ± std over seeds (best within: the best epoch "
-        "of each seed)"))
+    print(
+        common.format_table(
+            ["configuration", "seeds", "epochs", "exit", "epoch 1", "epoch 5", "best within"],
+            rows,
+            title="Test accuracy %, mean ± std over seeds (best within: the best epoch "
+            "of each seed)",
+        )
+    )
 
     rows = []
     medians = {name: common.median(later(g["seconds"])) for name, g in groups.items()}
     for name, g in groups.items():
         partner = PAIRS.get(name)
-        ratio = (f"{medians[name] / medians[partner]:.3f}" if partner in medians else "-")
-        rows.append([name, f"{g['seconds'][:, 0].mean():.3f}", f"{medians[name]:.3f}",
-                     f"{g['seconds'].sum():.1f}", ratio])
+        ratio = f"{medians[name] / medians[partner]:.3f}" if partner in medians else "-"
+        rows.append(
+            [
+                name,
+                f"{g['seconds'][:, 0].mean():.3f}",
+                f"{medians[name]:.3f}",
+                f"{g['seconds'].sum():.1f}",
+                ratio,
+            ]
+        )
     print()
-    print(common.format_table(
-        ["configuration", "epoch 1 s (mean)", "median epoch s", "train s (all seeds)",
-         "SPELA / backprop"],
-        rows, title="Training seconds per epoch (inside fit, without the evaluation; the "
-        "median over the epochs after the first, all seeds; the ratio is of the medians)"))
+    print(
+        common.format_table(
+            [
+                "configuration",
+                "epoch 1 s (mean)",
+                "median epoch s",
+                "train s (all seeds)",
+                "SPELA / backprop",
+            ],
+            rows,
+            title="Training seconds per epoch (inside fit, without the evaluation; the "
+            "median over the epochs after the first, all seeds; the ratio is of the medians)",
+        )
+    )
 
     print()
     print("Goals (library defaults, on the seed means):")
     verdicts(groups, summaries)
     seeds = min(len(g["seeds"]) for g in groups.values())
     epochs = {g["part"]: g["epochs"] for g in groups.values()}
-    if (seeds < GOAL_SEEDS or epochs.get("mlp", GOAL_MLP_EPOCHS) < GOAL_MLP_EPOCHS
-            or epochs.get("cnn", GOAL_CNN_EPOCHS) < GOAL_CNN_EPOCHS
-            or args.train_examples < TRAIN_IMAGES or args.test_examples < TEST_IMAGES):
-        print(f"  NOTE: reduced setting ({args.train_examples} training, "
-              f"{args.test_examples} test images, fewest seeds per configuration {seeds}, "
-              + ", ".join(f"{part.upper()} {e} epochs" for part, e in epochs.items())
-              + f"); the goals are stated for {TRAIN_IMAGES} training, {TEST_IMAGES} test "
-              f"images, {GOAL_SEEDS} seeds, {GOAL_MLP_EPOCHS} MLP / {GOAL_CNN_EPOCHS} CNN "
-              "epochs.")
+    if (
+        seeds < GOAL_SEEDS
+        or epochs.get("mlp", GOAL_MLP_EPOCHS) < GOAL_MLP_EPOCHS
+        or epochs.get("cnn", GOAL_CNN_EPOCHS) < GOAL_CNN_EPOCHS
+        or args.train_examples < TRAIN_IMAGES
+        or args.test_examples < TEST_IMAGES
+    ):
+        print(
+            f"  NOTE: reduced setting ({args.train_examples} training, "
+            f"{args.test_examples} test images, fewest seeds per configuration {seeds}, "
+            + ", ".join(f"{part.upper()} {e} epochs" for part, e in epochs.items())
+            + f"); the goals are stated for {TRAIN_IMAGES} training, {TEST_IMAGES} test "
+            f"images, {GOAL_SEEDS} seeds, {GOAL_MLP_EPOCHS} MLP / {GOAL_CNN_EPOCHS} CNN "
+            "epochs."
+        )
 
 
 def verdict(text, value, goal, strict=False):
     met = value > goal if strict else value >= goal
     difference = 100 * (value - goal)
-    tail = (f"{difference:+.2f} points" if met
-            else f"missed by {abs(difference):.2f} points")
+    tail = f"{difference:+.2f} points" if met else f"missed by {abs(difference):.2f} points"
     print(f"  {'MET   ' if met else 'MISSED'} {text} ({tail})")
 
 
@@ -480,33 +574,57 @@ def verdicts(groups, summaries):
 
     if SPELA_MLP in groups:
         value, epochs = best(SPELA_MLP), groups[SPELA_MLP]["epochs"]
-        verdict(f"{SPELA_MLP}, best exit within {epochs} epochs >= "
-                f"{100 * GOAL_MLP_BEST:.1f}%: {100 * value:.2f}%", value, GOAL_MLP_BEST)
+        verdict(
+            f"{SPELA_MLP}, best exit within {epochs} epochs >= "
+            f"{100 * GOAL_MLP_BEST:.1f}%: {100 * value:.2f}%",
+            value,
+            GOAL_MLP_BEST,
+        )
         if BACKPROP_MLP in groups:
             ref = best(BACKPROP_MLP)
-            verdict(f"{SPELA_MLP} >= {BACKPROP_MLP}, best within {epochs}: "
-                    f"{100 * value:.2f}% vs {100 * ref:.2f}%", value, ref)
+            verdict(
+                f"{SPELA_MLP} >= {BACKPROP_MLP}, best within {epochs}: "
+                f"{100 * value:.2f}% vs {100 * ref:.2f}%",
+                value,
+                ref,
+            )
     for blocks in CNN_STACKS:
         name = SPELA_CNN[blocks]
         if name not in groups:
             continue
         value, epochs = best(name), groups[name]["epochs"]
-        verdict(f"{name}, best exit within {epochs} epochs >= {100 * GOAL_CNN_BEST:.1f}%: "
-                f"{100 * value:.2f}%", value, GOAL_CNN_BEST)
+        verdict(
+            f"{name}, best exit within {epochs} epochs >= {100 * GOAL_CNN_BEST:.1f}%: "
+            f"{100 * value:.2f}%",
+            value,
+            GOAL_CNN_BEST,
+        )
         if BACKPROP_CNN[blocks] in groups:
             ref = best(BACKPROP_CNN[blocks])
-            verdict(f"{name} >= {BACKPROP_CNN[blocks]}, best within {epochs}: "
-                    f"{100 * value:.2f}% vs {100 * ref:.2f}%", value, ref)
+            verdict(
+                f"{name} >= {BACKPROP_CNN[blocks]}, best within {epochs}: "
+                f"{100 * value:.2f}% vs {100 * ref:.2f}%",
+                value,
+                ref,
+            )
         for k, exit_name in enumerate(groups[name]["exits"]):
             if exit_name.startswith("conv"):
                 exit_best = float(groups[name]["accuracy"][:, :, k].max(axis=1).mean())
-                verdict(f"{name}, conv exit {exit_name} best within {epochs} >= "
-                        f"{100 * GOAL_CONV_EXIT:.0f}%: {100 * exit_best:.2f}%",
-                        exit_best, GOAL_CONV_EXIT)
+                verdict(
+                    f"{name}, conv exit {exit_name} best within {epochs} >= "
+                    f"{100 * GOAL_CONV_EXIT:.0f}%: {100 * exit_best:.2f}%",
+                    exit_best,
+                    GOAL_CONV_EXIT,
+                )
     if all(SPELA_CNN[b] in groups for b in CNN_STACKS):
         three, two = best(SPELA_CNN[3]), best(SPELA_CNN[2])
-        verdict(f"{SPELA_CNN[3]} better than {SPELA_CNN[2]}, best exit: "
-                f"{100 * three:.2f}% vs {100 * two:.2f}%", three, two, strict=True)
+        verdict(
+            f"{SPELA_CNN[3]} better than {SPELA_CNN[2]}, best exit: "
+            f"{100 * three:.2f}% vs {100 * two:.2f}%",
+            three,
+            two,
+            strict=True,
+        )
 
 
 def plot(groups, path):
@@ -523,19 +641,27 @@ def plot(groups, path):
             seconds = np.cumsum(g["seconds"].mean(axis=0))
             style = ":" if name.startswith("backprop") else "-"
             for ax, x in zip(row, (epochs, seconds)):
-                ax.plot(x, best, style, marker=".", color=colors(index), linewidth=1.5,
-                        label=f"{name} ({len(g['seeds'])} seed"
-                        f"{'s' if len(g['seeds']) > 1 else ''})")
-        for ax, xlabel in zip(row, ("epoch", "training seconds, cumulative (inside fit, "
-                                    "seed mean)")):
+                ax.plot(
+                    x,
+                    best,
+                    style,
+                    marker=".",
+                    color=colors(index),
+                    linewidth=1.5,
+                    label=f"{name} ({len(g['seeds'])} seed{'s' if len(g['seeds']) > 1 else ''})",
+                )
+        for ax, xlabel in zip(
+            row, ("epoch", "training seconds, cumulative (inside fit, seed mean)")
+        ):
             ax.axhline(100 * goal, color="grey", linestyle="--", linewidth=1)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test accuracy %, best exit (seed mean)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="lower right")
         row[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-        row[0].set_title(f"{part.upper()}: against epochs (dashed: {100 * goal:.1f}% goal)",
-                         fontsize=10)
+        row[0].set_title(
+            f"{part.upper()}: against epochs (dashed: {100 * goal:.1f}% goal)", fontsize=10
+        )
         row[1].set_title(f"{part.upper()}: against training seconds", fontsize=10)
     fig.suptitle("Fashion-MNIST: SPELA (library defaults, paper's recipe) against backprop")
     fig.tight_layout()
@@ -551,11 +677,16 @@ def main():
     with common.Tee(txt):
         print(__doc__.split("\n\n")[0])
         conv_objective = inspect.signature(SpelaConv2D).parameters["objective"].default
-        environment = (f"{common.environment_line()}, commit {checkout()}, SpelaConv2D's "
-                       f"default objective {conv_objective!r}")
+        environment = (
+            f"{common.environment_line()}, commit {checkout()}, SpelaConv2D's "
+            f"default objective {conv_objective!r}"
+        )
         print(environment)
-        seeds = ("seeds as recorded" if args.report_only
-                 else f"seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
+        seeds = (
+            "seeds as recorded"
+            if args.report_only
+            else f"seeds {args.first_seed}..{args.first_seed + args.seeds - 1}"
+        )
         parts = [
             f"{part.upper()} {settings['epochs']} epochs, batch {settings['batch_size']}"
             for part, settings in ((p, part_settings(p, args)) for p in args.parts)
@@ -566,16 +697,20 @@ def main():
         )
         if args.report_only:
             records = args.records
-            print(f"report only: {len(records)} records of {args.results_json} "
-                  "(the seeds line of each configuration says which)")
+            print(
+                f"report only: {len(records)} records of {args.results_json} "
+                "(the seeds line of each configuration says which)"
+            )
             for recorded in sorted({r["environment"] for r in records}):
                 print(f"  recorded with: {recorded}")
         else:
             print(f"load average at the start (1, 5, 15 min): {common.load_average()}")
             records = train(args, data, environment)
-            print(f"load average at the end (1, 5, 15 min): {common.load_average()} (above "
-                  f"{os.cpu_count()}, other processes shared the CPU: the seconds are "
-                  "inflated, the accuracies are not affected)")
+            print(
+                f"load average at the end (1, 5, 15 min): {common.load_average()} (above "
+                f"{os.cpu_count()}, other processes shared the CPU: the seconds are "
+                "inflated, the accuracies are not affected)"
+            )
         groups = group(records)
         for name, g in groups.items():
             print(f"  {name}: seeds {', '.join(map(str, g['seeds']))}")

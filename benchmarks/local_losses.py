@@ -104,8 +104,12 @@ def parse_args():
     parser.add_argument("--seeds", type=int, default=None, help="default 5")
     parser.add_argument("--epochs", type=int, default=None, help="default 50")
     parser.add_argument("--batch_size", type=int, default=50)
-    parser.add_argument("--timing_epochs", type=int, default=None,
-                        help="alternating epochs per loss in the head-to-head timing (default 15)")
+    parser.add_argument(
+        "--timing_epochs",
+        type=int,
+        default=None,
+        help="alternating epochs per loss in the head-to-head timing (default 15)",
+    )
     parser.add_argument("--sweep", action="store_true", help="run the learning-rate sweep only")
     parser.add_argument("--sweep_epochs", type=int, default=20)
     parser.add_argument("--sweep_seeds", type=int, default=2)
@@ -134,23 +138,36 @@ def sweep(args):
             for lr in rates:
                 accs = [
                     common.run_trial(
-                        spela_builder((256, 34), loss, kind, lr), seed, data,
-                        args.sweep_epochs, args.batch_size,
+                        spela_builder((256, 34), loss, kind, lr),
+                        seed,
+                        data,
+                        args.sweep_epochs,
+                        args.batch_size,
                     )[0]
                     for seed in range(args.sweep_seeds)
                 ]
                 s = common.best_exit_summary(accs, (1, 5))
                 chosen = "<- used" if LEARNING_RATES[(kind, loss)] == lr else ""
                 rows.append(
-                    [kind, loss, f"{lr:g}", f"{100 * np.mean(s['after_1']):.1f}",
-                     f"{100 * np.mean(s['after_5']):.1f}",
-                     f"{100 * np.mean(s['final']):.1f}", chosen]
+                    [
+                        kind,
+                        loss,
+                        f"{lr:g}",
+                        f"{100 * np.mean(s['after_1']):.1f}",
+                        f"{100 * np.mean(s['after_5']):.1f}",
+                        f"{100 * np.mean(s['final']):.1f}",
+                        chosen,
+                    ]
                 )
                 print("  " + " ".join(rows[-1]), flush=True)
     print()
-    print(common.format_table(
-        ["optimizer", "loss", "lr", "ep 1", "ep 5", f"ep {args.sweep_epochs}", ""], rows,
-        title="Sweep (validation accuracy %, best exit)"))
+    print(
+        common.format_table(
+            ["optimizer", "loss", "lr", "ep 1", "ep 5", f"ep {args.sweep_epochs}", ""],
+            rows,
+            title="Sweep (validation accuracy %, best exit)",
+        )
+    )
 
 
 def time_epochs(builders, data, epochs, batch_size):
@@ -165,8 +182,7 @@ def time_epochs(builders, data, epochs, batch_size):
         models[name].fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # warm-up
     for _ in range(epochs):
         for name, model in models.items():
-            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0,
-                      callbacks=[recorders[name]])
+            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=[recorders[name]])
     return {name: r.epoch_seconds for name, r in recorders.items()}
 
 
@@ -196,10 +212,16 @@ def head_to_head(args, data):
             f"({label}): ratio {ratio:.3f}"
         )
     print()
-    print(common.format_table(
-        ["setting", "cosine ms/epoch", "softmax_cosine ms/epoch", "ratio"], rows,
-        title=(f"Head-to-head epoch time, SGD, alternating epochs, median of "
-               f"{args.timing_epochs} each (warm-up excluded)")))
+    print(
+        common.format_table(
+            ["setting", "cosine ms/epoch", "softmax_cosine ms/epoch", "ratio"],
+            rows,
+            title=(
+                f"Head-to-head epoch time, SGD, alternating epochs, median of "
+                f"{args.timing_epochs} each (warm-up excluded)"
+            ),
+        )
+    )
     print("\n".join(verdicts))
 
 
@@ -233,10 +255,16 @@ def main():
             print(f"  seed {seed} done ({time.perf_counter() - start:.0f} s)", flush=True)
         headers, rows = table(args, accuracies, seconds)
         print()
-        print(common.format_table(
-            headers, rows,
-            title=(f"Best-exit test accuracy %, mean ± std over {args.seeds} seeds; "
-                   "64-256-34 (backprop: + Dense 10 head)")))
+        print(
+            common.format_table(
+                headers,
+                rows,
+                title=(
+                    f"Best-exit test accuracy %, mean ± std over {args.seeds} seeds; "
+                    "64-256-34 (backprop: + Dense 10 head)"
+                ),
+            )
+        )
         head_to_head(args, data)
         if png:
             save_table_png(headers, rows, png, args)
@@ -245,14 +273,18 @@ def main():
 
 def table(args, accuracies, seconds):
     epochs_at = sorted({e for e in (1, 5, args.epochs) if e <= args.epochs})
-    headers = (["configuration"] + [f"after {e} ep" for e in epochs_at]
-               + [f"best within {args.epochs}", "s/epoch (median)"])
+    headers = (
+        ["configuration"]
+        + [f"after {e} ep" for e in epochs_at]
+        + [f"best within {args.epochs}", "s/epoch (median)"]
+    )
     rows = []
     for name, accs in accuracies.items():
         s = common.best_exit_summary(accs, epochs_at)
         sec = seconds[name]
         rows.append(
-            [name] + [common.mean_std(s[f"after_{e}"]) for e in epochs_at]
+            [name]
+            + [common.mean_std(s[f"after_{e}"]) for e in epochs_at]
             + [common.mean_std(s["best"]), f"{common.median(sec):.3f}" if sec else "n/a"]
         )
     return headers, rows
@@ -263,15 +295,17 @@ def save_table_png(headers, rows, path, args):
     ax.axis("off")
     first = 0.26
     widths = [first] + [(1 - first) / (len(headers) - 1)] * (len(headers) - 1)
-    tbl = ax.table(cellText=rows, colLabels=headers, loc="center", cellLoc="center",
-                   colWidths=widths)
+    tbl = ax.table(
+        cellText=rows, colLabels=headers, loc="center", cellLoc="center", colWidths=widths
+    )
     tbl.auto_set_font_size(False)
     tbl.set_fontsize(9)
     tbl.scale(1, 1.4)
     ax.set_title(
         f"SPELA local losses, digits 64-256-34, batch {args.batch_size}: best-exit "
-        f"test accuracy % (mean ± std, {args.seeds} seeds) and s/epoch"
-    , fontsize=10)
+        f"test accuracy % (mean ± std, {args.seeds} seeds) and s/epoch",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

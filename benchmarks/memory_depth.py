@@ -90,6 +90,7 @@ MIB = 2.0**20
 FLAT_SLOPE = 0.25
 LINEAR_SLOPE = 1.0
 
+
 def positive_int_list(text):
     try:
         values = [int(v) for v in text.split(",")]
@@ -104,15 +105,21 @@ def positive_int_list(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="depths 2,4, width 256, batch 64, 3 repeats")
-    parser.add_argument("--depths", type=positive_int_list, default=None,
-                        help="hidden layer counts (default 2,4,8,16)")
+    parser.add_argument(
+        "--quick", action="store_true", help="depths 2,4, width 256, batch 64, 3 repeats"
+    )
+    parser.add_argument(
+        "--depths",
+        type=positive_int_list,
+        default=None,
+        help="hidden layer counts (default 2,4,8,16)",
+    )
     parser.add_argument("--width", type=int, default=None, help="units per layer (default 1024)")
     parser.add_argument("--batch_size", type=int, default=None, help="default 512")
     parser.add_argument("--input_dim", type=int, default=784)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="measured calls per quantity (default 5, quick 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="measured calls per quantity (default 5, quick 3)"
+    )
     parser.add_argument("--jit", default="both", choices=("both", "false", "true"))
     parser.add_argument("--no_save", action="store_true", help="write no results file")
     # Internal: measure one configuration and print it as one JSON line.
@@ -151,6 +158,7 @@ def gradient_function(model, jit_compile):
     """A tf.function (x, y) -> one scalar per weight gradient: the gradient
     computation without holding the gradients (see the module docstring)."""
     if isinstance(model, SpelaModel):
+
         def gradients(x, y):  # ordered, as compile(ordered_steps=True)
             errors, _ = model.compute_local_errors(x, y, ordered=True)
             return model.compute_local_gradients(errors)[0]
@@ -170,6 +178,7 @@ def gradient_function(model, jit_compile):
 def sequenced_gradient_function(model, jit_compile):
     """Like `gradient_function` for a SpelaModel of SpelaDense layers, each
     layer's forward pass waiting for the previous layer's gradients."""
+
     def reduced_gradients(x, y):
         targets = rules.one_hot(y, model.num_classes)
         h, reduced = x, []
@@ -224,8 +233,9 @@ def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
     y = tf.constant(rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32))
     model = build(method, depth, width, input_dim, jit_compile)
     gradients = gradient_function(model, jit_compile)
-    sequenced = (sequenced_gradient_function(model, jit_compile)
-                 if isinstance(model, SpelaModel) else None)
+    sequenced = (
+        sequenced_gradient_function(model, jit_compile) if isinstance(model, SpelaModel) else None
+    )
 
     def step():
         return model.train_on_batch(x, y)
@@ -238,8 +248,11 @@ def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
     persistent = live_bytes()
     step_peaks = [allocator_peak(step) for _ in range(repeats)]
     activation_peaks = [allocator_peak(lambda: gradients(x, y)) for _ in range(repeats)]
-    sequenced_peaks = ([allocator_peak(lambda: sequenced(x, y)) for _ in range(repeats)]
-                       if sequenced is not None else [0])
+    sequenced_peaks = (
+        [allocator_peak(lambda: sequenced(x, y)) for _ in range(repeats)]
+        if sequenced is not None
+        else [0]
+    )
     params = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     return {
         "persistent": persistent,
@@ -255,11 +268,19 @@ def measure(method, depth, width, input_dim, batch_size, jit_compile, repeats):
 def run_child(args, method, depth, jit_compile):
     """Measures one configuration in a fresh Python process."""
     flags = [
-        "--width", str(args.width), "--batch_size", str(args.batch_size),
-        "--input_dim", str(args.input_dim), "--repeats", str(args.repeats),
+        "--width",
+        str(args.width),
+        "--batch_size",
+        str(args.batch_size),
+        "--input_dim",
+        str(args.input_dim),
+        "--repeats",
+        str(args.repeats),
     ]
     return common.run_child(
-        __file__, f"{method},{depth},{jit_compile}", flags,
+        __file__,
+        f"{method},{depth},{jit_compile}",
+        flags,
         f"{method} depth {depth} jit_compile={jit_compile}",
     )
 
@@ -268,7 +289,12 @@ def child_main(args):
     method, depth, jit = args.child.split(",")
     enable_allocator_statistics()
     numbers = measure(
-        method, int(depth), args.width, args.input_dim, args.batch_size, jit == "True",
+        method,
+        int(depth),
+        args.width,
+        args.input_dim,
+        args.batch_size,
+        jit == "True",
         args.repeats,
     )
     print(json.dumps(numbers))
@@ -290,24 +316,47 @@ def report(args, results, jit_compile):
     rows = []
     for depth in depths:
         s, b = results["SPELA"][depth], results["backprop"][depth]
-        rows.append([
-            str(depth), mib(s["persistent"]), mib(b["persistent"]),
-            mib(s["gradient_bytes"]), mib(s["step"]), mib(b["step"]),
-            f"{s['step'] / b['step']:.2f}",
-            mib(s["activations"]), mib(b["activations"]),
-            f"{s['activations'] / b['activations']:.2f}", mib(s["sequenced"]),
-            f"{s['sequenced'] / b['activations']:.2f}",
-        ])
+        rows.append(
+            [
+                str(depth),
+                mib(s["persistent"]),
+                mib(b["persistent"]),
+                mib(s["gradient_bytes"]),
+                mib(s["step"]),
+                mib(b["step"]),
+                f"{s['step'] / b['step']:.2f}",
+                mib(s["activations"]),
+                mib(b["activations"]),
+                f"{s['activations'] / b['activations']:.2f}",
+                mib(s["sequenced"]),
+                f"{s['sequenced'] / b['activations']:.2f}",
+            ]
+        )
     print()
-    print(common.format_table(
-        ["hidden layers", "persistent SPELA", "persistent bp", "SPELA grads",
-         "step peak SPELA", "step peak bp", "ratio", "activations SPELA",
-         "activations bp", "ratio", "SPELA sequenced", "ratio"],
-        rows,
-        title=(f"MiB, jit_compile={jit_compile}, width {args.width}, batch {args.batch_size} "
-               f"(one layer's activation = {layer_bytes / MIB:.1f} MiB); medians of "
-               f"{args.repeats} calls"),
-    ))
+    print(
+        common.format_table(
+            [
+                "hidden layers",
+                "persistent SPELA",
+                "persistent bp",
+                "SPELA grads",
+                "step peak SPELA",
+                "step peak bp",
+                "ratio",
+                "activations SPELA",
+                "activations bp",
+                "ratio",
+                "SPELA sequenced",
+                "ratio",
+            ],
+            rows,
+            title=(
+                f"MiB, jit_compile={jit_compile}, width {args.width}, batch {args.batch_size} "
+                f"(one layer's activation = {layer_bytes / MIB:.1f} MiB); medians of "
+                f"{args.repeats} calls"
+            ),
+        )
+    )
     deepest = depths[-1]
     activation_slopes, step_slopes = {}, {}
     for method in METHODS:
@@ -317,23 +366,29 @@ def report(args, results, jit_compile):
         step_slopes[method] = slope(depths, steps) / layer_bytes if len(depths) > 1 else 0.0
         ranges = ", ".join(
             f"{mib(results[method][d]['activations_range'][0])}-"
-            f"{mib(results[method][d]['activations_range'][1])}" for d in depths
+            f"{mib(results[method][d]['activations_range'][1])}"
+            for d in depths
         )
-        print(f"  {method} activations (MiB) by depth {depths}: "
-              f"{', '.join(mib(v) for v in series)} (min-max over calls: {ranges}); "
-              f"slope {activation_slopes[method]:.2f} layers per added layer; step peak slope "
-              f"{step_slopes[method]:.2f} layers per added layer")
+        print(
+            f"  {method} activations (MiB) by depth {depths}: "
+            f"{', '.join(mib(v) for v in series)} (min-max over calls: {ranges}); "
+            f"slope {activation_slopes[method]:.2f} layers per added layer; step peak slope "
+            f"{step_slopes[method]:.2f} layers per added layer"
+        )
     sequenced = [results["SPELA"][d]["sequenced"] for d in depths]
     sequenced_slope = slope(depths, sequenced) / layer_bytes if len(depths) > 1 else 0.0
-    print(f"  SPELA sequenced (MiB) by depth {depths}: {', '.join(mib(v) for v in sequenced)}; "
-          f"slope {sequenced_slope:.2f} layers per added layer")
-    ratio = (results["SPELA"][deepest]["activations"]
-             / results["backprop"][deepest]["activations"])
+    print(
+        f"  SPELA sequenced (MiB) by depth {depths}: {', '.join(mib(v) for v in sequenced)}; "
+        f"slope {sequenced_slope:.2f} layers per added layer"
+    )
+    ratio = results["SPELA"][deepest]["activations"] / results["backprop"][deepest]["activations"]
     step_ratio = results["SPELA"][deepest]["step"] / results["backprop"][deepest]["step"]
     sequenced_ratio = sequenced[-1] / results["backprop"][deepest]["activations"]
-    print(f"  ratio SPELA / backprop at {deepest} hidden layers: activations {ratio:.2f}, "
-          f"step peak {step_ratio:.2f}; SPELA sequenced / backprop activations "
-          f"{sequenced_ratio:.2f}")
+    print(
+        f"  ratio SPELA / backprop at {deepest} hidden layers: activations {ratio:.2f}, "
+        f"step peak {step_ratio:.2f}; SPELA sequenced / backprop activations "
+        f"{sequenced_ratio:.2f}"
+    )
     verdicts = [
         f"  {'PASS' if activation_slopes['SPELA'] < FLAT_SLOPE else 'FAIL'} "
         f"jit_compile={jit_compile}: SPELA activations flat in depth: slope "
@@ -372,16 +427,21 @@ def main():
                         results[method][depth] = run_child(args, method, depth, jit)
                     except RuntimeError as error:
                         sys.exit(f"memory_depth.py: measurement failed: {error}")
-                print(f"  measured jit_compile={jit} depth {depth} "
-                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+                print(
+                    f"  measured jit_compile={jit} depth {depth} "
+                    f"({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
             verdicts += report(args, results, jit)
         print()
         print("Goals (activations: the gradient computation with no gradients held):")
         print("\n".join(verdicts))
         if (args.depths, args.width, args.batch_size) != ([2, 4, 8, 16], 1024, 512):
-            print("  NOTE: reduced setting; the goals are stated for depths 2, 4, 8, 16 of "
-                  "1024 units at batch 512 (small nets are dominated by the input layer's "
-                  "gradient and fixed temporaries).")
+            print(
+                "  NOTE: reduced setting; the goals are stated for depths 2, 4, 8, 16 of "
+                "1024 units at batch 512 (small nets are dominated by the input layer's "
+                "gradient and fixed temporaries)."
+            )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ import time
 from quiet_common import common  # noqa: E402
 
 # The main job's own functions.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "examples"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+)
 import on_device_finetune as main_job  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -86,16 +87,19 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="seed 0, rows 0 and 4")
     parser.add_argument("--seeds", default=None, help="comma-separated; default 0,1,2")
-    parser.add_argument("--rows", default=None,
-                        help="comma-separated row numbers of SETTINGS (0 = defaults)")
+    parser.add_argument(
+        "--rows", default=None, help="comma-separated row numbers of SETTINGS (0 = defaults)"
+    )
     parser.add_argument("--budget_kib", type=float, default=128.0)
     parser.add_argument("--no_save", action="store_true")
     args = parser.parse_args()
     if args.seeds is None:
         args.seeds = "0" if args.quick else "0,1,2"
     args.seeds = _int_list(parser, "seeds", args.seeds)
-    rows = QUICK_ROWS if args.quick and args.rows is None else (
-        range(len(SETTINGS)) if args.rows is None else _int_list(parser, "rows", args.rows)
+    rows = (
+        QUICK_ROWS
+        if args.quick and args.rows is None
+        else (range(len(SETTINGS)) if args.rows is None else _int_list(parser, "rows", args.rows))
     )
     if not set(rows) <= set(range(len(SETTINGS))):
         parser.error(f"--rows must be row numbers 0 to {len(SETTINGS) - 1}, received {args.rows}")
@@ -107,9 +111,13 @@ def parse_args():
 
 def main_job_scenario(seed, output_dir):
     """The main job's host model, device data and test sets for `seed`."""
-    main_job.FLAGS([
-        "on_device_finetune", f"--seed={seed}", f"--output_dir={output_dir}",
-    ])
+    main_job.FLAGS(
+        [
+            "on_device_finetune",
+            f"--seed={seed}",
+            f"--output_dir={output_dir}",
+        ]
+    )
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     train, test, num_classes = main_job.load_images()
@@ -132,7 +140,8 @@ def measure(settings, model, device_data, tests, seed, workdir):
         settings.kind, settings.learning_rate, momentum=settings.momentum
     )
     common_args = dict(
-        batch_size=settings.batch_size, optimizer=optimizer,
+        batch_size=settings.batch_size,
+        optimizer=optimizer,
         train_layers=settings.train_layers,
     )
     stem = os.path.join(workdir, f"spela_seed{seed}_row{SETTINGS.index(settings)}")
@@ -161,8 +170,10 @@ def main():
     with common.Tee(txt), tempfile.TemporaryDirectory() as workdir:
         print(__doc__.split("\n\n")[0])
         print(common.environment_line())
-        print(f"settings: seeds {args.seeds}, budget {budget:,} bytes "
-              f"({args.budget_kib:g} KiB){' (QUICK MODE)' if args.quick else ''}")
+        print(
+            f"settings: seeds {args.seeds}, budget {budget:,} bytes "
+            f"({args.budget_kib:g} KiB){' (QUICK MODE)' if args.quick else ''}"
+        )
         for seed in args.seeds:
             model, device_data, tests = main_job_scenario(seed, workdir)
             for settings in args.settings:
@@ -180,16 +191,20 @@ def main():
             arenas = sorted({r["arena"] for r in runs})
             micro_new = 100 * mean([r["micro"]["new"] for r in runs])
             micro_old = 100 * mean([r["micro"]["old"] for r in runs])
-            rows.append([
-                settings.name,
-                "/".join(f"{a / 1024:.1f}" for a in arenas),
-                f"{runs[0]['operators']:,}",
-                f"{runs[0]['model_bytes'] / 1024:.0f}",
-                f"{micro_new:.2f}", f"{micro_old:.2f}",
-                f"{100 * mean([r['litert']['new'] for r in runs]):.2f}",
-                f"{100 * mean([r['litert']['old'] for r in runs]):.2f}",
-                f"{micro_new - ref_new:+.2f}", f"{micro_old - ref_old:+.2f}",
-            ])
+            rows.append(
+                [
+                    settings.name,
+                    "/".join(f"{a / 1024:.1f}" for a in arenas),
+                    f"{runs[0]['operators']:,}",
+                    f"{runs[0]['model_bytes'] / 1024:.0f}",
+                    f"{micro_new:.2f}",
+                    f"{micro_old:.2f}",
+                    f"{100 * mean([r['litert']['new'] for r in runs]):.2f}",
+                    f"{100 * mean([r['litert']['old'] for r in runs]):.2f}",
+                    f"{micro_new - ref_new:+.2f}",
+                    f"{micro_old - ref_old:+.2f}",
+                ]
+            )
             fits = max(arenas) <= budget
             close = micro_new >= ref_new - MAX_GAP_POINTS and micro_old >= ref_old - MAX_GAP_POINTS
             verdicts.append(
@@ -199,14 +214,28 @@ def main():
                 f"{ref_new:.2f}% / {ref_old:.2f}% (within {MAX_GAP_POINTS:g} points: {close})"
             )
         print()
-        print(common.format_table(
-            ["settings", "arena KiB", "operators", "model KiB", "Micro new %",
-             "Micro old %", "LiteRT new %", "LiteRT old %", "Micro - ref new",
-             "Micro - ref old"],
-            rows,
-            title=(f"Main job (64-256-34, rotate90; ep = device epochs), mean over seeds "
-                   f"{args.seeds}; ref = LiteRT at the defaults: "
-                   f"new {ref_new:.2f}%, old {ref_old:.2f}% (last exit)")))
+        print(
+            common.format_table(
+                [
+                    "settings",
+                    "arena KiB",
+                    "operators",
+                    "model KiB",
+                    "Micro new %",
+                    "Micro old %",
+                    "LiteRT new %",
+                    "LiteRT old %",
+                    "Micro - ref new",
+                    "Micro - ref old",
+                ],
+                rows,
+                title=(
+                    f"Main job (64-256-34, rotate90; ep = device epochs), mean over seeds "
+                    f"{args.seeds}; ref = LiteRT at the defaults: "
+                    f"new {ref_new:.2f}%, old {ref_old:.2f}% (last exit)"
+                ),
+            )
+        )
         print("\n".join(verdicts))
         print(f"done in {time.perf_counter() - start:.0f} s")
 

@@ -81,8 +81,9 @@ def parse_args():
     try:
         args.seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
-        parser.exit(2, f"error: --seeds must be comma-separated integers, received "
-                       f"{args.seeds!r}\n")
+        parser.exit(
+            2, f"error: --seeds must be comma-separated integers, received {args.seeds!r}\n"
+        )
     return args
 
 
@@ -101,6 +102,7 @@ def frozen_features(model, x, learning_layers):
 def nearest_class_mean(model, learning_layers, host_data, device_data, tests, new_classes):
     """The nearest-class-mean classifier's accuracies, shaped like
     `scenario.add_classes_on_device`'s."""
+
     def features(x):
         return frozen_features(model, x, learning_layers)
 
@@ -123,7 +125,8 @@ def nearest_class_mean(model, learning_layers, host_data, device_data, tests, ne
         "exported": {"old": accuracy(*tests["old"], old_classes)},
         "activated": {"new": 0.0, "old": accuracy(*tests["old"], old_classes)},
         "fine-tuned": {
-            "new": accuracy(*tests["new"], every), "old": accuracy(*tests["old"], every),
+            "new": accuracy(*tests["new"], every),
+            "old": accuracy(*tests["old"], every),
         },
     }
 
@@ -133,8 +136,12 @@ def summary(results, tests):
     tuned = results["fine-tuned"]
     n_new, n_old = len(tests["new"][1]), len(tests["old"][1])
     overall = (tuned["new"] * n_new + tuned["old"] * n_old) / (n_new + n_old)
-    return (100 * tuned["new"], 100 * (results["exported"]["old"] - tuned["old"]),
-            100 * overall, 100 * tuned["old"])
+    return (
+        100 * tuned["new"],
+        100 * (results["exported"]["old"] - tuned["old"]),
+        100 * overall,
+        100 * tuned["old"],
+    )
 
 
 def run_seed(seed, workdir):
@@ -163,9 +170,11 @@ def run_seed(seed, workdir):
 
 def issue_line(name, new, drop):
     """The issue's line, with the means; the std over seeds after it."""
-    return (f"{name}: new-class accuracy {np.mean(new):.1f}%, old-class accuracy drop "
-            f"{np.mean(drop):.1f} points (std over {len(new)} seeds: {np.std(new):.1f}, "
-            f"{np.std(drop):.1f})")
+    return (
+        f"{name}: new-class accuracy {np.mean(new):.1f}%, old-class accuracy drop "
+        f"{np.mean(drop):.1f} points (std over {len(new)} seeds: {np.std(new):.1f}, "
+        f"{np.std(drop):.1f})"
+    )
 
 
 def report(per_seed, seeds):
@@ -176,12 +185,16 @@ def report(per_seed, seeds):
         [m] + [f"{values[m][:, i].mean():.1f} ± {values[m][:, i].std():.1f}" for i in (0, 3, 1, 2)]
         for m in methods
     ]
-    print(common.format_table(
-        ["method", "new-class %", "old-class % after", "old drop (points)", "all 10 classes %"],
-        rows, title=f"Last exit, test digits, mean ± std over seeds {seeds}",
-    ))
-    gap = max(abs(per_seed[s]["litert"][i] - per_seed[s]["micro"][i])
-              for s in seeds for i in range(4))
+    print(
+        common.format_table(
+            ["method", "new-class %", "old-class % after", "old drop (points)", "all 10 classes %"],
+            rows,
+            title=f"Last exit, test digits, mean ± std over seeds {seeds}",
+        )
+    )
+    gap = max(
+        abs(per_seed[s]["litert"][i] - per_seed[s]["micro"][i]) for s in seeds for i in range(4)
+    )
     print(f"largest LiteRT - TFLite Micro difference over seeds and columns: {gap:.2f} points")
     print()
     for m in methods:
@@ -191,12 +204,16 @@ def report(per_seed, seeds):
     for runtime in RUNTIMES:
         new, drop = values[runtime][:, 0].mean(), values[runtime][:, 1].mean()
         passed = new >= MIN_NEW_ACCURACY and drop <= MAX_OLD_DROP
-        print(f"{'PASS' if passed else 'FAIL'} {runtime}: new-class accuracy {new:.1f}% "
-              f"(goal >= {MIN_NEW_ACCURACY:g}%), old-class drop {drop:.1f} points "
-              f"(goal <= {MAX_OLD_DROP:g})")
+        print(
+            f"{'PASS' if passed else 'FAIL'} {runtime}: new-class accuracy {new:.1f}% "
+            f"(goal >= {MIN_NEW_ACCURACY:g}%), old-class drop {drop:.1f} points "
+            f"(goal <= {MAX_OLD_DROP:g})"
+        )
         overall = values[runtime][:, 2].mean()
-        print(f"{'PASS' if overall > ncm_overall else 'FAIL'} {runtime} vs {NEAREST_CLASS_MEAN}: "
-              f"all 10 classes {overall:.1f}% vs {ncm_overall:.1f}%")
+        print(
+            f"{'PASS' if overall > ncm_overall else 'FAIL'} {runtime} vs {NEAREST_CLASS_MEAN}: "
+            f"all 10 classes {overall:.1f}% vs {ncm_overall:.1f}%"
+        )
 
 
 def main():
@@ -213,8 +230,7 @@ def main():
                 start = time.perf_counter()
                 per_seed[seed] = run_seed(seed, workdir)
                 cells = "; ".join(
-                    f"{m} new {v[0]:.1f}% old drop {v[1]:.1f}"
-                    for m, v in per_seed[seed].items()
+                    f"{m} new {v[0]:.1f}% old drop {v[1]:.1f}" for m, v in per_seed[seed].items()
                 )
                 print(f"  seed {seed} ({time.perf_counter() - start:.0f} s): {cells}", flush=True)
         report(per_seed, args.seeds)

@@ -76,14 +76,19 @@ TFLITE_PYTHON = "/work/main/.venv-tflite/bin/python"
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--nets", default=None,
-                        help="semicolon-separated nets, e.g. '784,256,34;64,256,34'")
+    parser.add_argument(
+        "--nets", default=None, help="semicolon-separated nets, e.g. '784,256,34;64,256,34'"
+    )
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--blocks", type=int, default=None, help="default 30, quick 5")
-    parser.add_argument("--block", type=int, default=None,
-                        help="calls per timed block (default 20, quick 5)")
-    parser.add_argument("--arena_only", action="store_true",
-                        help="run part (b) only (TFLite Micro arenas, dense and CNN rows)")
+    parser.add_argument(
+        "--block", type=int, default=None, help="calls per timed block (default 20, quick 5)"
+    )
+    parser.add_argument(
+        "--arena_only",
+        action="store_true",
+        help="run part (b) only (TFLite Micro arenas, dense and CNN rows)",
+    )
     parser.add_argument("--no_save", action="store_true")
     args = parser.parse_args()
     if args.nets is None:
@@ -141,8 +146,9 @@ def step_times(args, workdir):
             functions = {
                 "host train_on_batch": lambda: model.train_on_batch(x, y),
                 "host train_function": host_bare,
-                f"LiteRT train ({os.cpu_count()} threads)":
-                    lambda: runners[os.cpu_count()](x=x, y=y),
+                f"LiteRT train ({os.cpu_count()} threads)": lambda: runners[os.cpu_count()](
+                    x=x, y=y
+                ),
                 "LiteRT train (1 thread)": lambda: runners[1](x=x, y=y),
             }
             for fn in functions.values():  # warm-up
@@ -160,8 +166,11 @@ def step_times(args, workdir):
             best_litert = min(ms[names[2]], ms[names[3]])
             ratio_tob = ms[names[2]] / ms[names[0]]
             ratio_bare = ms[names[2]] / ms[names[1]]
-            rows.append([net_name(widths), str(batch)] + [f"{ms[n]:.3f}" for n in names]
-                        + [f"{ratio_tob:.3f}", f"{ratio_bare:.3f}"])
+            rows.append(
+                [net_name(widths), str(batch)]
+                + [f"{ms[n]:.3f}" for n in names]
+                + [f"{ratio_tob:.3f}", f"{ratio_bare:.3f}"]
+            )
             verdicts.append(
                 f"  {'PASS' if ratio_bare <= 1.0 else 'FAIL'} LiteRT/host <= 1.0x "
                 f"({net_name(widths)}, batch {batch}): {ratio_bare:.3f} vs the bare "
@@ -169,15 +178,27 @@ def step_times(args, workdir):
                 f"(best LiteRT threads: {best_litert / ms[names[1]]:.3f})"
             )
             print(f"  step timing {net_name(widths)} batch {batch} done", flush=True)
-    headers = ["net", "batch", "host train_on_batch ms", "host train_function ms",
-               f"LiteRT {os.cpu_count()} thr ms", "LiteRT 1 thr ms",
-               f"LiteRT({os.cpu_count()})/train_on_batch",
-               f"LiteRT({os.cpu_count()})/train_function"]
+    headers = [
+        "net",
+        "batch",
+        "host train_on_batch ms",
+        "host train_function ms",
+        f"LiteRT {os.cpu_count()} thr ms",
+        "LiteRT 1 thr ms",
+        f"LiteRT({os.cpu_count()})/train_on_batch",
+        f"LiteRT({os.cpu_count()})/train_function",
+    ]
     print()
-    print(common.format_table(
-        headers, rows,
-        title=(f"(a) Train step time, median per call over {args.blocks} interleaved "
-               f"blocks of {args.block} calls (Adam 1e-2, softmax_cosine)")))
+    print(
+        common.format_table(
+            headers,
+            rows,
+            title=(
+                f"(a) Train step time, median per call over {args.blocks} interleaved "
+                f"blocks of {args.block} calls (Adam 1e-2, softmax_cosine)"
+            ),
+        )
+    )
     print("\n".join(verdicts))
 
 
@@ -188,8 +209,11 @@ def floors(widths, batch, kind):
     weights = 4 * params
     state = 0 if kind == "sgd" else 2 * weights + 8  # m, v (+ beta powers)
     activations = sorted((batch * d * 4 for d in widths), reverse=True)
-    spela = {"weights": weights, "optimizer state": state,
-             "two largest activations": sum(activations[:2])}
+    spela = {
+        "weights": weights,
+        "optimizer state": state,
+        "two largest activations": sum(activations[:2]),
+    }
     bp_widths = list(widths) + [NUM_CLASSES]
     bp_params = sum((a + 1) * b for a, b in zip(bp_widths[:-1], bp_widths[1:]))
     bp_weights = 4 * bp_params
@@ -206,8 +230,10 @@ def floors(widths, batch, kind):
 def arena(args, workdir):
     rows, verdicts = [], []
     for widths in args.nets:
-        for kind, optimizer in (("sgd", keras.optimizers.SGD(0.1)),
-                                ("adam", keras.optimizers.Adam(1e-2))):
+        for kind, optimizer in (
+            ("sgd", keras.optimizers.SGD(0.1)),
+            ("adam", keras.optimizers.Adam(1e-2)),
+        ):
             keras.backend.clear_session()
             model = build_spela(widths)
             path = os.path.join(workdir, f"micro_{net_name(widths)}_{kind}.tflite")
@@ -220,14 +246,23 @@ def arena(args, workdir):
             floor, bp_floor = sum(spela.values()), sum(backprop.values())
             measured = export.arena_bytes
             ratio = measured / floor if measured else float("nan")
-            rows.append([
-                net_name(widths), kind, f"{measured:,}" if measured else "n/a",
-                f"{spela['weights']:,}", f"{spela['optimizer state']:,}",
-                f"{spela['two largest activations']:,}", f"{floor:,}", f"{ratio:.2f}",
-                f"{bp_floor:,}", f"{measured / bp_floor:.2f}" if measured else "n/a",
-                f"{sum(export.operators.values()):,}", f"{block_bytes:,}",
-                f"{export.size_bytes:,}",
-            ])
+            rows.append(
+                [
+                    net_name(widths),
+                    kind,
+                    f"{measured:,}" if measured else "n/a",
+                    f"{spela['weights']:,}",
+                    f"{spela['optimizer state']:,}",
+                    f"{spela['two largest activations']:,}",
+                    f"{floor:,}",
+                    f"{ratio:.2f}",
+                    f"{bp_floor:,}",
+                    f"{measured / bp_floor:.2f}" if measured else "n/a",
+                    f"{sum(export.operators.values()):,}",
+                    f"{block_bytes:,}",
+                    f"{export.size_bytes:,}",
+                ]
+            )
             verdicts.append(
                 f"  {'PASS' if ratio <= 1.25 else 'FAIL'} micro arena <= 1.25x floor "
                 f"({net_name(widths)}, {kind}): {ratio:.2f}x"
@@ -237,16 +272,33 @@ def arena(args, workdir):
                 verdicts.append(f"    TFLite Micro allocation record: {report}")
             print(f"  micro export {net_name(widths)} {kind} done", flush=True)
     print()
-    print(common.format_table(
-        ["net", "optimizer", "arena bytes", "weights", "opt state", "2 largest act.",
-         "SPELA floor", "arena/floor", "backprop floor (paper)", "arena/bp floor",
-         "operators", "block bytes", "model bytes"],
-        rows,
-        title=f"(b) TFLite Micro train step, batch {MICRO_BATCH}: arena vs floors (bytes)"))
+    print(
+        common.format_table(
+            [
+                "net",
+                "optimizer",
+                "arena bytes",
+                "weights",
+                "opt state",
+                "2 largest act.",
+                "SPELA floor",
+                "arena/floor",
+                "backprop floor (paper)",
+                "arena/bp floor",
+                "operators",
+                "block bytes",
+                "model bytes",
+            ],
+            rows,
+            title=f"(b) TFLite Micro train step, batch {MICRO_BATCH}: arena vs floors (bytes)",
+        )
+    )
     print("\n".join(verdicts))
-    print("  (arena = the smallest arena in which the step runs, found by search; "
-          "TFLite Micro also keeps ~100 bytes of bookkeeping per operator, which "
-          "dominates the overhead of small nets.)")
+    print(
+        "  (arena = the smallest arena in which the step runs, found by search; "
+        "TFLite Micro also keeps ~100 bytes of bookkeeping per operator, which "
+        "dominates the overhead of small nets.)"
+    )
 
 
 MICRO_CNN_INPUT = (20, 20, 1)
@@ -259,9 +311,13 @@ def micro_cnn():
     (2x2 max-pool), seeded."""
     keras.utils.set_random_seed(0)
     model = SpelaModel(
-        [keras.Input(MICRO_CNN_INPUT), SpelaConv2D(8, 3, padding="same", name="conv1"),
-         SpelaConv2D(16, 3, padding="same", name="conv2"), keras.layers.Flatten(),
-         SpelaDense(34, name="d1")],
+        [
+            keras.Input(MICRO_CNN_INPUT),
+            SpelaConv2D(8, 3, padding="same", name="conv1"),
+            SpelaConv2D(16, 3, padding="same", name="conv2"),
+            keras.layers.Flatten(),
+            SpelaDense(34, name="d1"),
+        ],
         num_classes=NUM_CLASSES,
     )
     model.compile()
@@ -342,9 +398,12 @@ def conv_floors(model, input_shape, batch, kind):
         steps[name] = inputs + (full or 0) + outputs
         kept += [full, outputs] if full else [outputs]
     largest = max(steps, key=steps.get)
-    spela = {"weights": weights, "optimizer state": state,
-             "largest layer step activations": 4 * batch * steps[largest],
-             "largest layer": largest}
+    spela = {
+        "weights": weights,
+        "optimizer state": state,
+        "largest layer step activations": 4 * batch * steps[largest],
+        "largest layer": largest,
+    }
     head_params = (last_output + 1) * NUM_CLASSES
     bp_weights = weights + 4 * head_params
     kept.append(NUM_CLASSES)
@@ -360,8 +419,10 @@ def conv_floors(model, input_shape, batch, kind):
 def conv_arena(workdir):
     """Part (b) for the small SPELA CNN (`micro_cnn`), SGD and Adam."""
     rows, verdicts = [], []
-    for kind, optimizer in (("sgd", keras.optimizers.SGD(0.1)),
-                            ("adam", keras.optimizers.Adam(1e-2))):
+    for kind, optimizer in (
+        ("sgd", keras.optimizers.SGD(0.1)),
+        ("adam", keras.optimizers.Adam(1e-2)),
+    ):
         keras.backend.clear_session()
         model = micro_cnn()
         path = os.path.join(workdir, f"micro_cnn_{kind}.tflite")
@@ -375,15 +436,23 @@ def conv_arena(workdir):
         floor, bp_floor = sum(spela.values()), sum(backprop.values())
         measured = export.arena_bytes
         ratio = measured / floor if measured else float("nan")
-        rows.append([
-            MICRO_CNN_NAME, kind, f"{measured:,}" if measured else "n/a",
-            f"{spela['weights']:,}", f"{spela['optimizer state']:,}",
-            f"{spela['largest layer step activations']:,} ({largest})", f"{floor:,}",
-            f"{ratio:.2f}", f"{bp_floor:,}",
-            f"{measured / bp_floor:.2f}" if measured else "n/a",
-            f"{sum(export.operators.values()):,}", f"{block_bytes:,}",
-            f"{export.size_bytes:,}",
-        ])
+        rows.append(
+            [
+                MICRO_CNN_NAME,
+                kind,
+                f"{measured:,}" if measured else "n/a",
+                f"{spela['weights']:,}",
+                f"{spela['optimizer state']:,}",
+                f"{spela['largest layer step activations']:,} ({largest})",
+                f"{floor:,}",
+                f"{ratio:.2f}",
+                f"{bp_floor:,}",
+                f"{measured / bp_floor:.2f}" if measured else "n/a",
+                f"{sum(export.operators.values()):,}",
+                f"{block_bytes:,}",
+                f"{export.size_bytes:,}",
+            ]
+        )
         verdicts.append(
             f"  {'PASS' if ratio <= 1.25 else 'FAIL'} micro arena <= 1.25x floor "
             f"({MICRO_CNN_NAME}, {kind}): {ratio:.2f}x"
@@ -393,25 +462,43 @@ def conv_arena(workdir):
             verdicts.append(f"    TFLite Micro allocation record: {report}")
             head = re.search(r"Arena allocation head ([0-9]+) bytes", report)
             sizes, _ = layer_activation_sizes(model, MICRO_CNN_INPUT)
-            map_name, map_size = max(((n, s[1]) for n, s in sizes.items() if s[1]),
-                                     key=lambda item: item[1])
+            map_name, map_size = max(
+                ((n, s[1]) for n, s in sizes.items() if s[1]), key=lambda item: item[1]
+            )
             map_bytes = 4 * MICRO_BATCH * map_size
             if head:
                 verdicts.append(
                     f"    the head (the planned intermediate tensors) is "
                     f"{int(head.group(1)) / map_bytes:.1f} x {map_name}'s full-resolution "
-                    f"map ({map_bytes:,} bytes), of which the floor counts one")
+                    f"map ({map_bytes:,} bytes), of which the floor counts one"
+                )
         print(f"  micro export {MICRO_CNN_NAME} {kind} done", flush=True)
     print()
-    print(common.format_table(
-        ["net", "optimizer", "arena bytes", "weights", "opt state",
-         "largest layer step act.", "SPELA floor", "arena/floor",
-         "backprop floor (paper)", "arena/bp floor", "operators", "block bytes",
-         "model bytes"],
-        rows,
-        title=(f"(b) TFLite Micro train step of a SPELA CNN, batch {MICRO_BATCH}: arena vs "
-               "floors (bytes; floor: weights + optimizer state + one layer's input, "
-               "full-resolution map and pooled output)")))
+    print(
+        common.format_table(
+            [
+                "net",
+                "optimizer",
+                "arena bytes",
+                "weights",
+                "opt state",
+                "largest layer step act.",
+                "SPELA floor",
+                "arena/floor",
+                "backprop floor (paper)",
+                "arena/bp floor",
+                "operators",
+                "block bytes",
+                "model bytes",
+            ],
+            rows,
+            title=(
+                f"(b) TFLite Micro train step of a SPELA CNN, batch {MICRO_BATCH}: arena vs "
+                "floors (bytes; floor: weights + optimizer state + one layer's input, "
+                "full-resolution map and pooled output)"
+            ),
+        )
+    )
     print("\n".join(verdicts))
 
 
@@ -435,8 +522,9 @@ def _arena_report(model_path):
     keep = []
     for line in text.splitlines():
         line = line.replace("[RecordingMicroAllocator] ", "").strip()
-        if line.startswith(("Arena allocation head", "Arena allocation tail",
-                            "'Persistent buffer data'")):
+        if line.startswith(
+            ("Arena allocation head", "Arena allocation tail", "'Persistent buffer data'")
+        ):
             keep.append(line)
     return "; ".join(keep)
 
@@ -455,11 +543,16 @@ class BackpropModule(tf.Module):
         self.optimizer_variables = [v.value for v in optimizer.variables]
         self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
         d = model.inputs[0].shape[-1]
-        self.train = tf.function(self._train, input_signature=[
-            tf.TensorSpec([batch, d], tf.float32, name="x"),
-            tf.TensorSpec([batch], tf.int32, name="y")])
-        self.infer = tf.function(self._infer, input_signature=[
-            tf.TensorSpec([None, d], tf.float32, name="x")])
+        self.train = tf.function(
+            self._train,
+            input_signature=[
+                tf.TensorSpec([batch, d], tf.float32, name="x"),
+                tf.TensorSpec([batch], tf.int32, name="y"),
+            ],
+        )
+        self.infer = tf.function(
+            self._infer, input_signature=[tf.TensorSpec([None, d], tf.float32, name="x")]
+        )
         path_spec = [tf.TensorSpec([], tf.string, name="checkpoint_path")]
         self.save = tf.function(self._save, input_signature=path_spec)
         self.restore = tf.function(self._restore, input_signature=path_spec)
@@ -487,8 +580,8 @@ class BackpropModule(tf.Module):
         restored = {}
         for w in self.model.weights:
             value = tf.raw_ops.Restore(
-                file_pattern=checkpoint_path, tensor_name=w.path, dt=tf.float32,
-                name="restore")
+                file_pattern=checkpoint_path, tensor_name=w.path, dt=tf.float32, name="restore"
+            )
             value = tf.reshape(value, w.shape)
             w.value.assign(value)
             restored[w.path.replace("/", "_")] = value
@@ -499,14 +592,17 @@ def export_backprop(widths, batch, path):
     keras.utils.set_random_seed(0)
     model = common.backprop_mlp(widths[0], widths[1:], NUM_CLASSES)
     module = BackpropModule(model, keras.optimizers.Adam(1e-2), batch)
-    signatures = {name: getattr(module, name).get_concrete_function()
-                  for name in ("train", "infer", "save", "restore")}
+    signatures = {
+        name: getattr(module, name).get_concrete_function()
+        for name in ("train", "infer", "save", "restore")
+    }
     with tempfile.TemporaryDirectory() as saved:
         tf.saved_model.save(module, saved, signatures=signatures)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved, signature_keys=list(signatures))
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=list(signatures))
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+            tf.lite.OpsSet.SELECT_TF_OPS,
+        ]
         converter.experimental_enable_resource_variables = True
         data = converter.convert()
     with open(path, "wb") as f:
@@ -544,7 +640,9 @@ def try_litert_train(path, widths, batch, steps=3):
         y = (np.arange(batch) % NUM_CLASSES).astype(np.int32)
         losses = [float(runner(x=x, y=y)["loss"]) for _ in range(steps)]
         return "runs: loss over %d steps on one batch %s" % (
-            steps, " -> ".join(f"{v:.4f}" for v in losses))
+            steps,
+            " -> ".join(f"{v:.4f}" for v in losses),
+        )
     except Exception as error:  # report whatever the runtime raises
         return f"FAILS: {type(error).__name__}: {error}"
 
@@ -585,46 +683,80 @@ def compare_exports(args, workdir):
         bp_path = os.path.join(workdir, f"backprop_{net_name(widths)}.tflite")
         keras.backend.clear_session()
         bp = export_backprop(widths, MICRO_BATCH, bp_path)
-        for label, data in (("SPELA (export_tflite)", ours),
-                            ("backprop (standard, +Flex)", bp)):
+        for label, data in (("SPELA (export_tflite)", ours), ("backprop (standard, +Flex)", bp)):
             ops = read_operators(data)
             train_ops = signature_operators(data, "train")
             flex = sorted({k for k in ops if k.startswith("CUSTOM:")})
-            rows.append([
-                net_name(widths), label, f"{len(data):,}", str(sum(ops.values())),
-                str(len(ops)), str(sum(train_ops.values())), str(len(train_ops)),
-                ", ".join(f"{k.replace('CUSTOM:', '')} x{ops[k]}" for k in flex) or "none",
-            ])
-        outcomes.append((net_name(widths), "SPELA", "LiteRT",
-                         try_litert_train(ours_path, widths, MICRO_BATCH)))
-        outcomes.append((net_name(widths), "backprop", "LiteRT",
-                         try_litert_train(bp_path, widths, MICRO_BATCH)))
+            rows.append(
+                [
+                    net_name(widths),
+                    label,
+                    f"{len(data):,}",
+                    str(sum(ops.values())),
+                    str(len(ops)),
+                    str(sum(train_ops.values())),
+                    str(len(train_ops)),
+                    ", ".join(f"{k.replace('CUSTOM:', '')} x{ops[k]}" for k in flex) or "none",
+                ]
+            )
+        outcomes.append(
+            (net_name(widths), "SPELA", "LiteRT", try_litert_train(ours_path, widths, MICRO_BATCH))
+        )
+        outcomes.append(
+            (net_name(widths), "backprop", "LiteRT", try_litert_train(bp_path, widths, MICRO_BATCH))
+        )
         if os.path.exists(TFLITE_PYTHON):
-            jobs = [("SPELA", ours_path, widths[0], MICRO_BATCH),
-                    ("backprop", bp_path, widths[0], MICRO_BATCH)]
+            jobs = [
+                ("SPELA", ours_path, widths[0], MICRO_BATCH),
+                ("backprop", bp_path, widths[0], MICRO_BATCH),
+            ]
             result = subprocess.run(
                 [TFLITE_PYTHON, "-c", TFLITE_RUNTIME_PROBE, json.dumps(jobs)],
-                capture_output=True, text=True, timeout=300)
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             try:
                 found = json.loads(result.stdout.strip().splitlines()[-1])
             except (ValueError, IndexError):
-                found = {"SPELA": f"probe failed: {result.stderr[-500:]}",
-                         "backprop": f"probe failed: {result.stderr[-500:]}"}
+                found = {
+                    "SPELA": f"probe failed: {result.stderr[-500:]}",
+                    "backprop": f"probe failed: {result.stderr[-500:]}",
+                }
             runtime = f"tflite-runtime {found.get('version', '?')}"
             for name in ("SPELA", "backprop"):
                 outcomes.append((net_name(widths), name, runtime, found.get(name, found)))
         else:
-            outcomes.append((net_name(widths), "both", "tflite-runtime",
-                             f"skipped: {TFLITE_PYTHON} does not exist"))
+            outcomes.append(
+                (
+                    net_name(widths),
+                    "both",
+                    "tflite-runtime",
+                    f"skipped: {TFLITE_PYTHON} does not exist",
+                )
+            )
         print(f"  exports {net_name(widths)} done", flush=True)
     print()
-    print(common.format_table(
-        ["net", "model", "file bytes", "ops (all subgraphs)", "op kinds",
-         "train-signature ops", "train op kinds", "Flex / custom ops"],
-        rows,
-        title=(f"(c) Exported LiteRT models, train batch {MICRO_BATCH} (backprop: + Dense "
-               f"{NUM_CLASSES} head, Adam 1e-2 inside train; SPELA: 4 signatures incl. "
-               "gated updates and input checks)")))
+    print(
+        common.format_table(
+            [
+                "net",
+                "model",
+                "file bytes",
+                "ops (all subgraphs)",
+                "op kinds",
+                "train-signature ops",
+                "train op kinds",
+                "Flex / custom ops",
+            ],
+            rows,
+            title=(
+                f"(c) Exported LiteRT models, train batch {MICRO_BATCH} (backprop: + Dense "
+                f"{NUM_CLASSES} head, Adam 1e-2 inside train; SPELA: 4 signatures incl. "
+                "gated updates and input checks)"
+            ),
+        )
+    )
     print()
     print("(c) Running the train signature (3 steps on one batch):")
     for net, name, runtime, outcome in outcomes:
@@ -640,6 +772,7 @@ def main():
         print(common.environment_line())
         try:
             import ai_edge_litert
+
             print(f"ai_edge_litert {getattr(ai_edge_litert, '__version__', '?')}")
         except ImportError:
             print("ai_edge_litert not installed")

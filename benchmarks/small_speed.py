@@ -52,8 +52,12 @@ NUM_CLASSES = 10
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="alternating fit calls per method (default 15, quick 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="alternating fit calls per method (default 15, quick 3)",
+    )
     parser.add_argument("--batch_size", type=int, default=50)
     parser.add_argument("--batch1_examples", type=int, default=300)
     parser.add_argument("--no_save", action="store_true")
@@ -123,8 +127,10 @@ def main():
         print(common.environment_line())
         print(f"load average at the start (1, 5, 15 min): {common.load_average()}")
         net = "-".join(map(str, (x.shape[1],) + WIDTHS))
-        print(f"settings: digits {len(x)} train rows, net {net} (backprop: + Dense "
-              f"{NUM_CLASSES} head), {args.rounds} rounds{' (QUICK MODE)' if args.quick else ''}")
+        print(
+            f"settings: digits {len(x)} train rows, net {net} (backprop: + Dense "
+            f"{NUM_CLASSES} head), {args.rounds} rounds{' (QUICK MODE)' if args.quick else ''}"
+        )
         models = {name: build(name, x.shape[1]) for name in methods}
         verdicts, rows = [], []
 
@@ -132,67 +138,100 @@ def main():
         medians = {name: common.median(t) for name, t in epochs.items()}
         steps = -(-len(x) // args.batch_size)
         for name in methods:
-            rows.append([
-                f"{name}, batch {args.batch_size}", f"{1000 * medians[name]:.1f}",
-                f"{1000 * medians[name] / steps:.2f}",
-                f"{medians[name] / medians['backprop']:.3f}",
-                f"{medians[name] / medians['backprop RMSprop']:.3f}",
-            ])
+            rows.append(
+                [
+                    f"{name}, batch {args.batch_size}",
+                    f"{1000 * medians[name]:.1f}",
+                    f"{1000 * medians[name] / steps:.2f}",
+                    f"{medians[name] / medians['backprop']:.3f}",
+                    f"{medians[name] / medians['backprop RMSprop']:.3f}",
+                ]
+            )
         ratio = medians["SPELA"] / medians["backprop"]
         verdicts.append(
             f"  {'PASS' if ratio <= EPOCH_GOAL else 'FAIL'} epoch time SPELA / backprop "
             f"(Adam), batch {args.batch_size}: {ratio:.3f} (goal <= {EPOCH_GOAL})"
         )
-        print(f"  batch {args.batch_size}: SPELA {1000 * medians['SPELA']:.1f} ms/epoch, "
-              f"backprop {1000 * medians['backprop']:.1f}, ratio {ratio:.3f}", flush=True)
+        print(
+            f"  batch {args.batch_size}: SPELA {1000 * medians['SPELA']:.1f} ms/epoch, "
+            f"backprop {1000 * medians['backprop']:.1f}, ratio {ratio:.3f}",
+            flush=True,
+        )
 
         x1, y1 = x[: args.batch1_examples], y[: args.batch1_examples]
         epochs1 = alternate_epochs(models, x1, y1, 1, args.rounds, epochs=1)
         rates = {name: len(x1) / common.median(t) for name, t in epochs1.items()}
         for name in methods:
-            rows.append([
-                f"{name}, batch 1", f"{1000 * len(x1) / rates[name]:.1f}",
-                f"{1000 / rates[name]:.2f}",
-                f"{rates['backprop'] / rates[name]:.3f}",
-                f"{rates['backprop RMSprop'] / rates[name]:.3f}",
-            ])
+            rows.append(
+                [
+                    f"{name}, batch 1",
+                    f"{1000 * len(x1) / rates[name]:.1f}",
+                    f"{1000 / rates[name]:.2f}",
+                    f"{rates['backprop'] / rates[name]:.3f}",
+                    f"{rates['backprop RMSprop'] / rates[name]:.3f}",
+                ]
+            )
         speedup = rates["SPELA"] / rates["backprop"]
         verdicts.append(
             f"  {'PASS' if speedup >= BATCH1_GOAL else 'FAIL'} steps per second at batch 1, "
             f"SPELA / backprop (Adam): {speedup:.2f}x (goal >= {BATCH1_GOAL}x)"
         )
-        print(f"  batch 1: SPELA {rates['SPELA']:.0f} steps/s, backprop "
-              f"{rates['backprop']:.0f}, speed-up {speedup:.2f}x", flush=True)
+        print(
+            f"  batch 1: SPELA {rates['SPELA']:.0f} steps/s, backprop "
+            f"{rates['backprop']:.0f}, speed-up {speedup:.2f}x",
+            flush=True,
+        )
 
         print()
-        print(common.format_table(
-            ["method, batch", "ms per epoch (median)", "ms per step", "time / backprop Adam",
-             "time / backprop RMSprop"],
-            rows, title="fit epochs, alternating (time ratios: below 1 is faster than backprop)",
-        ))
+        print(
+            common.format_table(
+                [
+                    "method, batch",
+                    "ms per epoch (median)",
+                    "ms per step",
+                    "time / backprop Adam",
+                    "time / backprop RMSprop",
+                ],
+                rows,
+                title="fit epochs, alternating (time ratios: below 1 is faster than backprop)",
+            )
+        )
 
         loop_rows = []
         for batch, epoch_medians, n in (
-            (args.batch_size, medians, len(x)), (1, {k: len(x1) / v for k, v in rates.items()}, len(x1))
+            (args.batch_size, medians, len(x)),
+            (1, {k: len(x1) / v for k, v in rates.items()}, len(x1)),
         ):
-            step = {name: step_loop_seconds(models[name], x, y, batch, 100, args.rounds)
-                    for name in ("SPELA", "backprop")}
+            step = {
+                name: step_loop_seconds(models[name], x, y, batch, 100, args.rounds)
+                for name in ("SPELA", "backprop")
+            }
             per_step = {name: epoch_medians[name] / -(-n // batch) for name in step}
-            loop_rows.append([
-                str(batch), f"{1000 * step['SPELA']:.3f} / {1000 * step['backprop']:.3f}",
-                f"{step['SPELA'] / step['backprop']:.3f}",
-                f"{1000 * per_step['SPELA']:.3f} / {1000 * per_step['backprop']:.3f}",
-                f"{1000 * (per_step['SPELA'] - step['SPELA']):.3f} / "
-                f"{1000 * (per_step['backprop'] - step['backprop']):.3f}",
-            ])
+            loop_rows.append(
+                [
+                    str(batch),
+                    f"{1000 * step['SPELA']:.3f} / {1000 * step['backprop']:.3f}",
+                    f"{step['SPELA'] / step['backprop']:.3f}",
+                    f"{1000 * per_step['SPELA']:.3f} / {1000 * per_step['backprop']:.3f}",
+                    f"{1000 * (per_step['SPELA'] - step['SPELA']):.3f} / "
+                    f"{1000 * (per_step['backprop'] - step['backprop']):.3f}",
+                ]
+            )
         print()
-        print(common.format_table(
-            ["batch", "compiled step ms SPELA / bp", "ratio", "fit ms per step SPELA / bp",
-             "fit's own ms per step SPELA / bp"],
-            loop_rows,
-            title="Where a step's time goes (compiled step: train_function in a loop; "
-                  "fit's own: the rest of an epoch, per step)",
-        ))
+        print(
+            common.format_table(
+                [
+                    "batch",
+                    "compiled step ms SPELA / bp",
+                    "ratio",
+                    "fit ms per step SPELA / bp",
+                    "fit's own ms per step SPELA / bp",
+                ],
+                loop_rows,
+                title="Where a step's time goes (compiled step: train_function in a loop; "
+                "fit's own: the rest of an epoch, per step)",
+            )
+        )
         print()
         print("Goals:")
         for verdict in verdicts:

@@ -72,14 +72,20 @@ class Task:
 def tasks():
     return {
         "digits": Task(
-            "digits", common.load_digits,
+            "digits",
+            common.load_digits,
             {"SPELA": digits_accuracy.spela_defaults(34), "backprop": digits_accuracy.backprop},
-            0.97, 50, "MLP 64-256-34 (SPELA defaults) vs backprop 64-256-34+head",
+            0.97,
+            50,
+            "MLP 64-256-34 (SPELA defaults) vs backprop 64-256-34+head",
         ),
         "cnn": Task(
-            "cnn", keras_spela.datasets.load_canvas_digits,
+            "cnn",
+            keras_spela.datasets.load_canvas_digits,
             {"SPELA": cnn_accuracy.spela_cnn, "backprop": cnn_accuracy.backprop_cnn},
-            0.85, 40, f"{cnn_accuracy.SPELA_CNN} vs {cnn_accuracy.BACKPROP_CNN} (canvas digits)",
+            0.85,
+            40,
+            f"{cnn_accuracy.SPELA_CNN} vs {cnn_accuracy.BACKPROP_CNN} (canvas digits)",
         ),
     }
 
@@ -165,8 +171,11 @@ class TimeToAccuracy(keras.callbacks.Callback):
         if self.reached is None and max(accuracies) >= self.target:
             best = int(np.argmax(accuracies))
             self.reached = {
-                "seconds": seconds, "step": self._steps, "epoch": self._epoch,
-                "exit": best, "accuracy": accuracies[best],
+                "seconds": seconds,
+                "step": self._steps,
+                "epoch": self._epoch,
+                "exit": best,
+                "accuracy": accuracies[best],
             }
             self.model.stop_training = True
         self._excluded += time.perf_counter() - begin
@@ -183,8 +192,12 @@ def run(task, method, seed, data, args):
     # dropped; they are shown if fit raises.
     with capture_native_stderr():
         model.fit(
-            x_train, y_train, batch_size=args.batch_size, epochs=args.max_epochs[task.name],
-            verbose=0, callbacks=[timer],
+            x_train,
+            y_train,
+            batch_size=args.batch_size,
+            epochs=args.max_epochs[task.name],
+            verbose=0,
+            callbacks=[timer],
         )
     return timer
 
@@ -200,24 +213,38 @@ def parse_args(argv=None):
     known = tasks()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, at most 10 epochs")
-    parser.add_argument("--tasks", default="digits,cnn",
-                        help=f"comma-separated, of {', '.join(known)}")
+    parser.add_argument(
+        "--tasks", default="digits,cnn", help=f"comma-separated, of {', '.join(known)}"
+    )
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5)")
-    parser.add_argument("--max_epochs", type=int, default=None,
-                        help="epoch limit for every task (default: digits 50, cnn 40; quick 10)")
-    parser.add_argument("--eval_every", type=int, default=5,
-                        help="training steps between test evaluations (and every epoch end)")
+    parser.add_argument(
+        "--max_epochs",
+        type=int,
+        default=None,
+        help="epoch limit for every task (default: digits 50, cnn 40; quick 10)",
+    )
+    parser.add_argument(
+        "--eval_every",
+        type=int,
+        default=5,
+        help="training steps between test evaluations (and every epoch end)",
+    )
     parser.add_argument("--batch_size", type=int, default=50)
     for name, task in known.items():
-        parser.add_argument(f"--{name}_target", type=unit_interval, default=task.target,
-                            help=f"test accuracy to reach (default {task.target})")
+        parser.add_argument(
+            f"--{name}_target",
+            type=unit_interval,
+            default=task.target,
+            help=f"test accuracy to reach (default {task.target})",
+        )
     parser.add_argument("--no_save", action="store_true", help="write no results file")
     args = parser.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in args.tasks if t not in known]
     if unknown or not args.tasks:
-        parser.error(f"unknown task {', '.join(unknown) or '(none)'}; choose from "
-                     f"{', '.join(known)}")
+        parser.error(
+            f"unknown task {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}"
+        )
     if args.seeds is None:
         args.seeds = 2 if args.quick else 5
     for name in ("seeds", "eval_every", "batch_size"):
@@ -252,8 +279,10 @@ def describe(timer):
     if timer.reached is None:
         return f"not reached (best {100 * timer.best_accuracy:.1f}%)"
     r = timer.reached
-    return (f"{r['seconds']:.2f} s, step {r['step']}, epoch {r['epoch']}, exit {r['exit']} "
-            f"at {100 * r['accuracy']:.1f}%")
+    return (
+        f"{r['seconds']:.2f} s, step {r['step']}, epoch {r['epoch']}, exit {r['exit']} "
+        f"at {100 * r['accuracy']:.1f}%"
+    )
 
 
 def fmt_seconds(value):
@@ -269,35 +298,55 @@ def report(task, args, timers):
         reached = [t.reached for t in runs if t.reached]
         medians[method] = common.median(seconds)
         later[method] = common.median([seconds_of(t, after_first_step=True) for t in runs])
-        rows.append([
-            method, f"{len(reached)}/{len(runs)}", fmt_seconds(medians[method]),
-            " ".join(fmt_seconds(s) for s in seconds), fmt_seconds(later[method]),
-            f"{common.median([r['step'] for r in reached]):.0f}" if reached else "-",
-            f"{common.median([r['epoch'] for r in reached]):.0f}" if reached else "-",
-            f"{common.median([t.first_step_seconds for t in runs]):.2f}",
-        ])
+        rows.append(
+            [
+                method,
+                f"{len(reached)}/{len(runs)}",
+                fmt_seconds(medians[method]),
+                " ".join(fmt_seconds(s) for s in seconds),
+                fmt_seconds(later[method]),
+                f"{common.median([r['step'] for r in reached]):.0f}" if reached else "-",
+                f"{common.median([r['epoch'] for r in reached]):.0f}" if reached else "-",
+                f"{common.median([t.first_step_seconds for t in runs]):.2f}",
+            ]
+        )
     print()
-    print(common.format_table(
-        ["method", "reached", "median s", "per seed s", "median s after step 1",
-         "median steps", "median epoch",
-         "first step s (tracing)"],
-        rows,
-        title=(f"{task.name}: training seconds to {100 * target:.0f}% test accuracy (best "
-               f"exit for SPELA), {task.description}, batch {args.batch_size}, at most "
-               f"{args.max_epochs[task.name]} epochs, evaluated every {args.eval_every} steps"),
-    ))
+    print(
+        common.format_table(
+            [
+                "method",
+                "reached",
+                "median s",
+                "per seed s",
+                "median s after step 1",
+                "median steps",
+                "median epoch",
+                "first step s (tracing)",
+            ],
+            rows,
+            title=(
+                f"{task.name}: training seconds to {100 * target:.0f}% test accuracy (best "
+                f"exit for SPELA), {task.description}, batch {args.batch_size}, at most "
+                f"{args.max_epochs[task.name]} epochs, evaluated every {args.eval_every} steps"
+            ),
+        )
+    )
     ratio, text = ratio_text(medians["SPELA"], medians["backprop"])
     per_seed = [
         ratio_text(seconds_of(s), seconds_of(b))[0]
         for s, b in zip(timers["SPELA"], timers["backprop"])
     ]
     _, later_text = ratio_text(later["SPELA"], later["backprop"])
-    print(f"  ratio of the medians SPELA / backprop: {text}; median of the per-seed ratios: "
-          f"{fmt_seconds(common.median(per_seed))}; without the first step (tracing): "
-          f"{later_text}")
+    print(
+        f"  ratio of the medians SPELA / backprop: {text}; median of the per-seed ratios: "
+        f"{fmt_seconds(common.median(per_seed))}; without the first step (tracing): "
+        f"{later_text}"
+    )
     verdict = "PASS" if ratio <= GOAL_RATIO else "FAIL"
-    return (f"  {verdict} {task.name}: SPELA / backprop time to {100 * target:.0f}%: {text} "
-            f"(goal <= {GOAL_RATIO})")
+    return (
+        f"  {verdict} {task.name}: SPELA / backprop time to {100 * target:.0f}%: {text} "
+        f"(goal <= {GOAL_RATIO})"
+    )
 
 
 def main():
@@ -323,15 +372,19 @@ def main():
                 order = METHODS if seed % 2 == 0 else METHODS[::-1]
                 for method in order:
                     timers[method].append(run(task, method, seed, data, args))
-                print(f"  {name} seed {seed} ({time.perf_counter() - start:.0f} s): "
-                      + "; ".join(f"{m} {describe(timers[m][-1])}" for m in METHODS),
-                      flush=True)
+                print(
+                    f"  {name} seed {seed} ({time.perf_counter() - start:.0f} s): "
+                    + "; ".join(f"{m} {describe(timers[m][-1])}" for m in METHODS),
+                    flush=True,
+                )
             verdicts.append(report(task, args, timers))
         print()
         print("Goal: time to the target <= 0.5x backprop's (ratio of the medians):")
         print("\n".join(verdicts))
-        print(f"load average at the end (1, 5, 15 min): {common.load_average()} (above ~2 on 2 "
-              "cores, other processes shared the CPU: both methods' seconds are inflated)")
+        print(
+            f"load average at the end (1, 5, 15 min): {common.load_average()} (above ~2 on 2 "
+            "cores, other processes shared the CPU: both methods' seconds are inflated)"
+        )
         if args.seeds < 5 or args.quick:
             print(f"  NOTE: reduced setting ({args.seeds} seeds); the goal is stated for 5 seeds.")
 

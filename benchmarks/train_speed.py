@@ -65,20 +65,30 @@ BATCH1_GOAL = 1.25
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--widths", default="784,1024,1024,1024,34",
-                        help="input dim then layer widths")
+    parser.add_argument(
+        "--widths", default="784,1024,1024,1024,34", help="input dim then layer widths"
+    )
     parser.add_argument("--examples", type=int, default=None, help="default 10240")
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="timed epochs per model (default 5, quick 3)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="timed epochs per model (default 5, quick 3)"
+    )
     parser.add_argument("--jit", default="both", choices=("both", "false", "true"))
-    parser.add_argument("--step_repeats", type=int, default=None,
-                        help="timed fit calls per model and batch size (default 5, quick 3)")
+    parser.add_argument(
+        "--step_repeats",
+        type=int,
+        default=None,
+        help="timed fit calls per model and batch size (default 5, quick 3)",
+    )
     parser.add_argument("--steps_b1", type=int, default=300)
     parser.add_argument("--steps_b256", type=int, default=20)
     parser.add_argument("--profile_repeats", type=int, default=None, help="default 30, quick 10")
-    parser.add_argument("--no_sgd", dest="also_sgd", action="store_false",
-                        help="skip the extra SGD(1e-2) epoch comparison")
+    parser.add_argument(
+        "--no_sgd",
+        dest="also_sgd",
+        action="store_false",
+        help="skip the extra SGD(1e-2) epoch comparison",
+    )
     parser.add_argument("--no_save", action="store_true")
     args = parser.parse_args(argv)
     text = args.widths
@@ -87,8 +97,10 @@ def parse_args(argv=None):
     except ValueError:
         args.widths = []
     if len(args.widths) < 3 or min(args.widths) < 1:
-        parser.error(f"--widths must be an input dim and at least two layer widths, "
-                     f"integers >= 1 separated by commas, got {text!r}")
+        parser.error(
+            f"--widths must be an input dim and at least two layer widths, "
+            f"integers >= 1 separated by commas, got {text!r}"
+        )
     if args.examples is None:
         args.examples = 2048 if args.quick else 10240
     if args.epochs is None:
@@ -99,8 +111,15 @@ def parse_args(argv=None):
         args.profile_repeats = 10 if args.quick else 30
     if args.quick:
         args.steps_b1, args.steps_b256 = min(args.steps_b1, 100), min(args.steps_b256, 8)
-    for name in ("examples", "batch_size", "epochs", "step_repeats", "steps_b1",
-                 "steps_b256", "profile_repeats"):
+    for name in (
+        "examples",
+        "batch_size",
+        "epochs",
+        "step_repeats",
+        "steps_b1",
+        "steps_b256",
+        "profile_repeats",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
@@ -115,7 +134,10 @@ def build_spela(widths, jit_compile, optimizer=None):
 
 def build_backprop(widths, jit_compile, optimizer=None):
     return common.backprop_mlp(
-        widths[0], widths[1:], NUM_CLASSES, optimizer or keras.optimizers.Adam(1e-3),
+        widths[0],
+        widths[1:],
+        NUM_CLASSES,
+        optimizer or keras.optimizers.Adam(1e-3),
         jit_compile,
     )
 
@@ -178,6 +200,7 @@ def profile(widths, batch, repeats):
     jit = False
 
     spela_forward = tf.function(lambda: spela.exit_scores(x), jit_compile=jit)
+
     def spela_gradients():
         return spela.compute_local_gradients(spela.compute_local_errors(x, y)[0])[0]
 
@@ -240,12 +263,14 @@ def profile(widths, batch, repeats):
         def run():
             logs = step(iter(one_batch))
             float(logs["loss"])  # wait for the result
+
         return run
 
     def sync(fn):
         def run():
             out = fn()
             tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+
         return run
 
     functions = {
@@ -275,11 +300,16 @@ def breakdown(widths, batch, repeats, digits):
     keras.backend.clear_session()
     parts = profile(widths, batch, repeats)
     print()
-    print(common.format_table(
-        ["part of one step", "ms (median)"],
-        [[k, f"{v:.{digits}f}"] for k, v in parts.items()],
-        title=(f"Step breakdown, batch {batch}, jit_compile=False, "
-               f"median of {repeats} interleaved calls")))
+    print(
+        common.format_table(
+            ["part of one step", "ms (median)"],
+            [[k, f"{v:.{digits}f}"] for k, v in parts.items()],
+            title=(
+                f"Step breakdown, batch {batch}, jit_compile=False, "
+                f"median of {repeats} interleaved calls"
+            ),
+        )
+    )
     return parts
 
 
@@ -295,15 +325,21 @@ def print_estimate(parts, epoch_rows):
     print()
     print("Estimate: the epoch ratio if a step were only its matrix products and its optimizer")
     print("update (parts timed alone, which overlap in a full step: an estimate, not a floor)")
-    print(f"  Adam: (SPELA matrix products {matmuls_s:.2f} + Adam {adam_s:.2f} ms) / (backprop "
-          f"{matmuls_b:.2f} + {adam_b:.2f} ms) = {(matmuls_s + adam_s) / (matmuls_b + adam_b):.3f}"
-          f"; measured (jit_compile=False): {measured.get('jit_compile=False', 'n/a')}")
-    print(f"  SGD (its update is a few elementwise passes): matrix products alone "
-          f"{matmuls_s:.2f} / {matmuls_b:.2f} ms = {matmuls_s / matmuls_b:.3f}; measured "
-          f"(jit_compile=False): {measured.get('jit_compile=False, SGD', 'n/a')}")
-    print("  What a measured ratio has above its estimate is the rest of the steps: SPELA's "
-          "elementwise passes (norms, scores, the loss gradient, act', the acceptance bounds) "
-          "against backprop's fused kernels (BiasAdd, LeakyReluGrad, BiasAddGrad).")
+    print(
+        f"  Adam: (SPELA matrix products {matmuls_s:.2f} + Adam {adam_s:.2f} ms) / (backprop "
+        f"{matmuls_b:.2f} + {adam_b:.2f} ms) = {(matmuls_s + adam_s) / (matmuls_b + adam_b):.3f}"
+        f"; measured (jit_compile=False): {measured.get('jit_compile=False', 'n/a')}"
+    )
+    print(
+        f"  SGD (its update is a few elementwise passes): matrix products alone "
+        f"{matmuls_s:.2f} / {matmuls_b:.2f} ms = {matmuls_s / matmuls_b:.3f}; measured "
+        f"(jit_compile=False): {measured.get('jit_compile=False, SGD', 'n/a')}"
+    )
+    print(
+        "  What a measured ratio has above its estimate is the rest of the steps: SPELA's "
+        "elementwise passes (norms, scores, the loss gradient, act', the acceptance bounds) "
+        "against backprop's fused kernels (BiasAdd, LeakyReluGrad, BiasAddGrad)."
+    )
 
 
 def print_batch1_estimate(parts, step_rows):
@@ -317,20 +353,28 @@ def print_batch1_estimate(parts, step_rows):
     step_s = parts["SPELA full train step"]
     measured = {row[0]: row[5] for row in step_rows if row[1] == "1"}
     print()
-    print("Estimate at batch 1: the speed-up if a step were only its matrix products and its "
-          "Adam update")
-    print(f"  (backprop matrix products {matmuls_b:.3f} + Adam {adam_b:.3f} ms) / (SPELA "
-          f"{matmuls_s:.3f} + {adam_s:.3f} ms) = "
-          f"{(matmuls_b + adam_b) / (matmuls_s + adam_s):.2f}x; measured (jit_compile=False): "
-          f"{measured.get('jit_compile=False', 'n/a')}x (goal >= {BATCH1_GOAL}x)")
+    print(
+        "Estimate at batch 1: the speed-up if a step were only its matrix products and its "
+        "Adam update"
+    )
+    print(
+        f"  (backprop matrix products {matmuls_b:.3f} + Adam {adam_b:.3f} ms) / (SPELA "
+        f"{matmuls_s:.3f} + {adam_s:.3f} ms) = "
+        f"{(matmuls_b + adam_b) / (matmuls_s + adam_s):.2f}x; measured (jit_compile=False): "
+        f"{measured.get('jit_compile=False', 'n/a')}x (goal >= {BATCH1_GOAL}x)"
+    )
     step_b = parts["backprop full train step"]
-    print(f"  SPELA's Adam update alone is {adam_s:.3f} of its {step_s:.3f} ms step "
-          f"({100 * adam_s / step_s:.0f} %): Keras' Adam reads and writes every parameter "
-          "and its two slots each step, whatever the batch")
-    print(f"  a SPELA step that were only its Adam update would be {step_b / adam_s:.2f}x "
-          f"backprop's speed (backprop's full step {step_b:.3f} ms / {adam_s:.3f} ms); "
-          f"{BATCH1_GOAL}x leaves {step_b / BATCH1_GOAL - adam_s:.3f} ms for everything else, "
-          f"where SPELA's matrix products alone take {matmuls_s:.3f} ms")
+    print(
+        f"  SPELA's Adam update alone is {adam_s:.3f} of its {step_s:.3f} ms step "
+        f"({100 * adam_s / step_s:.0f} %): Keras' Adam reads and writes every parameter "
+        "and its two slots each step, whatever the batch"
+    )
+    print(
+        f"  a SPELA step that were only its Adam update would be {step_b / adam_s:.2f}x "
+        f"backprop's speed (backprop's full step {step_b:.3f} ms / {adam_s:.3f} ms); "
+        f"{BATCH1_GOAL}x leaves {step_b / BATCH1_GOAL - adam_s:.3f} ms for everything else, "
+        f"where SPELA's matrix products alone take {matmuls_s:.3f} ms"
+    )
 
 
 def main():
@@ -340,8 +384,10 @@ def main():
     with common.Tee(txt):
         print(__doc__.split("\n\n")[0])
         print(common.environment_line())
-        print(f"tf intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads()} "
-              f"(0 = all cores); visible devices: {[d.device_type for d in tf.config.list_physical_devices()]}")
+        print(
+            f"tf intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads()} "
+            f"(0 = all cores); visible devices: {[d.device_type for d in tf.config.list_physical_devices()]}"
+        )
         net = "-".join(map(str, widths))
         print(
             f"settings: net {net} (backprop: + Dense {NUM_CLASSES} head), {args.examples} "
@@ -358,8 +404,10 @@ def main():
             keras.backend.clear_session()
             keras.utils.set_random_seed(0)
             try:
-                models = {"SPELA": build_spela(widths, jit),
-                          "backprop": build_backprop(widths, jit)}
+                models = {
+                    "SPELA": build_spela(widths, jit),
+                    "backprop": build_backprop(widths, jit),
+                }
             except ValueError as error:
                 message = f"jit_compile={jit}: not measured: SpelaModel.compile refuses it: {error}"
                 verdicts.append(f"  SKIP {message}")
@@ -369,18 +417,26 @@ def main():
             spela_s, bp_s = common.median(times["SPELA"]), common.median(times["backprop"])
             ratio = spela_s / bp_s
             steps = args.examples // args.batch_size
-            epoch_rows.append([
-                f"jit_compile={jit}", f"{spela_s:.3f}", f"{bp_s:.3f}", f"{ratio:.3f}",
-                " ".join(f"{t:.2f}" for t in times["SPELA"]),
-                " ".join(f"{t:.2f}" for t in times["backprop"]),
-                f"{1000 * spela_s / steps:.1f} / {1000 * bp_s / steps:.1f}",
-            ])
+            epoch_rows.append(
+                [
+                    f"jit_compile={jit}",
+                    f"{spela_s:.3f}",
+                    f"{bp_s:.3f}",
+                    f"{ratio:.3f}",
+                    " ".join(f"{t:.2f}" for t in times["SPELA"]),
+                    " ".join(f"{t:.2f}" for t in times["backprop"]),
+                    f"{1000 * spela_s / steps:.1f} / {1000 * bp_s / steps:.1f}",
+                ]
+            )
             verdicts.append(
                 f"  {'PASS' if ratio <= ADAM_GOAL else 'FAIL'} SPELA/backprop epoch time, Adam "
                 f"(jit_compile={jit}): {ratio:.3f} (goal <= {ADAM_GOAL})"
             )
-            print(f"  epoch timing jit_compile={jit}: SPELA {spela_s:.3f} s, backprop "
-                  f"{bp_s:.3f} s, ratio {ratio:.3f}", flush=True)
+            print(
+                f"  epoch timing jit_compile={jit}: SPELA {spela_s:.3f} s, backprop "
+                f"{bp_s:.3f} s, ratio {ratio:.3f}",
+                flush=True,
+            )
 
             if args.also_sgd:
                 keras.backend.clear_session()
@@ -391,12 +447,17 @@ def main():
                 }
                 t = alternate(sgd_models, dataset(x, y, args.batch_size), args.epochs)
                 s_s, b_s = common.median(t["SPELA"]), common.median(t["backprop"])
-                epoch_rows.append([
-                    f"jit_compile={jit}, SGD", f"{s_s:.3f}", f"{b_s:.3f}",
-                    f"{s_s / b_s:.3f}", " ".join(f"{v:.2f}" for v in t["SPELA"]),
-                    " ".join(f"{v:.2f}" for v in t["backprop"]),
-                    f"{1000 * s_s / steps:.1f} / {1000 * b_s / steps:.1f}",
-                ])
+                epoch_rows.append(
+                    [
+                        f"jit_compile={jit}, SGD",
+                        f"{s_s:.3f}",
+                        f"{b_s:.3f}",
+                        f"{s_s / b_s:.3f}",
+                        " ".join(f"{v:.2f}" for v in t["SPELA"]),
+                        " ".join(f"{v:.2f}" for v in t["backprop"]),
+                        f"{1000 * s_s / steps:.1f} / {1000 * b_s / steps:.1f}",
+                    ]
+                )
                 verdicts.append(
                     f"  {'PASS' if s_s / b_s <= SGD_GOAL else 'FAIL'} SPELA/backprop epoch time, "
                     f"SGD (jit_compile={jit}): {s_s / b_s:.3f} (goal <= {SGD_GOAL})"
@@ -408,51 +469,93 @@ def main():
                 ds = dataset(x[: batch * n_steps], y[: batch * n_steps], batch)
                 if batch * n_steps > len(x):
                     reps = int(np.ceil(batch * n_steps / len(x)))
-                    ds = dataset(np.tile(x, (reps, 1))[: batch * n_steps],
-                                 np.tile(y, reps)[: batch * n_steps], batch)
+                    ds = dataset(
+                        np.tile(x, (reps, 1))[: batch * n_steps],
+                        np.tile(y, reps)[: batch * n_steps],
+                        batch,
+                    )
                 t = alternate(models, ds, args.step_repeats)
                 sps = {k: n_steps / common.median(v) for k, v in t.items()}
-                step_rows.append([
-                    f"jit_compile={jit}", str(batch), str(n_steps),
-                    f"{sps['SPELA']:.1f}", f"{sps['backprop']:.1f}",
-                    f"{sps['SPELA'] / sps['backprop']:.2f}",
-                ])
-                print(f"  steps/s batch {batch} jit_compile={jit}: SPELA {sps['SPELA']:.1f}, "
-                      f"backprop {sps['backprop']:.1f}", flush=True)
+                step_rows.append(
+                    [
+                        f"jit_compile={jit}",
+                        str(batch),
+                        str(n_steps),
+                        f"{sps['SPELA']:.1f}",
+                        f"{sps['backprop']:.1f}",
+                        f"{sps['SPELA'] / sps['backprop']:.2f}",
+                    ]
+                )
+                print(
+                    f"  steps/s batch {batch} jit_compile={jit}: SPELA {sps['SPELA']:.1f}, "
+                    f"backprop {sps['backprop']:.1f}",
+                    flush=True,
+                )
 
         print()
-        print(common.format_table(
-            ["setting", "SPELA s/epoch", "backprop s/epoch", "ratio SPELA/bp",
-             "SPELA epochs (s)", "backprop epochs (s)", "ms/step SPELA / bp"],
-            epoch_rows,
-            title=(f"Seconds per epoch, {net}, {args.examples} examples, batch "
-                   f"{args.batch_size} (median of {args.epochs} alternating epochs)")))
+        print(
+            common.format_table(
+                [
+                    "setting",
+                    "SPELA s/epoch",
+                    "backprop s/epoch",
+                    "ratio SPELA/bp",
+                    "SPELA epochs (s)",
+                    "backprop epochs (s)",
+                    "ms/step SPELA / bp",
+                ],
+                epoch_rows,
+                title=(
+                    f"Seconds per epoch, {net}, {args.examples} examples, batch "
+                    f"{args.batch_size} (median of {args.epochs} alternating epochs)"
+                ),
+            )
+        )
         print("\n".join(verdicts))
         print()
-        print(common.format_table(
-            ["setting", "batch", "steps per call", "SPELA steps/s", "backprop steps/s",
-             "speed-up SPELA/bp"],
-            step_rows,
-            title=f"Steps per second (median of {args.step_repeats} alternating fit calls)"))
+        print(
+            common.format_table(
+                [
+                    "setting",
+                    "batch",
+                    "steps per call",
+                    "SPELA steps/s",
+                    "backprop steps/s",
+                    "speed-up SPELA/bp",
+                ],
+                step_rows,
+                title=f"Steps per second (median of {args.step_repeats} alternating fit calls)",
+            )
+        )
 
         spela_macs, bp_macs, p_spela, p_bp = macs_per_step(widths, args.batch_size)
         rows = []
-        for key in ("forward h W", "weight grad h^T dz", "input grad dz W^T",
-                    "class-vector products"):
-            rows.append([key, f"{spela_macs.get(key, 0) / 1e6:.1f}",
-                         f"{bp_macs.get(key, 0) / 1e6:.1f}"])
+        for key in (
+            "forward h W",
+            "weight grad h^T dz",
+            "input grad dz W^T",
+            "class-vector products",
+        ):
+            rows.append(
+                [key, f"{spela_macs.get(key, 0) / 1e6:.1f}", f"{bp_macs.get(key, 0) / 1e6:.1f}"]
+            )
         total_s, total_b = sum(spela_macs.values()), sum(bp_macs.values())
         rows.append(["total", f"{total_s / 1e6:.1f}", f"{total_b / 1e6:.1f}"])
         rows.append(["ratio SPELA/backprop", f"{total_s / total_b:.3f}", ""])
         rows.append(["parameters (Adam updates each: elementwise)", f"{p_spela:,}", f"{p_bp:,}"])
         print()
-        print(common.format_table(
-            ["matrix products per step", "SPELA MMACs", "backprop MMACs"], rows,
-            title=f"Analytic multiply-accumulates per training step, batch {args.batch_size}"))
+        print(
+            common.format_table(
+                ["matrix products per step", "SPELA MMACs", "backprop MMACs"],
+                rows,
+                title=f"Analytic multiply-accumulates per training step, batch {args.batch_size}",
+            )
+        )
 
         parts = breakdown(widths, args.batch_size, args.profile_repeats, digits=2)
         print_estimate(parts, epoch_rows)
         print_batch1_estimate(breakdown(widths, 1, args.profile_repeats, digits=3), step_rows)
+
 
 if __name__ == "__main__":
     main()

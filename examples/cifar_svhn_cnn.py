@@ -135,7 +135,9 @@ MOCK_TFDS_ENV = "KERAS_SPELA_EXAMPLE_MOCK_TFDS"
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
-    "dataset", "digits_canvas", DATASETS,
+    "dataset",
+    "digits_canvas",
+    DATASETS,
     "digits_canvas: the embedded digits on a 20x20 canvas (offline); fashion_mnist: "
     "the files of the Debian package, Keras' cache or --data_dir (else downloaded by "
     "Keras); the others come from TensorFlow Datasets (downloaded on first use).",
@@ -147,26 +149,31 @@ flags.DEFINE_float(
 )
 require_positive("learning_rate")
 flags.DEFINE_string(
-    "filters", None,
+    "filters",
+    None,
     "Comma-separated filters of the SpelaConv2D blocks ('same', 2x2 max-pool); "
     f"default {DEFAULT_FILTERS['digits_canvas']} for digits_canvas and fashion_mnist, "
     f"{DEFAULT_FILTERS_TFDS} for the TFDS sets.",
 )
 flags.DEFINE_string(
-    "kernel_sizes", None,
+    "kernel_sizes",
+    None,
     "Comma-separated kernel sizes of the SpelaConv2D blocks, one per block; default "
     f"{DEFAULT_KERNELS['digits_canvas']} for digits_canvas, "
     f"{DEFAULT_KERNELS['fashion_mnist']} for fashion_mnist, {DEFAULT_KERNELS_TFDS} for "
     "the TFDS sets.",
 )
 flags.DEFINE_enum(
-    "objective", "pooled", ("pooled", "projection"),
+    "objective",
+    "pooled",
+    ("pooled", "projection"),
     "The conv blocks' local objective: pooled (channel means vs class vectors, the "
     "best measured) or projection (the paper's per-channel projections and class "
     "groups).",
 )
 flags.DEFINE_string(
-    "dense", None,
+    "dense",
+    None,
     "Comma-separated units of the SpelaDense layers after Flatten; default "
     f"{DEFAULT_DENSE['cifar100']} for cifar100, else {DEFAULT_DENSE_OTHER}.",
 )
@@ -174,22 +181,27 @@ flags.DEFINE_integer(
     "seed", 0, "Seed of the initial weights, class vectors and shuffling.", lower_bound=0
 )
 flags.DEFINE_string(
-    "data_dir", None,
+    "data_dir",
+    None,
     "TFDS data directory (default: TFDS's own), or a directory with Fashion-MNIST's "
     "four .gz files (looked in first).",
 )
 flags.DEFINE_string(
-    "plot", "spela_cnn_{dataset}.png",
+    "plot",
+    "spela_cnn_{dataset}.png",
     "Where to save the plot of per-exit test accuracy ('' for none); "
     "{dataset} is replaced by the dataset name.",
 )
 flags.DEFINE_integer(
-    "max_examples", 0,
+    "max_examples",
+    0,
     "Use only the first N training and N test examples (smoke runs); 0 = all.",
     lower_bound=0,
 )
 flags.DEFINE_bool(
-    "verbose", False, "Show TensorFlow's own log lines (captured by default).",
+    "verbose",
+    False,
+    "Show TensorFlow's own log lines (captured by default).",
 )
 
 """
@@ -225,9 +237,7 @@ def tfds_mock():
     logging.set_verbosity(logging.ERROR)
     # USE_CODE builds the dataset info from the builder class: no metadata
     # file is read and nothing is downloaded.
-    return tfds.testing.mock_data(
-        num_examples=num_mock, policy=tfds.testing.MockPolicy.USE_CODE
-    )
+    return tfds.testing.mock_data(num_examples=num_mock, policy=tfds.testing.MockPolicy.USE_CODE)
 
 
 def split(name, max_examples):
@@ -307,8 +317,7 @@ def make_model(image_shape, num_classes, filters, kernel_sizes, dense):
     layers = [keras.Input(tuple(image_shape))]
     for k, (width, size) in enumerate(zip(filters, kernel_sizes)):
         layers.append(
-            SpelaConv2D(width, size, padding="same", objective=FLAGS.objective,
-                        name=f"conv{k + 1}")
+            SpelaConv2D(width, size, padding="same", objective=FLAGS.objective, name=f"conv{k + 1}")
         )
     layers.append(keras.layers.Flatten())
     for k, units in enumerate(dense):
@@ -368,8 +377,9 @@ def plot(history, exit_names, path, title):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for k, name in enumerate(exit_names):
         accuracy = 100 * np.asarray(history[f"val_{name}_accuracy"])
-        ax.plot(epochs, accuracy, marker="." if len(epochs) < 30 else None,
-                label=f"exit {k} ({name})")
+        ax.plot(
+            epochs, accuracy, marker="." if len(epochs) < 30 else None, label=f"exit {k} ({name})"
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)

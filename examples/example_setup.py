@@ -46,7 +46,6 @@ from absl import logging as _absl_logging  # noqa: E402
 _absl_logging.get_absl_handler().python_handler.stream = sys.stderr
 
 
-
 def require_positive(*names):
     """Registers absl validators: each named number flag is finite and > 0 (or None).
 
@@ -58,7 +57,8 @@ def require_positive(*names):
 
     for name in names:
         flags.register_validator(
-            name, lambda value: value is None or (math.isfinite(value) and value > 0),
+            name,
+            lambda value: value is None or (math.isfinite(value) and value > 0),
             message="must be a positive number",
         )
 
@@ -87,6 +87,12 @@ def parse_flags(argv):
 
 
 __all__ = [
-    "REPO", "VERBOSE", "capture_native_stderr", "keras", "keras_spela", "parse_flags",
-    "require_positive", "tf",
+    "REPO",
+    "VERBOSE",
+    "capture_native_stderr",
+    "keras",
+    "keras_spela",
+    "parse_flags",
+    "require_positive",
+    "tf",
 ]

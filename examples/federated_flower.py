@@ -102,20 +102,27 @@ flags.DEFINE_integer("rounds", 10, "Federated rounds.", lower_bound=1)
 flags.DEFINE_integer("local_epochs", 1, "Epochs each client trains per round.", lower_bound=1)
 flags.DEFINE_enum("split", "dirichlet", ["dirichlet", "iid"], "How the training set is shared.")
 flags.DEFINE_float(
-    "alpha", 0.5, "Dirichlet concentration of --split dirichlet (smaller: more skewed).",
+    "alpha",
+    0.5,
+    "Dirichlet concentration of --split dirichlet (smaller: more skewed).",
     lower_bound=1e-3,
 )
 flags.DEFINE_integer("hidden", 256, "Units of the hidden SPELA layer.", lower_bound=1)
 flags.DEFINE_integer("last", 34, "Units of the last SPELA layer.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 16, "Static batch size of the exported train step.", lower_bound=1)
+flags.DEFINE_integer(
+    "batch_size", 16, "Static batch size of the exported train step.", lower_bound=1
+)
 flags.DEFINE_enum("device_optimizer", "adam", ["adam", "sgd"], "Optimizer inside the model.")
 flags.DEFINE_float("device_learning_rate", 1e-2, "Learning rate inside the model.", lower_bound=0)
 flags.DEFINE_enum(
-    "optimizer_state", "keep", ["keep", "reset"],
+    "optimizer_state",
+    "keep",
+    ["keep", "reset"],
     "Between rounds, each client keeps its optimizer state, or starts from the exported one.",
 )
 flags.DEFINE_integer(
-    "mismatched_client", -1,
+    "mismatched_client",
+    -1,
     "Give this client (0-based) a model with another hidden width, to show the error; -1: none.",
 )
 flags.DEFINE_integer("seed", 0, "Seed of the split, the weights and the shuffling.", lower_bound=0)
@@ -123,11 +130,13 @@ flags.DEFINE_integer(
     "timeout", 600, "Seconds the federated run may take before it is stopped.", lower_bound=1
 )
 flags.DEFINE_string(
-    "output_dir", os.path.join(tempfile.gettempdir(), "spela_federated"),
+    "output_dir",
+    os.path.join(tempfile.gettempdir(), "spela_federated"),
     "Where the models, the shards, the Flower app, its logs and results go.",
 )
 flags.DEFINE_bool(
-    "verbose", False,
+    "verbose",
+    False,
     "Show TensorFlow's and the converter's own log lines (captured by default); "
     "Flower's logs are in <output_dir>/logs either way.",
 )
@@ -189,7 +198,9 @@ def export_model(path, hidden, seed):
     )
     optimizer = keras_spela.DeviceOptimizer(FLAGS.device_optimizer, FLAGS.device_learning_rate)
     with capture_native_stderr(not FLAGS.verbose):  # the converter's C++ lines
-        return keras_spela.export_tflite(model, path, batch_size=FLAGS.batch_size, optimizer=optimizer)
+        return keras_spela.export_tflite(
+            model, path, batch_size=FLAGS.batch_size, optimizer=optimizer
+        )
 
 
 """
@@ -276,7 +287,10 @@ class Federation:
         os.makedirs(home, exist_ok=True)
         log = open(os.path.join(self.logs, f"{name}.log"), "w")
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=dict(self.env, FLWR_HOME=home),
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(self.env, FLWR_HOME=home),
             start_new_session=True,  # its own process group: stopped with its children
         )
         self.processes.append((name, process, log))
@@ -284,10 +298,16 @@ class Federation:
 
     def start_superlink(self, timeout=60):
         """Starts the SuperLink and waits until it accepts connections."""
-        process = self._start("superlink", [
-            flower_command("flower-superlink"), "--insecure",
-            "--disable-runtime-dependency-installation", "--port", str(self.port),
-        ])
+        process = self._start(
+            "superlink",
+            [
+                flower_command("flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--port",
+                str(self.port),
+            ],
+        )
         deadline = time.monotonic() + timeout
         while process.poll() is None and time.monotonic() < deadline:
             try:
@@ -302,11 +322,19 @@ class Federation:
 
     def start_supernode(self, name, node_config):
         config = " ".join(f"{key}={toml_value(value)}" for key, value in node_config.items())
-        self._start(name, [
-            flower_command("flower-supernode"), "--insecure",
-            "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
-            "--node-config", config,
-        ])
+        self._start(
+            name,
+            [
+                flower_command("flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{self.port}",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                config,
+            ],
+        )
 
     def run(self, app_directory, timeout):
         """`flwr run` of the app; True if it ended within `timeout` seconds."""
@@ -317,9 +345,16 @@ class Federation:
                 '[superlink]\ndefault = "localhost"\n\n[superlink.localhost]\n'
                 f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
             )
-        process = self._start("flwr_run", [
-            flower_command("flwr"), "run", app_directory, "localhost", "--stream",
-        ])
+        process = self._start(
+            "flwr_run",
+            [
+                flower_command("flwr"),
+                "run",
+                app_directory,
+                "localhost",
+                "--stream",
+            ],
+        )
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -348,26 +383,34 @@ def run_federation(model_paths, shard_paths, test_path, results_path):
     directory = os.path.join(FLAGS.output_dir, "flower")
     shutil.rmtree(directory, ignore_errors=True)
     app_directory = os.path.join(directory, "app")
-    write_flower_app(app_directory, {
-        "model-path": model_paths["server"],
-        "test-data-path": test_path,
-        "num-rounds": FLAGS.rounds,
-        "local-epochs": FLAGS.local_epochs,
-        "optimizer-state": FLAGS.optimizer_state,
-        "seed": FLAGS.seed,
-        "min-clients": FLAGS.clients,
-        "results-path": results_path,
-    })
+    write_flower_app(
+        app_directory,
+        {
+            "model-path": model_paths["server"],
+            "test-data-path": test_path,
+            "num-rounds": FLAGS.rounds,
+            "local-epochs": FLAGS.local_epochs,
+            "optimizer-state": FLAGS.optimizer_state,
+            "seed": FLAGS.seed,
+            "min-clients": FLAGS.clients,
+            "results-path": results_path,
+        },
+    )
     if os.path.exists(results_path):
         os.remove(results_path)
     federation = Federation(directory)
     try:
         federation.start_superlink()
         for k, shard in enumerate(shard_paths):
-            federation.start_supernode(f"client_{k}", {
-                "model-path": model_paths[k], "data-path": shard,
-                "client-name": f"client_{k}", "partition-id": k,
-            })
+            federation.start_supernode(
+                f"client_{k}",
+                {
+                    "model-path": model_paths[k],
+                    "data-path": shard,
+                    "client-name": f"client_{k}",
+                    "partition-id": k,
+                },
+            )
         finished = federation.run(app_directory, FLAGS.timeout)
         if not finished or not os.path.exists(results_path):
             what = f"did not end within --timeout {FLAGS.timeout} s" if not finished else "failed"
@@ -402,7 +445,8 @@ def central_accuracy(model_path, train, test):
 
 def percent(accuracies):
     return " | ".join(
-        f"{key[: -len('_accuracy')]} {100 * value:5.2f}%" for key, value in sorted(accuracies.items())
+        f"{key[: -len('_accuracy')]} {100 * value:5.2f}%"
+        for key, value in sorted(accuracies.items())
     )
 
 
@@ -445,8 +489,10 @@ def main(argv):
     shards = split_shards(
         y_train, FLAGS.clients, FLAGS.split, FLAGS.alpha, FLAGS.batch_size, FLAGS.seed
     )
-    print(f"digits: {len(y_train)} training examples in {FLAGS.clients} {FLAGS.split} shards "
-          f"(alpha {FLAGS.alpha}), {len(y_test)} test examples; examples per class:")
+    print(
+        f"digits: {len(y_train)} training examples in {FLAGS.clients} {FLAGS.split} shards "
+        f"(alpha {FLAGS.alpha}), {len(y_test)} test examples; examples per class:"
+    )
     names = [f"client_{k}" for k in range(FLAGS.clients)]
     shard_paths = []
     for name, shard in zip(names, shards):
@@ -458,21 +504,28 @@ def main(argv):
     np.savez(test_path, x_test=x_test, y_test=y_test)
 
     model = export_model(os.path.join(FLAGS.output_dir, "spela.tflite"), FLAGS.hidden, FLAGS.seed)
-    print(f"exported {model.path}: {FLAGS.hidden}-{FLAGS.last} SPELA MLP, "
-          f"{FLAGS.device_optimizer} {FLAGS.device_learning_rate:g}, batch {FLAGS.batch_size}")
+    print(
+        f"exported {model.path}: {FLAGS.hidden}-{FLAGS.last} SPELA MLP, "
+        f"{FLAGS.device_optimizer} {FLAGS.device_learning_rate:g}, batch {FLAGS.batch_size}"
+    )
     model_paths = {"server": model.path, **{k: model.path for k in range(FLAGS.clients)}}
     if FLAGS.mismatched_client >= 0:
         other = export_model(
-            os.path.join(FLAGS.output_dir, "spela_mismatched.tflite"), FLAGS.hidden // 2 or 1,
+            os.path.join(FLAGS.output_dir, "spela_mismatched.tflite"),
+            FLAGS.hidden // 2 or 1,
             FLAGS.seed,
         )
         model_paths[FLAGS.mismatched_client] = other.path
-        print(f"client_{FLAGS.mismatched_client} gets {other.path} "
-              f"(hidden {FLAGS.hidden // 2 or 1}): it does not match the server's model")
+        print(
+            f"client_{FLAGS.mismatched_client} gets {other.path} "
+            f"(hidden {FLAGS.hidden // 2 or 1}): it does not match the server's model"
+        )
 
-    print(f"\nFlower: 1 SuperLink (FedAvg) + {FLAGS.clients} SuperNodes on localhost, "
-          f"{FLAGS.rounds} rounds x {FLAGS.local_epochs} local epochs, "
-          f"optimizer state: {FLAGS.optimizer_state}")
+    print(
+        f"\nFlower: 1 SuperLink (FedAvg) + {FLAGS.clients} SuperNodes on localhost, "
+        f"{FLAGS.rounds} rounds x {FLAGS.local_epochs} local epochs, "
+        f"optimizer state: {FLAGS.optimizer_state}"
+    )
     federated_start = time.perf_counter()
     results = run_federation(
         model_paths, shard_paths, test_path, os.path.join(FLAGS.output_dir, "results.json")
@@ -487,8 +540,10 @@ def main(argv):
     federated = results["rounds"][-1]["accuracy"][last]
     gap = 100 * (central[last] - federated)
     verdict = "met" if gap <= 2.0 else "NOT met"
-    print(f"goal (federated within 2 points of central, last exit): {100 * federated:.2f}% vs "
-          f"{100 * central[last]:.2f}%, gap {gap:+.2f} points: {verdict}")
+    print(
+        f"goal (federated within 2 points of central, last exit): {100 * federated:.2f}% vs "
+        f"{100 * central[last]:.2f}%, gap {gap:+.2f} points: {verdict}"
+    )
     print(f"done in {time.perf_counter() - start:.1f} s; files in {FLAGS.output_dir}")
 
 

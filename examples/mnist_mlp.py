@@ -101,32 +101,42 @@ PAPER = {
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
-    "dataset", "mnist", list(PAPER),
+    "dataset",
+    "mnist",
+    list(PAPER),
     "A paper dataset (fashion_mnist: local files or Keras' download; the others: "
     "TFDS), or the embedded 8x8 digits (no download).",
 )
 flags.DEFINE_integer("epochs", 100, "Training epochs (the paper: 100).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 50, "Batch size (the paper: 50).", lower_bound=1)
 flags.DEFINE_integer(
-    "hidden", None, "Units of the hidden SPELA layer (default: 800 for cifar100, else 1000).",
+    "hidden",
+    None,
+    "Units of the hidden SPELA layer (default: 800 for cifar100, else 1000).",
     lower_bound=1,
 )
 flags.DEFINE_integer(
-    "last", None, "Units of the last SPELA layer (default: 234 for cifar100, else 34).",
+    "last",
+    None,
+    "Units of the last SPELA layer (default: 234 for cifar100, else 34).",
     lower_bound=1,
 )
 flags.DEFINE_enum(
-    "recipe", "paper", ["paper", "default"],
+    "recipe",
+    "paper",
+    ["paper", "default"],
     "'paper': log(2 - cos), LeakyReLU(0.001), SGD(2.5) minus 0.1 every 10 "
     "epochs. 'default': keras_spela's defaults (softmax-cosine loss, Adam(1e-2)).",
 )
 flags.DEFINE_string(
-    "data_dir", None,
+    "data_dir",
+    None,
     "TFDS data directory (default: TFDS's own), or a directory with Fashion-MNIST's "
     "four .gz files (looked in first).",
 )
 flags.DEFINE_string(
-    "plot", "spela_mlp_{dataset}.png",
+    "plot",
+    "spela_mlp_{dataset}.png",
     "Where to save the plot of per-exit test accuracy ('' for none); "
     "{dataset} is replaced by the dataset name.",
 )
@@ -134,11 +144,13 @@ flags.DEFINE_integer(
     "seed", 0, "Seed of the initial weights, class vectors and shuffling.", lower_bound=0
 )
 flags.DEFINE_bool(
-    "verbose", False,
+    "verbose",
+    False,
     "Show TensorFlow's and the converter's own log lines (captured by default).",
 )
 flags.DEFINE_integer(
-    "max_examples", 0,
+    "max_examples",
+    0,
     "Use only the first N training and N test examples (smoke runs); 0 = all.",
     lower_bound=0,
 )
@@ -292,8 +304,9 @@ def plot(history, exit_names, path, architecture):
     fig, ax = plt.subplots(figsize=(6, 4))
     for k, name in enumerate(exit_names):
         accuracy = 100 * np.asarray(history[f"val_{name}_accuracy"])
-        ax.plot(epochs, accuracy, marker="." if len(epochs) < 30 else None,
-                label=f"exit {k} ({name})")
+        ax.plot(
+            epochs, accuracy, marker="." if len(epochs) < 30 else None, label=f"exit {k} ({name})"
+        )
     paper = paper_accuracy()
     if paper is not None:
         ax.axhline(paper, color="grey", linestyle="--", label=f"paper, last exit ({paper}%)")

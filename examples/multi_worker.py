@@ -62,11 +62,10 @@ from keras_spela.training.multi_worker import fit_multi_worker
 PROG = os.path.basename(__file__)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer(
-    "num_workers", 2, "Workers the launcher starts on localhost.", lower_bound=1
-)
+flags.DEFINE_integer("num_workers", 2, "Workers the launcher starts on localhost.", lower_bound=1)
 flags.DEFINE_string(
-    "workers", None,
+    "workers",
+    None,
     "Every worker's host:port, comma-separated (with --task_index: run one worker).",
 )
 flags.DEFINE_integer("task_index", None, "This worker's index in --workers.", lower_bound=0)
@@ -78,12 +77,8 @@ flags.DEFINE_integer(
     "hidden", 256, "Units of the hidden SPELA layer (64-hidden-34).", lower_bound=1
 )
 flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Adam(1e-2) or SGD(1.0).")
-flags.DEFINE_integer(
-    "seed", 0, "Seed of the weights, class vectors and shuffling.", lower_bound=0
-)
-flags.DEFINE_integer(
-    "timeout", 600, "Seconds the launcher waits for the workers.", lower_bound=1
-)
+flags.DEFINE_integer("seed", 0, "Seed of the weights, class vectors and shuffling.", lower_bound=0)
+flags.DEFINE_integer("timeout", 600, "Seconds the launcher waits for the workers.", lower_bound=1)
 flags.DEFINE_string(
     "weights_out", None, "Where a worker writes its final weights (.npz; launcher use)."
 )
@@ -119,13 +114,11 @@ full batches, so that every global batch splits evenly over the workers.
 def make_model():
     keras.utils.set_random_seed(FLAGS.seed)
     model = SpelaModel(
-        [keras.Input((64,)), SpelaDense(FLAGS.hidden, name="hidden"),
-         SpelaDense(34, name="last")],
+        [keras.Input((64,)), SpelaDense(FLAGS.hidden, name="hidden"), SpelaDense(34, name="last")],
         num_classes=keras_spela.datasets.DIGITS_NUM_CLASSES,
     )
     optimizer = (
-        keras.optimizers.Adam(1e-2) if FLAGS.optimizer == "adam"
-        else keras.optimizers.SGD(1.0)
+        keras.optimizers.Adam(1e-2) if FLAGS.optimizer == "adam" else keras.optimizers.SGD(1.0)
     )
     model.compile(optimizer=optimizer)
     return model
@@ -181,18 +174,19 @@ def cluster_hosts():
         )
     if FLAGS.batch_size % len(hosts):
         raise UsageError(
-            f"--batch_size {FLAGS.batch_size} does not split evenly over "
-            f"{len(hosts)} workers"
+            f"--batch_size {FLAGS.batch_size} does not split evenly over {len(hosts)} workers"
         )
     return hosts
 
 
 def run_worker():
     hosts = cluster_hosts()
-    os.environ["TF_CONFIG"] = json.dumps({
-        "cluster": {"worker": hosts},
-        "task": {"type": "worker", "index": FLAGS.task_index},
-    })
+    os.environ["TF_CONFIG"] = json.dumps(
+        {
+            "cluster": {"worker": hosts},
+            "task": {"type": "worker", "index": FLAGS.task_index},
+        }
+    )
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     chief = FLAGS.task_index == 0
     with strategy.scope():
@@ -206,8 +200,12 @@ def run_worker():
         )
     dataset, steps_per_epoch = global_batches()
     history = fit_multi_worker(
-        model, dataset, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
-        callbacks=[EpochPrinter()] if chief else [], verbose=0,
+        model,
+        dataset,
+        epochs=FLAGS.epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[EpochPrinter()] if chief else [],
+        verbose=0,
     )
     weights = [v.numpy() for v in model.weights]
     if FLAGS.weights_out:
@@ -249,8 +247,11 @@ def free_ports(count):
 
 def worker_command(hosts, index, weights_out):
     command = [
-        sys.executable, os.path.abspath(__file__), f"--workers={','.join(hosts)}",
-        f"--task_index={index}", f"--weights_out={weights_out}",
+        sys.executable,
+        os.path.abspath(__file__),
+        f"--workers={','.join(hosts)}",
+        f"--task_index={index}",
+        f"--weights_out={weights_out}",
     ]
     for name in ("epochs", "batch_size", "hidden", "optimizer", "seed", "verbose"):
         command.append(f"--{name}={FLAGS[name].value}")
@@ -273,8 +274,10 @@ def run_launcher():
         logs = [open(os.path.join(directory, f"worker{i}.log"), "w+") for i in range(len(hosts))]
         processes = [
             subprocess.Popen(
-                worker_command(hosts, i, outputs[i]), stdout=logs[i],
-                stderr=subprocess.STDOUT, text=True,
+                worker_command(hosts, i, outputs[i]),
+                stdout=logs[i],
+                stderr=subprocess.STDOUT,
+                text=True,
             )
             for i in range(len(hosts))
         ]
@@ -282,8 +285,11 @@ def run_launcher():
             reference = make_model()
             dataset, steps_per_epoch = global_batches()
             reference.fit(
-                dataset, epochs=FLAGS.epochs, steps_per_epoch=steps_per_epoch,
-                shuffle=False, verbose=0,
+                dataset,
+                epochs=FLAGS.epochs,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,
+                verbose=0,
             )
             for process in processes:
                 process.wait(timeout=FLAGS.timeout)

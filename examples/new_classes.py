@@ -88,7 +88,8 @@ from keras_spela import SpelaModel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
-    "host_classes", 8,
+    "host_classes",
+    8,
     "The host trains on the digits 0..N-1; the device adds the others (up to 10).",
 )
 flags.DEFINE_integer("shots", 20, "Labelled training examples per new class on the device.")
@@ -101,24 +102,29 @@ flags.DEFINE_integer("host_epochs", 10, "Training epochs on the host.")
 flags.DEFINE_integer("device_epochs", 10, "Fine-tuning epochs on the device.")
 flags.DEFINE_integer("batch_size", 16, "Static batch size of the exported train step.")
 flags.DEFINE_string(
-    "train_layers", "1",
+    "train_layers",
+    "1",
     "SPELA layers that learn on the device: 'all' or k (the last k layers).",
 )
 flags.DEFINE_enum("device_optimizer", "sgd", ["sgd", "adam"], "Optimizer inside the model.")
 flags.DEFINE_float("device_learning_rate", 1.0, "Learning rate inside the model.")
 flags.DEFINE_enum(
-    "runtime", "litert", ["litert", "micro"],
+    "runtime",
+    "litert",
+    ["litert", "micro"],
     "Device runtime: LiteRT (export_tflite) or TFLite Micro (export_tflite_micro).",
 )
 flags.DEFINE_string(
-    "output_dir", os.path.join(tempfile.gettempdir(), "spela_new_classes"),
+    "output_dir",
+    os.path.join(tempfile.gettempdir(), "spela_new_classes"),
     "Where the exported model goes.",
 )
 flags.DEFINE_integer(
     "seed", 0, "Seed of the weights, the device examples and the shuffling.", lower_bound=0
 )
 flags.DEFINE_bool(
-    "verbose", False,
+    "verbose",
+    False,
     "Show TensorFlow's, the converter's and the runtimes' own log lines.",
 )
 
@@ -144,13 +150,16 @@ def check_flags():
         )
     for name in ("shots", "hidden", "last", "host_epochs", "device_epochs", "batch_size"):
         if FLAGS[name].value < 1:
-            raise SystemExit(f"error: --{name} must be a positive integer, received "
-                             f"{FLAGS[name].value}")
+            raise SystemExit(
+                f"error: --{name} must be a positive integer, received {FLAGS[name].value}"
+            )
     if FLAGS.replay < 0:
         raise SystemExit(f"error: --replay must be >= 0 (0 = no replay), received {FLAGS.replay}")
     if not FLAGS.device_learning_rate > 0:
-        raise SystemExit(f"error: --device_learning_rate must be positive, received "
-                         f"{FLAGS.device_learning_rate:g}")
+        raise SystemExit(
+            f"error: --device_learning_rate must be positive, received "
+            f"{FLAGS.device_learning_rate:g}"
+        )
     return train_layers_flag(FLAGS.train_layers)
 
 
@@ -283,8 +292,10 @@ def add_classes_on_device(model_path, runtime, device_data, tests, new_classes, 
     for k in new_classes:
         trainer.activate_class(k)
     if verbose:
-        print(f"device runtime {trainer.runtime}, batch {trainer.batch_size}: active classes "
-              f"{active_before} -> {trainer.active_classes}")
+        print(
+            f"device runtime {trainer.runtime}, batch {trainer.batch_size}: active classes "
+            f"{active_before} -> {trainer.active_classes}"
+        )
     results["activated"] = last_exit_accuracy(trainer, tests)
     trainer.fit(*device_data, epochs=FLAGS.device_epochs, seed=seed, verbose=verbose)
     results["fine-tuned"] = last_exit_accuracy(trainer, tests)
@@ -337,8 +348,10 @@ def main(argv):
     results = add_classes_on_device(
         result.path, FLAGS.runtime, device_data, tests, new_classes, FLAGS.seed, verbose=1
     )
-    print(f"\ntest accuracy at the last exit (new = classes {new_classes}, "
-          f"{len(tests['new'][1])} examples; old = the host's, {len(tests['old'][1])}):")
+    print(
+        f"\ntest accuracy at the last exit (new = classes {new_classes}, "
+        f"{len(tests['new'][1])} examples; old = the host's, {len(tests['old'][1])}):"
+    )
     for line in describe(results, FLAGS.runtime):
         print(line)
     print(f"done in {time.perf_counter() - start:.1f} s; files in {FLAGS.output_dir}")

@@ -89,17 +89,23 @@ from keras_spela import SpelaModel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
-    "dataset", "digits",
+    "dataset",
+    "digits",
     "'digits' (embedded, no download) or a TFDS name: "
-    + ", ".join(keras_spela.datasets.SUPPORTED_TFDS_DATASETS) + ".",
+    + ", ".join(keras_spela.datasets.SUPPORTED_TFDS_DATASETS)
+    + ".",
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory (TFDS datasets only).")
 flags.DEFINE_integer(
-    "max_examples", 0, "TFDS datasets: use the first N training and test examples; 0 = all.",
+    "max_examples",
+    0,
+    "TFDS datasets: use the first N training and test examples; 0 = all.",
     lower_bound=0,
 )
 flags.DEFINE_enum(
-    "shift", "rotate90", ["rotate90", "invert", "new_classes"],
+    "shift",
+    "rotate90",
+    ["rotate90", "invert", "new_classes"],
     "What is new on the device: digits rotated by 90 degrees, inverted images, "
     "or the last --new_classes classes (held out of pre-training).",
 )
@@ -123,11 +129,14 @@ flags.DEFINE_enum("device_optimizer", "adam", ["adam", "sgd"], "Optimizer inside
 flags.DEFINE_float("device_learning_rate", 1e-2, "Learning rate inside the model.")
 require_positive("device_learning_rate")
 flags.DEFINE_enum(
-    "runtime", "litert", ["litert", "tflite_runtime", "micro", "litert_compiled"],
+    "runtime",
+    "litert",
+    ["litert", "tflite_runtime", "micro", "litert_compiled"],
     "Device runtime (litert_compiled: LiteRT's CompiledModel API).",
 )
 flags.DEFINE_float(
-    "micro_budget_kib", None,
+    "micro_budget_kib",
+    None,
     "Fit the TFLite Micro train step in this many KiB of arena (e.g. 128): only the "
     "last SPELA layer learns, with SGD 1.0, batch 8 and 20 device epochs (measured by "
     "benchmarks/micro_budget.py); --batch_size, --device_optimizer, "
@@ -135,19 +144,20 @@ flags.DEFINE_float(
     "measured arena next to the budget and stops with an error line when it is over.",
 )
 flags.DEFINE_string(
-    "device_python", None,
+    "device_python",
+    None,
     "Run the device phase with this Python interpreter (an environment without "
     "TensorFlow, e.g. .venv-tflite/bin/python for tflite_runtime).",
 )
 flags.DEFINE_string(
-    "output_dir", os.path.join(tempfile.gettempdir(), "spela_on_device"),
+    "output_dir",
+    os.path.join(tempfile.gettempdir(), "spela_on_device"),
     "Where the exported models, the device data and the learned weights go.",
 )
-flags.DEFINE_integer(
-    "seed", 0, "Seed of the split, the weights and the shuffling.", lower_bound=0
-)
+flags.DEFINE_integer("seed", 0, "Seed of the split, the weights and the shuffling.", lower_bound=0)
 flags.DEFINE_bool(
-    "verbose", False,
+    "verbose",
+    False,
     "Show TensorFlow's, the converter's and the runtimes' own log lines "
     "(captured by default, shown only when a step fails).",
 )
@@ -243,8 +253,7 @@ def host_accuracy(model, tests):
     for name, (x, y) in tests.items():
         logs = model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)
         results[name] = {
-            f"exit_{k}": logs[f"{layer.name}_accuracy"]
-            for k, layer in enumerate(model.exit_layers)
+            f"exit_{k}": logs[f"{layer.name}_accuracy"] for k, layer in enumerate(model.exit_layers)
         }
     return results
 
@@ -299,12 +308,16 @@ def check_micro_budget(arena_bytes):
         return
     budget = int(FLAGS.micro_budget_kib * 1024)
     if arena_bytes is None:
-        print(f"TFLite Micro arena not measured (tflite-micro is not installed); "
-              f"budget {FLAGS.micro_budget_kib:g} KiB")
+        print(
+            f"TFLite Micro arena not measured (tflite-micro is not installed); "
+            f"budget {FLAGS.micro_budget_kib:g} KiB"
+        )
         return
     verdict = "within" if arena_bytes <= budget else "OVER"
-    print(f"TFLite Micro arena {arena_bytes / 1024:.1f} KiB ({arena_bytes:,} bytes), "
-          f"budget {FLAGS.micro_budget_kib:g} KiB ({budget:,} bytes): {verdict} the budget")
+    print(
+        f"TFLite Micro arena {arena_bytes / 1024:.1f} KiB ({arena_bytes:,} bytes), "
+        f"budget {FLAGS.micro_budget_kib:g} KiB ({budget:,} bytes): {verdict} the budget"
+    )
     if arena_bytes > budget:
         raise SystemExit(
             f"error: the train step needs {arena_bytes:,} bytes of TFLite Micro arena, over "
@@ -327,9 +340,7 @@ size). Both files are checked to hold builtin operators only.
 
 def export(model, train_layers):
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    optimizer = keras_spela.DeviceOptimizer(
-        FLAGS.device_optimizer, FLAGS.device_learning_rate
-    )
+    optimizer = keras_spela.DeviceOptimizer(FLAGS.device_optimizer, FLAGS.device_learning_rate)
     with capture_native_stderr(not FLAGS.verbose):  # the converter's C++ lines
         litert = keras_spela.export_tflite(
             model,
@@ -374,10 +385,7 @@ signature runtimes.
 
 def device_accuracy(trainer, tests):
     return {
-        name: {
-            key[: -len("_accuracy")]: value
-            for key, value in trainer.evaluate(x, y).items()
-        }
+        name: {key[: -len("_accuracy")]: value for key, value in trainer.evaluate(x, y).items()}
         for name, (x, y) in tests.items()
     }
 
@@ -428,13 +436,21 @@ def finetune_in_subprocess(model_path, litert_path, device_data, tests):
     the LiteRT export: a micro step has no get_weights/set_weights)."""
     data_path = os.path.join(FLAGS.output_dir, "device_data.npz")
     x_new, y_new = tests["new"]
-    np.savez(data_path, x_train=device_data[0], y_train=device_data[1],
-             x_test=x_new, y_test=y_new)
+    np.savez(data_path, x_train=device_data[0], y_train=device_data[1], x_test=x_new, y_test=y_new)
     weights_path = os.path.join(FLAGS.output_dir, "personal_weights.npz")
     command = [
-        FLAGS.device_python, str(REPO / "export" / "device_trainer.py"),
-        "--model", model_path, "--data", data_path, "--runtime", FLAGS.runtime,
-        "--epochs", str(FLAGS.device_epochs), "--seed", str(FLAGS.seed),
+        FLAGS.device_python,
+        str(REPO / "export" / "device_trainer.py"),
+        "--model",
+        model_path,
+        "--data",
+        data_path,
+        "--runtime",
+        FLAGS.runtime,
+        "--epochs",
+        str(FLAGS.device_epochs),
+        "--seed",
+        str(FLAGS.seed),
     ]
     if FLAGS.runtime != "micro":
         command += ["--save_weights", weights_path]
@@ -464,12 +480,11 @@ def print_table(rows):
     header = f"{'':32s}" + "".join(f"{t + ' ' + e:>16s}" for t in ("new", "old") for e in exits)
     print(header)
     for stage, results in rows.items():
-        cells = [
-            results.get(t, {}).get(e) for t in ("new", "old") for e in exits
-        ]
-        print(f"{stage:32s}" + "".join(
-            f"{'-' if c is None else f'{100 * c:.2f}%':>16s}" for c in cells
-        ))
+        cells = [results.get(t, {}).get(e) for t in ("new", "old") for e in exits]
+        print(
+            f"{stage:32s}"
+            + "".join(f"{'-' if c is None else f'{100 * c:.2f}%':>16s}" for c in cells)
+        )
 
 
 def main(argv):

@@ -124,26 +124,36 @@ NEGATIVE_SLOPE = 0.01
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
-    "dataset", "digits", DATASETS,
+    "dataset",
+    "digits",
+    DATASETS,
     "'digits': the embedded 8x8 digits (offline); the others come from "
     "TensorFlow Datasets (downloaded on first use).",
 )
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's own).")
 flags.DEFINE_integer(
-    "max_examples", 0, "TFDS sets: use the first N training and N test examples; 0 = all.",
+    "max_examples",
+    0,
+    "TFDS sets: use the first N training and N test examples; 0 = all.",
     lower_bound=0,
 )
 flags.DEFINE_enum(
-    "backbone", "small_cnn", ("small_cnn",) + APPLICATIONS,
+    "backbone",
+    "small_cnn",
+    ("small_cnn",) + APPLICATIONS,
     "Feature extractor: a small CNN, or a keras.applications model.",
 )
 flags.DEFINE_enum(
-    "weights", "none", ["none", "imagenet"],
+    "weights",
+    "none",
+    ["none", "imagenet"],
     "keras.applications weights: 'none' (random, then pretrained here on the "
     "source classes) or 'imagenet' (downloaded; no pretraining here).",
 )
 flags.DEFINE_integer(
-    "image_size", 32, "Images are resized to this size for keras.applications backbones.",
+    "image_size",
+    32,
+    "Images are resized to this size for keras.applications backbones.",
     lower_bound=1,
 )
 flags.DEFINE_integer(
@@ -154,7 +164,8 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("head", "128,64", "Widths of the SPELA head's layers.")
 flags.DEFINE_float(
-    "learning_rate", 1e-2,
+    "learning_rate",
+    1e-2,
     "Adam learning rate of the SPELA heads (the library's default; paper: 1e-3).",
 )
 flags.DEFINE_float(
@@ -165,24 +176,26 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("batch_size", 50, "Batch size.", lower_bound=1)
 flags.DEFINE_bool(
-    "export", True,
+    "export",
+    True,
     "Export the model with the frozen block inside for on-device training.",
 )
 flags.DEFINE_bool(
-    "sweep", True,
+    "sweep",
+    True,
     "Run the few-shot sweep (SPELA head vs backprop head per training "
     "fraction) and fine-tune an exported head on the device.",
 )
 flags.DEFINE_string(
-    "fractions", "1,2,5,10,20,50,90",
+    "fractions",
+    "1,2,5,10,20,50,90",
     "Percentages of every class's training examples the sweep's heads learn from.",
 )
 flags.DEFINE_string("sweep_seeds", "0,1,2", "Seeds of the sweep: one trial per fraction and seed.")
-flags.DEFINE_string(
-    "plot", "transfer_sweep.png", "Where to save the sweep's plot ('' for none)."
-)
+flags.DEFINE_string("plot", "transfer_sweep.png", "Where to save the sweep's plot ('' for none).")
 flags.DEFINE_float(
-    "host_fraction", 5,
+    "host_fraction",
+    5,
     "Percentage of the training set the exported head learns from on the host; "
     "the device fine-tunes on the rest.",
 )
@@ -197,7 +210,8 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("seed", 0, "Seed of weights, class vectors and shuffling.", lower_bound=0)
 flags.DEFINE_bool(
-    "verbose", False,
+    "verbose",
+    False,
     "Show TensorFlow's and the converter's own log lines (captured by default).",
 )
 
@@ -259,9 +273,7 @@ def tfds_mock():
     logging.set_verbosity(logging.ERROR)  # the mock's own deprecation warnings
     # USE_CODE builds the dataset info from the builder class: no metadata
     # file is read and nothing is downloaded.
-    return tfds.testing.mock_data(
-        num_examples=num_mock, policy=tfds.testing.MockPolicy.USE_CODE
-    )
+    return tfds.testing.mock_data(num_examples=num_mock, policy=tfds.testing.MockPolicy.USE_CODE)
 
 
 def load_images():
@@ -346,16 +358,12 @@ def pretrain_backbone(backbone, x, y):
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
-    classifier = keras.Sequential(
-        [backbone, keras.layers.Dense(num_source, activation="softmax")]
-    )
+    classifier = keras.Sequential([backbone, keras.layers.Dense(num_source, activation="softmax")])
     classifier.compile(
         optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     seen = y < num_source
-    classifier.fit(
-        x[seen], y[seen], epochs=FLAGS.pretrain_epochs, batch_size=32, verbose=0
-    )
+    classifier.fit(x[seen], y[seen], epochs=FLAGS.pretrain_epochs, batch_size=32, verbose=0)
     return classifier
 
 
@@ -487,9 +495,7 @@ def make_backprop_head(input_shape, widths, num_classes, seed):
         layers.append(
             keras.layers.Dense(
                 width,
-                activation=lambda z: keras.activations.leaky_relu(
-                    z, negative_slope=NEGATIVE_SLOPE
-                ),
+                activation=lambda z: keras.activations.leaky_relu(z, negative_slope=NEGATIVE_SLOPE),
                 kernel_initializer=keras.initializers.GlorotUniform(seed + k),
                 name=f"dense_{k}",
             )
@@ -569,8 +575,7 @@ def run_seed(features, labels, test, widths, num_classes, percents, seed):
             batches = shuffled_batches(features[index], labels[index], seed)
             model.fit(batches, epochs=FLAGS.epochs, shuffle=False, verbose=0)  # shuffled above
         hits = {
-            f"spela exit {k}": correct
-            for k, correct in enumerate(exit_hits(spela, *test).values())
+            f"spela exit {k}": correct for k, correct in enumerate(exit_hits(spela, *test).values())
         }
         probabilities = keras.ops.convert_to_numpy(backprop(test[0], training=False))
         hits["backprop"] = np.argmax(probabilities, axis=-1) == test[1]
@@ -618,9 +623,11 @@ def format_table(headers, rows):
 
 def print_sweep_table(results, methods, unseen_name, title):
     """One row per fraction: mean ± std of every method, all and unseen classes."""
-    headers = ["train %", "examples"] + [f"{m} (all)" for m in methods] + [
-        f"{m} ({unseen_name})" for m in methods
-    ]
+    headers = (
+        ["train %", "examples"]
+        + [f"{m} (all)" for m in methods]
+        + [f"{m} ({unseen_name})" for m in methods]
+    )
     rows = [
         [f"{percent:g}", str(row["examples"])]
         + [mean_std(row[m]["all"]) for m in methods]
@@ -648,8 +655,13 @@ def plot_sweep(results, methods, unseen_name, path, title):
             values = 100 * np.array([results[p][method][subset] for p in percents], float)
             hidden_exit = method.startswith("spela exit") and method != last_spela_exit
             axis.errorbar(
-                percents, np.nanmean(values, axis=1), yerr=np.nanstd(values, axis=1),
-                marker="o", capsize=3, label=method, linestyle="--" if hidden_exit else "-",
+                percents,
+                np.nanmean(values, axis=1),
+                yerr=np.nanstd(values, axis=1),
+                marker="o",
+                capsize=3,
+                label=method,
+                linestyle="--" if hidden_exit else "-",
             )
         axis.set_xscale("log")
         axis.set_xticks(percents, [f"{p:g}" for p in percents])
@@ -707,8 +719,13 @@ def device_finetune(features, labels, test, widths, num_classes, output_dir):
         f"{FLAGS.device_learning_rate:g}, {plural(FLAGS.device_epochs, 'epoch')}"
     )
     rows[f"device before ({trainer.runtime})"] = device_accuracies(trainer, test, unseen)
-    trainer.fit(features[device_index], labels[device_index], epochs=FLAGS.device_epochs,
-                seed=FLAGS.seed, verbose=1)
+    trainer.fit(
+        features[device_index],
+        labels[device_index],
+        epochs=FLAGS.device_epochs,
+        seed=FLAGS.seed,
+        verbose=1,
+    )
     rows[f"device after ({trainer.runtime})"] = device_accuracies(trainer, test, unseen)
     print_device_table(
         rows, [layer.name for layer in head.exit_layers], class_ranges(num_classes)[1]
@@ -755,6 +772,7 @@ def print_device_table(rows, exit_names, unseen_name):
 """
 ## Run
 """
+
 
 def main(argv):
     del argv
@@ -808,9 +826,7 @@ def run(widths, percents, seeds):
     features_train = backbone.predict(x_train, batch_size=256, verbose=0)
     features_test = backbone.predict(x_test, batch_size=256, verbose=0)
     head = make_head(features_train.shape[1:], widths, num_classes)
-    head.fit(
-        features_train, y_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, verbose=0
-    )
+    head.fit(features_train, y_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, verbose=0)
     exit_report(
         head,
         features_test,
@@ -823,9 +839,7 @@ def run(widths, percents, seeds):
     model = frozen_block_model(backbone, x_train.shape[1:], widths, num_classes)
     model.compile(optimizer=keras.optimizers.Adam(FLAGS.learning_rate))
     model.fit(x_train, y_train, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, verbose=0)
-    unchanged = all(
-        np.array_equal(a, b) for a, b in zip(frozen_weights, backbone.get_weights())
-    )
+    unchanged = all(np.array_equal(a, b) for a, b in zip(frozen_weights, backbone.get_weights()))
     exit_report(
         model,
         x_test,
@@ -863,7 +877,9 @@ def run(widths, percents, seeds):
             f"seeds {','.join(map(str, seeds))} ({time.perf_counter() - sweep_start:.1f} s)"
         )
         print_sweep_table(
-            results, methods, unseen_name,
+            results,
+            methods,
+            unseen_name,
             f"test accuracy %, mean ± std over {plural(len(seeds), 'seed')} "
             f"(all {len(y_test)} test images, and the unseen classes {unseen_name}):",
         )

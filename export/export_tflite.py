@@ -29,11 +29,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Path of a .keras file holding a SpelaModel.")
 flags.DEFINE_string("output", None, "Path of the LiteRT .tflite file to write.")
 flags.DEFINE_string("micro_output", None, "Also write a TFLite Micro train step here.")
-flags.DEFINE_integer(
-    "batch_size", 16, "Static batch size of the train signature.", lower_bound=1
-)
+flags.DEFINE_integer("batch_size", 16, "Static batch size of the train signature.", lower_bound=1)
 flags.DEFINE_enum(
-    "optimizer", "model", ["model", "sgd", "momentum", "adam"],
+    "optimizer",
+    "model",
+    ["model", "sgd", "momentum", "adam"],
     "Device optimizer: the model's compiled one, or SGD / SGD with momentum / Adam.",
 )
 flags.DEFINE_float("learning_rate", None, "Device learning rate (default: the optimizer's).")
@@ -41,13 +41,15 @@ flags.DEFINE_float(
     "momentum", 0.9, "Momentum of --optimizer=momentum.", lower_bound=0.0, upper_bound=1.0
 )
 flags.DEFINE_string(
-    "train_layers", "all",
+    "train_layers",
+    "all",
     "SPELA layers that learn on the device: 'all', an integer k (the last k), "
     "or comma-separated layer names.",
 )
 flags.DEFINE_bool("quantize_frozen", False, "Store frozen layers as int8 constants.")
 flags.DEFINE_bool(
-    "verbose", False,
+    "verbose",
+    False,
     "Show TensorFlow's and the converter's own log lines (captured by default).",
 )
 flags.mark_flags_as_required(["model", "output"])
@@ -77,9 +79,7 @@ def device_optimizer(name, learning_rate, momentum):
         return None
     kind = "adam" if name == "adam" else "sgd"
     rate = learning_rate if learning_rate is not None else (1e-3 if kind == "adam" else 0.1)
-    return keras_spela.DeviceOptimizer(
-        kind, rate, momentum=momentum if name == "momentum" else 0.0
-    )
+    return keras_spela.DeviceOptimizer(kind, rate, momentum=momentum if name == "momentum" else 0.0)
 
 
 def parse_train_layers(value):
@@ -187,9 +187,13 @@ def export(keras, keras_spela):
     except ValueError as error:  # the exporter's refusals: settings or model
         raise UsageError(f"cannot export {FLAGS.model}: {_one_line(error)}") from None
     except OSError as error:
-        raise UsageError(f"--output {FLAGS.output}: cannot be written: {_one_line(error)}") from None
-    print(f"wrote {exported.path}: {exported.size_bytes} bytes, "
-          f"{sum(exported.operators.values())} operators, builtins only")
+        raise UsageError(
+            f"--output {FLAGS.output}: cannot be written: {_one_line(error)}"
+        ) from None
+    print(
+        f"wrote {exported.path}: {exported.size_bytes} bytes, "
+        f"{sum(exported.operators.values())} operators, builtins only"
+    )
     print("  operators:", dict(sorted(exported.operators.items())))
     print("  learned weights:", list(exported.weight_names))
     print("  optimizer state:", list(exported.state_names))
@@ -205,8 +209,10 @@ def export(keras, keras_spela):
             raise UsageError(
                 f"--micro_output {FLAGS.micro_output}: cannot be written: {_one_line(error)}"
             ) from None
-        print(f"wrote {micro.path}: {micro.size_bytes} bytes, arena "
-              f"{micro.arena_bytes} bytes; inference model {micro.inference_path}")
+        print(
+            f"wrote {micro.path}: {micro.size_bytes} bytes, arena "
+            f"{micro.arena_bytes} bytes; inference model {micro.inference_path}"
+        )
         print(f"  inputs (index order): {micro.inputs}; outputs: {micro.outputs}")
         print(f"  TFLite Micro arena: {micro.arena_bytes} bytes")
 

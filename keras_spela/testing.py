@@ -26,13 +26,14 @@ def host_weights(model):
     }
 
 
-def assert_devices_train_like_fit(trainer_class, paths, model, x, y, batch_size,
-                                  tolerance=1e-5):
+def assert_devices_train_like_fit(trainer_class, paths, model, x, y, batch_size, tolerance=1e-5):
     """Fits `model` on `(x, y)` (one epoch, no shuffling), trains each
     exported model of `paths` (`{runtime: path}`) on the same data with
     `trainer_class` (DeviceTrainer), and asserts that every weight moved and
     ends within `tolerance` (max |a - b| / max |b|) of the host's."""
-    initial = {k: np.array(v) for k, v in trainer_class(next(iter(paths.values()))).get_weights().items()}
+    initial = {
+        k: np.array(v) for k, v in trainer_class(next(iter(paths.values()))).get_weights().items()
+    }
     model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     expected = host_weights(model)
     for runtime, path in paths.items():

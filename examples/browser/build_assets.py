@@ -72,8 +72,12 @@ def build(output_dir, verbose=False):
     # needed in a browser).
     with capture_native_stderr(not verbose):
         keras_spela.export_tflite(
-            model, path, batch_size=flags.batch_size,
-            optimizer=keras_spela.DeviceOptimizer(flags.device_optimizer, flags.device_learning_rate),
+            model,
+            path,
+            batch_size=flags.batch_size,
+            optimizer=keras_spela.DeviceOptimizer(
+                flags.device_optimizer, flags.device_learning_rate
+            ),
             train_layers="all",
         )
     trainer = DeviceTrainer(path, runtime="litert", quiet=not verbose)
@@ -86,13 +90,19 @@ def build(output_dir, verbose=False):
         "num_classes": int(num_classes),
         "pixel_levels": PIXEL_LEVELS,
         "settings": {
-            "shift": flags.shift, "device_epochs": flags.device_epochs, "seed": flags.seed,
-            "batch_size": flags.batch_size, "device_optimizer": flags.device_optimizer,
+            "shift": flags.shift,
+            "device_epochs": flags.device_epochs,
+            "seed": flags.seed,
+            "batch_size": flags.batch_size,
+            "device_optimizer": flags.device_optimizer,
             "device_learning_rate": flags.device_learning_rate,
-            "device_examples": flags.device_examples, "replay": flags.replay,
+            "device_examples": flags.device_examples,
+            "replay": flags.replay,
         },
         "device": {"x": _pixels(device_data[0]), "y": device_data[1].tolist()},
-        "tests": {name: {"x": _pixels(x), "y": np.asarray(y).tolist()} for name, (x, y) in tests.items()},
+        "tests": {
+            name: {"x": _pixels(x), "y": np.asarray(y).tolist()} for name, (x, y) in tests.items()
+        },
         "accuracy": {"host": host, "python_litert_before": before, "python_litert_after": after},
     }
     with open(os.path.join(output_dir, "digits.json"), "w") as f:
@@ -105,15 +115,19 @@ def main(argv):
     if len(argv) == 3 and argv[1] == "--output_dir":
         output_dir = argv[2]
     elif len(argv) != 1:
-        print(f"{argv[0]}: error: unknown arguments {argv[1:]} (usage: {argv[0]} [--output_dir DIR])",
-              file=sys.stderr)
+        print(
+            f"{argv[0]}: error: unknown arguments {argv[1:]} (usage: {argv[0]} [--output_dir DIR])",
+            file=sys.stderr,
+        )
         return 2
     start = time.perf_counter()
     assets = build(output_dir)
     after = assets["accuracy"]["python_litert_after"]["new"]
-    print(f"wrote {output_dir}/spela.tflite and digits.json in {time.perf_counter() - start:.1f} s; "
-          f"Python LiteRT after the fine-tune, rotated test: "
-          + ", ".join(f"{k} {100 * v:.2f}%" for k, v in after.items()))
+    print(
+        f"wrote {output_dir}/spela.tflite and digits.json in {time.perf_counter() - start:.1f} s; "
+        f"Python LiteRT after the fine-tune, rotated test: "
+        + ", ".join(f"{k} {100 * v:.2f}%" for k, v in after.items())
+    )
     return 0
 
 

@@ -92,13 +92,14 @@ def _run(args):
         )
     if args.save_weights and not trainer.exposes_weights:
         raise DeviceTrainingError(
-            f"--save_weights: {args.model} does not output its weights; "
-            f"{backend.weights_hint}"
+            f"--save_weights: {args.model} does not output its weights; {backend.weights_hint}"
         )
     if args.save_weights:
         directory = os.path.dirname(os.path.abspath(args.save_weights))
         if not os.path.isdir(directory):
-            raise DeviceTrainingError(f"--save_weights {args.save_weights}: the directory {directory} does not exist")
+            raise DeviceTrainingError(
+                f"--save_weights {args.save_weights}: the directory {directory} does not exist"
+            )
     print(f"runtime {trainer.runtime}, batch {trainer.batch_size}, exits {trainer.exits}")
     if args.load_weights:
         trainer.load_weights(args.load_weights)
@@ -123,16 +124,23 @@ def main(argv=None):
         prog = "keras-spela-device"
     parser = _ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="exported .tflite model")
-    parser.add_argument("--data", required=True, help=".npz with x_train, y_train[, x_test, y_test]")
+    parser.add_argument(
+        "--data", required=True, help=".npz with x_train, y_train[, x_test, y_test]"
+    )
     parser.add_argument("--runtime", default="auto", choices=("auto",) + backends.RUNTIMES)
-    parser.add_argument("--description", default=None, help="JSON description of a micro step (default: <model stem>.json)")
+    parser.add_argument(
+        "--description",
+        default=None,
+        help="JSON description of a micro step (default: <model stem>.json)",
+    )
     parser.add_argument("--epochs", type=_positive_int, default=1)
     parser.add_argument("--seed", type=_non_negative_int, default=0)
     parser.add_argument("--num_threads", type=_positive_int, default=None)
     parser.add_argument("--load_weights", default=None)
     parser.add_argument("--save_weights", default=None)
     parser.add_argument(
-        "--verbose", action="store_true",
+        "--verbose",
+        action="store_true",
         help="show the runtime's own (C++) log lines, normally captured",
     )
     args = parser.parse_args(argv)

@@ -88,7 +88,9 @@ def exit_loss_name(exit):
 
 def exits_scored_by(names):
     """The exits whose `exit_<k>_scores` are among `names`, by k."""
-    indices = sorted(int(m.group(1)) for m in map(re.compile(EXIT_SCORES_PATTERN).match, names) if m)
+    indices = sorted(
+        int(m.group(1)) for m in map(re.compile(EXIT_SCORES_PATTERN).match, names) if m
+    )
     return [exit_name(k) for k in indices]
 
 
@@ -173,7 +175,9 @@ def signature_model_problems(structure):
     if x is None or y is None:
         problems.append(f"its train signature takes {sorted(train['inputs'])}, not x and y")
     elif x.dtype != "float32" or len(x.shape) < 1 or any(d < 1 for d in x.shape):
-        problems.append(f"train's x is {x.dtype} of shape {x.shape}, not a float32 batch of static shape")
+        problems.append(
+            f"train's x is {x.dtype} of shape {x.shape}, not a float32 batch of static shape"
+        )
     else:
         problems.append(tensor_problem(y, "train's y", "int32", (x.shape[0],)))
         infer_x = infer["inputs"].get(INFER_INPUT)
@@ -181,9 +185,13 @@ def signature_model_problems(structure):
             problems.append(f"infer's x {infer_x.shape} and train's x {x.shape} disagree")
     unknown = sorted(set(train["inputs"]) - set(TRAIN_INPUTS))
     if unknown:
-        problems.append(f"its train signature takes inputs {unknown} that DeviceTrainer does not know")
+        problems.append(
+            f"its train signature takes inputs {unknown} that DeviceTrainer does not know"
+        )
     if ACCEPTED_OUTPUT not in train["outputs"] or LOSS_OUTPUT not in train["outputs"]:
-        problems.append(f"its train signature returns {sorted(train['outputs'])}, not accepted and loss")
+        problems.append(
+            f"its train signature returns {sorted(train['outputs'])}, not accepted and loss"
+        )
     scores = infer["outputs"].get(SCORES_OUTPUT)
     if INFER_INPUT not in infer["inputs"] or scores is None or len(scores.shape) != 2:
         problems.append("its infer signature does not map x to (batch, classes) scores")
@@ -270,7 +278,9 @@ def micro_description_problems(description, data, structure):
     graph = structure["subgraphs"][0]
     inputs = io_names(structure, 0, "inputs")
     if description["inputs"] != inputs:
-        problems.append(f"its inputs {description['inputs']} are not the model's inputs {inputs} (in index order)")
+        problems.append(
+            f"its inputs {description['inputs']} are not the model's inputs {inputs} (in index order)"
+        )
         return problems
     tensors = dict(zip(inputs, graph["inputs"]))
     batch, shape = description["batch_size"], tuple(description["input_shape"])
@@ -298,12 +308,13 @@ def micro_description_problems(description, data, structure):
             and len(set(active)) == len(active)
         ):
             problems.append(
-                f"its {CLASS_MASK} {active!r} is not a list of distinct class ids in "
-                f"[0, {classes})"
+                f"its {CLASS_MASK} {active!r} is not a list of distinct class ids in [0, {classes})"
             )
     outputs = io_names(structure, 0, "outputs")
     declared = description["outputs"]
-    if len(declared) != len(outputs) or any(o is not None and o != d for o, d in zip(outputs, declared)):
+    if len(declared) != len(outputs) or any(
+        o is not None and o != d for o, d in zip(outputs, declared)
+    ):
         problems.append(
             f"its outputs {declared} are not the model's {len(outputs)} outputs "
             f"{outputs if any(o is not None for o in outputs) else ''}".rstrip()

@@ -66,7 +66,10 @@ class RecordingFedAvg(FedAvg):
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
         self.rounds[server_round] = [
-            {"node": int(msg.metadata.src_node_id), "error": describe_client_error(msg.error.reason)}
+            {
+                "node": int(msg.metadata.src_node_id),
+                "error": describe_client_error(msg.error.reason),
+            }
             if msg.has_error()
             else {
                 "node": int(msg.metadata.src_node_id),

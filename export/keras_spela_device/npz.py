@@ -23,7 +23,8 @@ def load_npz(path, what="data file"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DeviceTrainingError(
-            f"{path}: the {what} does not exist" if not os.path.exists(path)
+            f"{path}: the {what} does not exist"
+            if not os.path.exists(path)
             else f"{path}: the {what} is not a file"
         )
     try:

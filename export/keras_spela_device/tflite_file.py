@@ -24,10 +24,25 @@ class TFLiteFormatError(ValueError):
 
 # TensorType of the TFLite schema.
 _TENSOR_TYPES = {
-    0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string",
-    6: "bool", 7: "int16", 8: "complex64", 9: "int8", 10: "float64",
-    11: "complex128", 12: "uint64", 13: "resource", 14: "variant", 15: "uint32",
-    16: "uint16", 17: "int4", 18: "bfloat16",
+    0: "float32",
+    1: "float16",
+    2: "int32",
+    3: "uint8",
+    4: "int64",
+    5: "string",
+    6: "bool",
+    7: "int16",
+    8: "complex64",
+    9: "int8",
+    10: "float64",
+    11: "complex128",
+    12: "uint64",
+    13: "resource",
+    14: "variant",
+    15: "uint32",
+    16: "uint16",
+    17: "int4",
+    18: "bfloat16",
 }
 
 
@@ -107,7 +122,9 @@ class _Table:
         tables = []
         for i in range(length):
             slot = start + 4 * i
-            tables.append(_Table(self.data, slot + _read(self.data, "<I", slot, what), f"{what} {i}"))
+            tables.append(
+                _Table(self.data, slot + _read(self.data, "<I", slot, what), f"{what} {i}")
+            )
         return tables
 
     def ints(self, index, what):
@@ -154,7 +171,9 @@ def read_model_structure(data):
                 "export the model with keras_spela.export_tflite or export/export_tflite.py"
             )
         if bytes(data[:8]) == b"\x89HDF\r\n\x1a\n":
-            raise TFLiteFormatError("it is an HDF5 file (a .h5 Keras model?), not a .tflite flatbuffer")
+            raise TFLiteFormatError(
+                "it is an HDF5 file (a .h5 Keras model?), not a .tflite flatbuffer"
+            )
         raise TFLiteFormatError(
             "it lacks the TFLite file identifier 'TFL3' at bytes 4..8: not a .tflite model"
         )
@@ -267,12 +286,15 @@ def main(argv=None):
     for index, subgraph in enumerate(structure["subgraphs"]):
         for kind in ("inputs", "outputs"):
             names = io_names(structure, index, kind)
-            tensors = [f"{n or t.name} {t.dtype}{list(t.shape)}"
-                       for n, t in zip(names, subgraph[kind])]
+            tensors = [
+                f"{n or t.name} {t.dtype}{list(t.shape)}" for n, t in zip(names, subgraph[kind])
+            ]
             print(f"subgraph {index} {kind}: {', '.join(tensors) or '-'}")
     for key, signature in structure["signatures"].items():
-        print(f"signature {key}: subgraph {signature['subgraph']}, inputs "
-              f"{sorted(signature['inputs'])}, outputs {sorted(signature['outputs'])}")
+        print(
+            f"signature {key}: subgraph {signature['subgraph']}, inputs "
+            f"{sorted(signature['inputs'])}, outputs {sorted(signature['outputs'])}"
+        )
     return 0
 
 

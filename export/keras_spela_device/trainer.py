@@ -181,7 +181,8 @@ class DeviceTrainer:
                 "large); its weights are unchanged."
             )
         return {
-            k: float(v) for k, v in outputs.items()
+            k: float(v)
+            for k, v in outputs.items()
             if k == contract.LOSS_OUTPUT or k.endswith(contract.LOSS_SUFFIX)
         }
 
@@ -217,8 +218,7 @@ class DeviceTrainer:
         else:
             if len(x) < self.batch_size:
                 raise DeviceTrainingError(
-                    f"fit needs at least batch_size={self.batch_size} examples, "
-                    f"received {len(x)}."
+                    f"fit needs at least batch_size={self.batch_size} examples, received {len(x)}."
                 )
             steps = len(x) // self.batch_size
             used = steps * self.batch_size
@@ -286,8 +286,7 @@ class DeviceTrainer:
             name = self.exits[exit]
         else:
             raise ValueError(
-                f"exit must be None, 'all', an exit index or name {self.exits}, "
-                f"received {exit!r}."
+                f"exit must be None, 'all', an exit index or name {self.exits}, received {exit!r}."
             )
         if name not in self.scored_exits:
             raise ValueError(
@@ -306,9 +305,7 @@ class DeviceTrainer:
     def _infer(self, x):
         """`{exit: scores}` of the scored exits; no runtime call for 0 rows."""
         if not len(x):
-            return {
-                name: np.zeros((0, self.num_classes), np.float32) for name in self.scored_exits
-            }
+            return {name: np.zeros((0, self.num_classes), np.float32) for name in self.scored_exits}
         return self._backend.infer(x)
 
     def evaluate(self, x, y):
@@ -350,11 +347,12 @@ class DeviceTrainer:
         mask = self._class_mask()
         if mask is None:
             raise DeviceTrainingError(
-                "This model has no room for new classes: export a "
-                "SpelaModel(..., max_classes=N)."
+                "This model has no room for new classes: export a SpelaModel(..., max_classes=N)."
             )
-        if isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or not (
-            0 <= class_id < self.num_classes
+        if (
+            isinstance(class_id, bool)
+            or not isinstance(class_id, (int, np.integer))
+            or not (0 <= class_id < self.num_classes)
         ):
             raise DeviceTrainingError(
                 f"class_id must be an integer in [0, max_classes={self.num_classes}), "

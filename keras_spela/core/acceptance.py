@@ -142,9 +142,7 @@ def layer_rejections(layers, errors):
     )
     errors = list(errors.values())
     losses = tf.stack([error.loss for error in errors])
-    nonfinite_losses = 1.0 - tf.cast(
-        tf.less_equal(tf.abs(losses), _FLOAT32_MAX), tf.float32
-    )
+    nonfinite_losses = 1.0 - tf.cast(tf.less_equal(tf.abs(losses), _FLOAT32_MAX), tf.float32)
     unbounded = 1.0 - tf.cast(tf.less_equal(bounds, rules.MAX_GRADIENT), tf.float32)
     # The inputs of the later layers bound the earlier layers' outputs; the
     # last learning layer's output is checked here. (Only that one: a check of
@@ -215,9 +213,7 @@ def assert_accepted(counts, num_classes, layer_names=()):
     first = tf.argmax(tf.cast(rejected, tf.int32), output_type=tf.int32)
     # String data only: the assertion needs no tf.cond (cheap at small sizes).
     return [
-        tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(rejected)), [tf.gather(messages, first)]
-        )
+        tf.debugging.Assert(tf.logical_not(tf.reduce_any(rejected)), [tf.gather(messages, first)])
     ]
 
 

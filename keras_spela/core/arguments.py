@@ -27,7 +27,6 @@ def pair(value, name):
         or not all(is_integer(v) and v >= 1 for v in value)
     ):
         raise ValueError(
-            f"{name} must be a positive integer or a pair of them, received "
-            f"{name}={value!r}."
+            f"{name} must be a positive integer or a pair of them, received {name}={value!r}."
         )
     return int(value[0]), int(value[1])

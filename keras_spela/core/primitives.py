@@ -104,9 +104,7 @@ def _max_pool_gradient_builtins(grad_p, a, p, pool_size):
     score = tf.cast(tf.equal(windows, every_column(p)), a.dtype) * rank
     best = tf.reduce_max(score, axis=1, keepdims=True)
     if pool_w > 1:
-        best = every_column(
-            tf.reduce_max(tf.reshape(best, [-1, out_w, pool_w, channels]), axis=2)
-        )
+        best = every_column(tf.reduce_max(tf.reshape(best, [-1, out_w, pool_w, channels]), axis=2))
     first = tf.cast(tf.equal(score, best), a.dtype)
     grad_a = tf.reshape(
         first * every_column(grad_p), [-1, out_h * pool_h, out_w * pool_w, channels]
@@ -224,9 +222,7 @@ Primitive = collections.namedtuple("Primitive", ["builtins", "fused"])
 # kernel than the builtins lowering (which then runs everywhere).
 PRIMITIVES = {
     "max_pool_gradient": Primitive(_max_pool_gradient_builtins, _max_pool_gradient_fused),
-    "conv_filter_gradient": Primitive(
-        _conv_filter_gradient_builtins, _conv_filter_gradient_fused
-    ),
+    "conv_filter_gradient": Primitive(_conv_filter_gradient_builtins, _conv_filter_gradient_fused),
     "dense_kernel_gradient": Primitive(_dense_kernel_gradient, None),
 }
 

@@ -95,13 +95,11 @@ class DenseRule:
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(
-                f"Unknown activation={self.activation!r}. Expected one of "
-                f"{ACTIVATIONS}."
+                f"Unknown activation={self.activation!r}. Expected one of {ACTIVATIONS}."
             )
         if self.local_loss not in LOCAL_LOSSES:
             raise ValueError(
-                f"Unknown local_loss={self.local_loss!r}. Expected one of "
-                f"{LOCAL_LOSSES}."
+                f"Unknown local_loss={self.local_loss!r}. Expected one of {LOCAL_LOSSES}."
             )
         if not (
             isinstance(self.temperature, numbers.Real)
@@ -113,10 +111,7 @@ class DenseRule:
                 "temperature must be a finite number > 0, received "
                 f"temperature={self.temperature!r}."
             )
-        if not (
-            isinstance(self.negative_slope, numbers.Real)
-            and 0.0 <= self.negative_slope < 1.0
-        ):
+        if not (isinstance(self.negative_slope, numbers.Real) and 0.0 <= self.negative_slope < 1.0):
             raise ValueError(
                 "negative_slope must be in [0, 1), received "
                 f"negative_slope={self.negative_slope!r}."
@@ -269,9 +264,7 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
         row_scale = 2.0
     else:
         # d(cosine)/d(a) carries 1/||a||; rows of ~zero norm get no update.
-        valid_inverse_norm = (
-            tf.cast(tf.greater(norm, NORM_EPSILON), outputs.dtype) * inverse_norm
-        )
+        valid_inverse_norm = tf.cast(tf.greater(norm, NORM_EPSILON), outputs.dtype) * inverse_norm
         if rule.local_loss == "softmax_cosine":
             # dL/da = (e V - (e . s) u) / (t ||a||), e = softmax(s / t) - y
             logits = scores / rule.temperature
@@ -287,9 +280,7 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
             row_scale = valid_inverse_norm / rule.temperature
         else:
             # cosine: dL/da = (s_y u - v_y) / ||a||; log_cosine: / (2 - s_y)
-            direction = (target_score * inverse_norm) * outputs - tf.matmul(
-                targets, class_vectors
-            )
+            direction = (target_score * inverse_norm) * outputs - tf.matmul(targets, class_vectors)
             row_scale = valid_inverse_norm
             # squared_cosine: dL/da = 2 (1 - s_y) (s_y u - v_y) / ||a||
             if rule.local_loss == "cosine":
@@ -329,9 +320,7 @@ def local_error(h, z, a, targets, class_vectors, rule, sample_weight=None):
     Returns:
         A `LocalError`.
     """
-    loss, grad_a, scores = output_gradient(
-        a, targets, class_vectors, rule, sample_weight
-    )
+    loss, grad_a, scores = output_gradient(a, targets, class_vectors, rule, sample_weight)
     grad_z = times_activation_derivative(grad_a, a, rule)
     return LocalError(h, a, grad_z, loss, scores)
 

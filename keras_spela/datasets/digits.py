@@ -82,9 +82,7 @@ def load_digits(split_seed=0, num_train=DIGITS_NUM_TRAIN, flatten=True, normaliz
     """
     num_train = int(num_train)
     if not 0 <= num_train <= DIGITS_NUM_EXAMPLES:
-        raise ValueError(
-            f"`num_train` must be in [0, {DIGITS_NUM_EXAMPLES}]; got {num_train}."
-        )
+        raise ValueError(f"`num_train` must be in [0, {DIGITS_NUM_EXAMPLES}]; got {num_train}.")
     images, labels = _read_digits_npz()
     perm = np.random.default_rng(split_seed).permutation(DIGITS_NUM_EXAMPLES)
     x = images.astype(np.float32)
@@ -128,9 +126,7 @@ def load_canvas_digits(canvas_size=20, seed=0, split_seed=0):
         raise ValueError(
             f"canvas_size must be an integer >= 8, received canvas_size={canvas_size!r}."
         )
-    (x_train, y_train), (x_test, y_test) = load_digits(
-        split_seed=split_seed, flatten=False
-    )
+    (x_train, y_train), (x_test, y_test) = load_digits(split_seed=split_seed, flatten=False)
     rng = np.random.default_rng(seed)
     images = np.concatenate([x_train, x_test])
     offsets = rng.integers(0, canvas_size - 8 + 1, size=(len(images), 2))

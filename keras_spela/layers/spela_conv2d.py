@@ -133,9 +133,7 @@ class SpelaConv2D(KernelSpelaLayer):
         **kwargs,
     ):
         if objective not in OBJECTIVES:
-            raise ValueError(
-                f"Unknown objective={objective!r}. Expected one of {OBJECTIVES}."
-            )
+            raise ValueError(f"Unknown objective={objective!r}. Expected one of {OBJECTIVES}.")
         if normalization is not None and normalization not in conv_rules.NORMALIZATIONS:
             raise ValueError(
                 f"Unknown normalization={normalization!r}. Expected None or one of "
@@ -165,16 +163,13 @@ class SpelaConv2D(KernelSpelaLayer):
         self.filters = arguments.integer(filters, "filters")
         if padding not in conv_rules.PADDINGS:
             raise ValueError(
-                f"padding must be one of {conv_rules.PADDINGS}, received "
-                f"padding={padding!r}."
+                f"padding must be one of {conv_rules.PADDINGS}, received padding={padding!r}."
             )
         self.objective = objective
         self.readout_grid = arguments.pair(readout_grid, "readout_grid")
         self.projection_dim = arguments.integer(projection_dim, "projection_dim", minimum=2)
         if groups is not None:
-            groups = (
-                (groups, groups) if arguments.is_integer(groups) else groups
-            )
+            groups = (groups, groups) if arguments.is_integer(groups) else groups
             if (
                 not isinstance(groups, (tuple, list))
                 or len(groups) != 2
@@ -213,7 +208,9 @@ class SpelaConv2D(KernelSpelaLayer):
                 "channels)), with images of one size."
             )
         kernel, pool = self.rule.kernel_size, self.rule.pool_size
-        if input_shape[1] == 1 and (pool[0] > 1 or (kernel[0] > 1 and self.rule.padding == "valid")):
+        if input_shape[1] == 1 and (
+            pool[0] > 1 or (kernel[0] > 1 and self.rule.padding == "valid")
+        ):
             raise ValueError(
                 f"SpelaConv2D received inputs of height 1 {tuple(input_shape)}, a "
                 f"1-D signal, with kernel_size={kernel} and pool_size={pool}: use "
@@ -253,9 +250,7 @@ class SpelaConv2D(KernelSpelaLayer):
         self.projection = self.add_weight(
             name="projection",
             shape=(self.filters, positions, self.projection_dim),
-            initializer=keras.initializers.RandomNormal(
-                stddev=1.0 / np.sqrt(positions), seed=seed
-            ),
+            initializer=keras.initializers.RandomNormal(stddev=1.0 / np.sqrt(positions), seed=seed),
         )
         self.class_vectors = self.add_weight(
             name="class_vectors",

@@ -211,8 +211,7 @@ class KernelSpelaLayer(SpelaLayer):
             local_loss=local_loss,
             temperature=(
                 float(temperature)
-                if isinstance(temperature, numbers.Real)
-                and not isinstance(temperature, bool)
+                if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool)
                 else temperature
             ),
             **(rule_options or {}),
@@ -266,12 +265,8 @@ class KernelSpelaLayer(SpelaLayer):
                 "local_loss": self.dense_rule.local_loss,
                 "temperature": self.dense_rule.temperature,
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
         )
         return config

@@ -20,8 +20,7 @@ def convert(converter, quantize_frozen):
         return converter.convert()
     except Exception as error:  # the converter raises several types
         raise ValueError(
-            "The model cannot be exported with TFLite builtin operators only: "
-            f"{error}"
+            f"The model cannot be exported with TFLite builtin operators only: {error}"
         ) from error
 
 

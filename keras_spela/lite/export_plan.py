@@ -73,9 +73,7 @@ class ExportPlan:
         model = self.model
         scores = model.exit_scores(x, training=False)
         outputs = {contract.SCORES_OUTPUT: scores[model.exit_layers[-1].name]}
-        outputs.update(
-            {contract.exit_scores_name(self.exit_key(n)): v for n, v in scores.items()}
-        )
+        outputs.update({contract.exit_scores_name(self.exit_key(n)): v for n, v in scores.items()})
         return outputs
 
     def train_specs(self):

@@ -25,9 +25,7 @@ TFLiteExport = collections.namedtuple(
 
 # The keyword arguments of export_tflite (and of SpelaModel.export with
 # format="litert").
-EXPORT_ARGUMENTS = (
-    "batch_size", "optimizer", "learning_rate", "train_layers", "quantize_frozen"
-)
+EXPORT_ARGUMENTS = ("batch_size", "optimizer", "learning_rate", "train_layers", "quantize_frozen")
 
 
 def export_tflite(
@@ -120,6 +118,4 @@ def export_tflite(
         data = converter_lib.convert(converter, quantize_frozen)
     operators = flatbuffer_ops.check_builtin_only(data, "LiteRT model")
     converter_lib.write(filepath, data)
-    return TFLiteExport(
-        filepath, len(data), operators, module.weight_names, module.state_names
-    )
+    return TFLiteExport(filepath, len(data), operators, module.weight_names, module.state_names)

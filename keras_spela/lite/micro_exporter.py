@@ -178,9 +178,7 @@ def _export_inference_model(plan, filepath):
         (plan.batch_size,) + plan.input_shape, tf.float32, name=contract.INFER_INPUT
     )
     concrete = tf.function(infer, input_signature=[spec]).get_concrete_function()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [concrete], tf.Module()
-    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
     data = converter_lib.convert(converter, quantize_frozen=False)
     flatbuffer_ops.check_builtin_only(data, "TFLite Micro inference model")
     converter_lib.write(filepath, data)
@@ -197,10 +195,7 @@ def _io_names(data, output_keys):
         d["name"].split(":")[0].replace("serving_default_", "")
         for d in interpreter.get_input_details()
     ]
-    outputs = [
-        output_keys[int(d["name"].split(":")[-1])]
-        for d in interpreter.get_output_details()
-    ]
+    outputs = [output_keys[int(d["name"].split(":")[-1])] for d in interpreter.get_output_details()]
     return inputs, outputs
 
 

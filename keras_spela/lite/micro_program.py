@@ -43,9 +43,7 @@ class RowBlockKernel:
 
     def left_product(self, h, transform):
         """`h @ transform(kernel)`, one product per block."""
-        parts = [
-            tf.matmul(h, transform(block), transpose_b=True) for block in self.blocks
-        ]
+        parts = [tf.matmul(h, transform(block), transpose_b=True) for block in self.blocks]
         return primitives.concat(parts, axis=-1)
 
 
@@ -137,8 +135,7 @@ class MicroTrainingProgram(tf.Module):
     def _add_blocks(self, layer_name, kernel, optimizer, block_bytes):
         rows = block_rows(kernel.shape[0], kernel.shape[1], block_bytes)
         ranges = [
-            (start, min(start + rows, kernel.shape[1]))
-            for start in range(0, kernel.shape[1], rows)
+            (start, min(start + rows, kernel.shape[1])) for start in range(0, kernel.shape[1], rows)
         ]
         self.block_ranges[layer_name] = ranges
         self.kernel_blocks[layer_name] = [
@@ -154,8 +151,7 @@ class MicroTrainingProgram(tf.Module):
         """The layer's learned weights as `local_error` takes them: variables
         (each block is read where it is used) or read values."""
         weights = {
-            name: tensor.variable.read_value()
-            for name, tensor in self.whole[layer_name].items()
+            name: tensor.variable.read_value() for name, tensor in self.whole[layer_name].items()
         }
         if layer_name in self.kernel_blocks:
             weights["kernel"] = RowBlockKernel(
@@ -192,7 +188,12 @@ class MicroTrainingProgram(tf.Module):
                 weights={name: self._weights(name) for name in names},
             )
         counts = acceptance.rejection_counts(
-            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True,
+            x,
+            y,
+            self.model.exit_layers,
+            errors,
+            self.model.num_classes,
+            padding=True,
             class_mask=active_classes,
         )
         accept = acceptance.accepted(counts)
@@ -221,9 +222,7 @@ class MicroTrainingProgram(tf.Module):
                 for (start, stop), block in zip(
                     self.block_ranges[layer.name], self.kernel_blocks[layer.name]
                 ):
-                    gradient = rules.transposed_kernel_gradient(
-                        grad_z_t[start:stop], h_t
-                    )
+                    gradient = rules.transposed_kernel_gradient(grad_z_t[start:stop], h_t)
                     block.apply(gradient, optimizer, coefficients, accept)
             for name, tensor in self.whole[layer.name].items():
                 gradient = layer.parameter_gradient(checked, name)
@@ -232,7 +231,9 @@ class MicroTrainingProgram(tf.Module):
         outputs = {
             # SUM of a PACK: its own tensor even for one learning layer (the
             # outputs are told apart by tensor).
-            contract.LOSS_OUTPUT: tf.reduce_sum(tf.stack([error.loss for error in errors.values()])),
+            contract.LOSS_OUTPUT: tf.reduce_sum(
+                tf.stack([error.loss for error in errors.values()])
+            ),
             contract.ACCEPTED_OUTPUT: tf.cast(accept, tf.int32),
             contract.PADDING_OUTPUT: tf.cast(examples, tf.int32),
             contract.SCORES_OUTPUT: scores[self.model.exit_layers[-1].name],

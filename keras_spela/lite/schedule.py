@@ -76,10 +76,7 @@ def _order_on_demand(model, subgraph):
     # behind it first, so that the smaller results wait for it, not it for
     # them (Sethi-Ullman's order).
     work = _ancestor_counts(needs)
-    needs = [
-        sorted(n, key=lambda c: (codes[c] == _OPS.READ_VARIABLE, -work[c], c))
-        for n in needs
-    ]
+    needs = [sorted(n, key=lambda c: (codes[c] == _OPS.READ_VARIABLE, -work[c], c)) for n in needs]
 
     outputs = set(subgraph.outputs)
     first = [i for i, c in enumerate(codes) if c in (_OPS.CALL_ONCE, _OPS.VAR_HANDLE)]
@@ -145,12 +142,9 @@ def _split_variable_reads(model, subgraph):
         movable = [
             user
             for user in users.get(value, [])
-            if user > position
-            and not any(position < w < user for w in writes.get(variable, []))
+            if user > position and not any(position < w < user for w in writes.get(variable, []))
         ]
-        keep_original = value in subgraph_outputs or len(movable) < len(
-            users.get(value, [])
-        )
+        keep_original = value in subgraph_outputs or len(movable) < len(users.get(value, []))
         for k, user in enumerate(movable):
             if k == 0 and not keep_original:
                 # The original read's tensor moves with it: an orphan tensor

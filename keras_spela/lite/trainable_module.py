@@ -105,15 +105,18 @@ class SpelaTrainingModule(tf.Module):
             )
             gradients, _, losses = self.model.compute_local_gradients(errors)
         counts = acceptance.rejection_counts(
-            x, y, self.model.exit_layers, errors, self.model.num_classes, padding=True,
+            x,
+            y,
+            self.model.exit_layers,
+            errors,
+            self.model.num_classes,
+            padding=True,
             class_mask=self.class_state[0] if self.class_state else None,
         )
         accept = acceptance.accepted(counts)
         values = [w.read_value() for w in self.weights]
         state = [s.read_value() for s in self.state]
-        new_values, new_state = self.device_optimizer.updated_values(
-            gradients, values, state
-        )
+        new_values, new_state = self.device_optimizer.updated_values(gradients, values, state)
         for variable, old, new in zip(
             self.weights + self.state, values + state, new_values + new_state
         ):
@@ -159,9 +162,7 @@ class SpelaTrainingModule(tf.Module):
         """Sets every learned weight and optimizer state (and
         `active_classes`; names as in get_weights). Returns `accepted`: 0
         (and nothing changed) when a value is not finite."""
-        accept = tf.equal(
-            tf.add_n([acceptance.count_nonfinite(v) for v in values]), 0.0
-        )
+        accept = tf.equal(tf.add_n([acceptance.count_nonfinite(v) for v in values]), 0.0)
         for variable, new in zip(self.all_variables, values):
             variable.assign(acceptance.select(accept, new, variable.read_value()))
         return {contract.ACCEPTED_OUTPUT: tf.cast(accept, tf.int32)}
@@ -171,5 +172,3 @@ def _slot_owner(weights, slot_name):
     """The weight of a slot named `<weight name>_<slot>`."""
     owner = slot_name.rsplit("_", 1)[0]
     return weights[owner]
-
-

@@ -76,8 +76,9 @@ class ClassSlotsMixin:
             ValueError: the model has no `max_classes`, `class_id` is not in
                 `[0, max_classes)`, or the class is already active.
         """
-        check_activation(class_id, self.active_classes, self.class_mask is not None,
-                         self.num_classes)
+        check_activation(
+            class_id, self.active_classes, self.class_mask is not None, self.num_classes
+        )
         mask = self.class_mask.numpy()
         mask[class_id] = 1.0
         self.class_mask.assign(mask)
@@ -99,8 +100,7 @@ def check_activation(class_id, active, has_slots, capacity):
         )
     if not arguments.is_integer(class_id) or not 0 <= class_id < capacity:
         raise ValueError(
-            f"class_id must be an integer in [0, max_classes={capacity}), received "
-            f"{class_id!r}."
+            f"class_id must be an integer in [0, max_classes={capacity}), received {class_id!r}."
         )
     if class_id in active:
         raise ValueError(f"Class {class_id} is already active (active: {active}).")

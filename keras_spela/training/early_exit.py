@@ -29,9 +29,7 @@ class EarlyExitMixin:
             f"{names}, received exit={exit!r}."
         )
 
-    def predict(
-        self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, exit=None
-    ):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None, exit=None):
         """Class scores (cosine to every class vector) at one exit or all.
 
         Args:
@@ -152,8 +150,7 @@ class EarlyExitMixin:
         with its example)."""
         if y is not None:
             raise ValueError(
-                "y must be None when x is a tf.data.Dataset: its (x, y) "
-                "batches carry the labels."
+                "y must be None when x is a tf.data.Dataset: its (x, y) batches carry the labels."
             )
         data_checks.check_data(self, dataset, labels=True)
         if len(dataset.element_spec) == 3:

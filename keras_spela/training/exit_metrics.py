@@ -39,8 +39,11 @@ class ExitMetrics:
         # Metric variables as Keras makes them (summed across replicas).
         self.totals, self.weights = (
             keras.Variable(
-                tf.zeros(size), trainable=False, name=name,
-                synchronization="on_read", aggregation="sum",
+                tf.zeros(size),
+                trainable=False,
+                name=name,
+                synchronization="on_read",
+                aggregation="sum",
             )
             for name in ("metric_totals", "metric_weights")
         )

@@ -81,8 +81,12 @@ def fit_arguments(arguments, one_step_calls=True):
     # losses are means of batch means): keep that batch size.
     arguments["validation_batch_size"] = arguments.get("validation_batch_size") or batch_size
     arguments.update(
-        x=_repeating_batches(arrays, rows, batch_size, shuffle), y=None, sample_weight=None,
-        batch_size=None, shuffle=False, steps_per_epoch=steps,
+        x=_repeating_batches(arrays, rows, batch_size, shuffle),
+        y=None,
+        sample_weight=None,
+        batch_size=None,
+        shuffle=False,
+        steps_per_epoch=steps,
     )
     return arguments
 
@@ -106,14 +110,10 @@ def _repeating_batches(arrays, rows, batch_size, shuffle):
         .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
     )
     data = tf.data.Dataset.zip((indices, tf.data.Dataset.from_tensors(tensors).repeat()))
-    batches = data.map(
-        lambda index, parts: tuple(tf.gather(part, index, axis=0) for part in parts)
-    )
+    batches = data.map(lambda index, parts: tuple(tf.gather(part, index, axis=0) for part in parts))
     options = tf.data.Options()
     # As Keras' own array pipeline: no graph rewrites (they cost at every
     # iterator), and the shuffle's random state is not checkpointed.
     options.experimental_optimization.apply_default_optimizations = False
-    options.experimental_external_state_policy = (
-        tf.data.experimental.ExternalStatePolicy.IGNORE
-    )
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     return batches.with_options(options).prefetch(2)

@@ -35,9 +35,7 @@ class FitLoopMixin:
             # First: the user's callbacks see (and may change) each epoch's rate.
             arguments_["callbacks"] = [CosineOverFit(epochs, initial_epoch)] + callbacks
         with rejections_as_value_errors():
-            return super().fit(
-                **fit_data.fit_arguments(arguments_, self.runs_one_step_per_call())
-            )
+            return super().fit(**fit_data.fit_arguments(arguments_, self.runs_one_step_per_call()))
 
     def evaluate(self, *args, **kwargs):
         data_checks.check_data(self, args[0] if args else kwargs.get("x"))

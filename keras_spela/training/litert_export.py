@@ -5,8 +5,9 @@ on-device-trainable model."""
 class LiteRTExportMixin:
     """`SpelaModel.export`."""
 
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
-               **kwargs):
+    def export(
+        self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs
+    ):
         """Exports the model; `format="litert"` writes the on-device-trainable
         LiteRT model.
 
@@ -40,7 +41,10 @@ class LiteRTExportMixin:
         """
         if format != "litert":
             return super().export(
-                filepath, format=format, verbose=verbose, input_signature=input_signature,
+                filepath,
+                format=format,
+                verbose=verbose,
+                input_signature=input_signature,
                 **kwargs,
             )
         if input_signature is not None:

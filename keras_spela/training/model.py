@@ -102,8 +102,8 @@ class SpelaModel(
         super().__init__(name=name, **kwargs)
         layers, input_shape = chain.unpack_layers(layers)
         initial_classes = arguments.integer(num_classes, "num_classes", minimum=2)
-        self.max_classes = None if max_classes is None else class_capacity(
-            initial_classes, max_classes
+        self.max_classes = (
+            None if max_classes is None else class_capacity(initial_classes, max_classes)
         )
         # The class slots: every class vector, label range and score width.
         self.num_classes = self.max_classes or initial_classes
@@ -240,8 +240,7 @@ class SpelaModel(
         jit_compile = kwargs.pop("jit_compile", "auto")
         if jit_compile not in (True, False, "auto"):
             raise ValueError(
-                "jit_compile must be True, False or 'auto', received "
-                f"jit_compile={jit_compile!r}."
+                f"jit_compile must be True, False or 'auto', received jit_compile={jit_compile!r}."
             )
         # XLA drops the assertions that reject a bad batch, so Keras never
         # compiles the whole step: with jit_compile=True the local rules and
@@ -337,9 +336,7 @@ class SpelaModel(
             "max_classes": self.max_classes,
             "train_layers": self.train_layers,
             "input_shape": (
-                None
-                if self.example_input_shape is None
-                else list(self.example_input_shape)
+                None if self.example_input_shape is None else list(self.example_input_shape)
             ),
         }
         return config

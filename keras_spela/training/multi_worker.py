@@ -32,8 +32,9 @@ _DATA = tf.data.experimental.AutoShardPolicy.DATA
 _AUTO = tf.data.experimental.AutoShardPolicy.AUTO
 
 
-def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None,
-                     callbacks=None, verbose="auto"):
+def fit_multi_worker(
+    model, dataset, epochs=1, steps_per_epoch=None, callbacks=None, verbose="auto"
+):
     """Trains a `SpelaModel` under its distribution strategy, like `fit`.
 
     Every worker runs the same call with the same dataset of GLOBAL batches
@@ -151,13 +152,11 @@ def fit_multi_worker(model, dataset, epochs=1, steps_per_epoch=None,
 def _check_model(model, strategy):
     if not hasattr(model, "exit_layers") or not hasattr(model, "train_step"):
         raise ValueError(
-            "fit_multi_worker trains a keras_spela.SpelaModel, received "
-            f"{type(model).__name__}."
+            f"fit_multi_worker trains a keras_spela.SpelaModel, received {type(model).__name__}."
         )
     if getattr(model, "optimizer", None) is None:
         raise ValueError(
-            "The model must be compiled (inside strategy.scope()) before "
-            "fit_multi_worker."
+            "The model must be compiled (inside strategy.scope()) before fit_multi_worker."
         )
     if not model.built or not model.weights:
         raise ValueError(
@@ -166,7 +165,8 @@ def _check_model(model, strategy):
             "strategy.scope()."
         )
     outside = [
-        v.path for v in model.weights + model.optimizer.variables
+        v.path
+        for v in model.weights + model.optimizer.variables
         # `value` is the TensorFlow variable that a Keras variable wraps.
         if not strategy.extended.variable_created_in_scope(v.value)
     ]
@@ -177,7 +177,6 @@ def _check_model(model, strategy):
             f"{outside[0]!r}): create and compile the model inside "
             "strategy.scope()."
         )
-
 
 
 def _distribute(dataset, strategy):

@@ -18,7 +18,13 @@ class LocalStepsMixin:
     `compute_local_gradients`)."""
 
     def compute_local_errors(
-        self, x, y, sample_weight=None, training=True, train_layers=None, weights=None,
+        self,
+        x,
+        y,
+        sample_weight=None,
+        training=True,
+        train_layers=None,
+        weights=None,
         ordered=False,
     ):
         """Runs one forward sweep and every learning layer's local loss.
@@ -94,11 +100,7 @@ class LocalStepsMixin:
         self._build_optimizer()
         # Under tf.distribute (even one replica) the optimizer merges across
         # replicas, which XLA cannot compile.
-        if (
-            self.xla_local_steps
-            and self.learning_layers
-            and not tf.distribute.has_strategy()
-        ):
+        if self.xla_local_steps and self.learning_layers and not tf.distribute.has_strategy():
             if "step" not in self._xla_functions:
                 self._xla_functions["step"] = tf.function(
                     self._gated_local_update, jit_compile=True
@@ -110,9 +112,7 @@ class LocalStepsMixin:
             # (benchmarks/conv_speed.py times both).
             with primitives.lowering("builtins"):
                 losses, counts, scores = self._xla_functions["step"](x, y, sample_weight)
-            tf.group(
-                acceptance.assert_accepted(counts, self.num_classes, list(losses))
-            )
+            tf.group(acceptance.assert_accepted(counts, self.num_classes, list(losses)))
         else:
             errors, scores = self.compute_local_errors(
                 x, y, sample_weight, ordered=self.ordered_steps
@@ -137,9 +137,7 @@ class LocalStepsMixin:
     def _gated_local_update(self, x, y, sample_weight):
         """The local rules and the update, which runs only for an accepted
         batch (the step of `compile(jit_compile=True)`)."""
-        errors, scores = self.compute_local_errors(
-            x, y, sample_weight, ordered=self.ordered_steps
-        )
+        errors, scores = self.compute_local_errors(x, y, sample_weight, ordered=self.ordered_steps)
         gradients, variables, losses = self.compute_local_gradients(errors)
         counts = acceptance.layer_rejections(self.exit_layers, errors)
 
@@ -210,8 +208,7 @@ class LocalStepsMixin:
         x_rows, y_rows = x.shape[0], y.shape[0]
         if x_rows is not None and y_rows is not None and x_rows != y_rows:
             raise ValueError(
-                "x and y must have the same number of rows, received "
-                f"{x_rows} and {y_rows}."
+                f"x and y must have the same number of rows, received {x_rows} and {y_rows}."
             )
         counts = {
             "rows": tf.cast(tf.not_equal(tf.shape(x)[0], tf.shape(y)[0]), tf.float32),

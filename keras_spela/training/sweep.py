@@ -6,8 +6,16 @@ from keras_spela.core import acceptance
 from keras_spela.layers import is_spela_layer
 
 
-def sweep(stack, x, targets=None, sample_weight=None, learning=(), training=False,
-          weights=None, ordered=False):
+def sweep(
+    stack,
+    x,
+    targets=None,
+    sample_weight=None,
+    learning=(),
+    training=False,
+    weights=None,
+    ordered=False,
+):
     """Runs the layers in order, once, and every learning layer's local loss.
 
     Changes no variable. Layer k's input is a constant (`stop_gradient`):

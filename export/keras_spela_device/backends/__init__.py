@@ -51,7 +51,9 @@ def choose_backend(runtime, model):
         cls = backend_class(runtime)
         if cls.model_kind != model.kind:
             fitting = [repr(r) for r in runtimes_for(model.kind)]
-            listed = " or ".join([", ".join(fitting[:-1])] + fitting[-1:] if fitting[:-1] else fitting)
+            listed = " or ".join(
+                [", ".join(fitting[:-1])] + fitting[-1:] if fitting[:-1] else fitting
+            )
             raise ModelFileError(
                 f"{model.path}: {contract.MODEL_KINDS[model.kind]}, not "
                 f"{contract.MODEL_KINDS[cls.model_kind].split(' (')[0]}; run it with "
@@ -59,7 +61,8 @@ def choose_backend(runtime, model):
             )
         return cls
     candidates = [
-        cls for cls in map(backend_class, RUNTIMES)
+        cls
+        for cls in map(backend_class, RUNTIMES)
         if cls.model_kind == model.kind and cls.chosen_by_auto
     ]
     error = None

@@ -70,9 +70,11 @@ class CompiledSignature:
         # The file's outputs: a resized batch replaces their first dimension.
         self.file_outputs = [(tuple(t.shape), np.dtype(t.dtype)) for t in graph["outputs"]]
         listed = model.get_signature_list()[name]
-        if list(listed["inputs"]) != self.input_names or len(listed["outputs"]) != len(
-            self.output_names
-        ) or any(n not in names for n, names in zip(listed["outputs"], self.output_names)):
+        if (
+            list(listed["inputs"]) != self.input_names
+            or len(listed["outputs"]) != len(self.output_names)
+            or any(n not in names for n, names in zip(listed["outputs"], self.output_names))
+        ):
             raise ValueError(
                 f"CompiledModel lists the {name} signature as {listed}, not as the "
                 f"file's inputs {self.input_names} and outputs {self.output_names}"
@@ -164,7 +166,9 @@ class CompiledModelBackend(SignatureModelBackend):
                 self._model_data = model.data
                 self.compiled_model = compiled_model_class.from_buffer(model.data, options=options)
                 self._train, self._infer, self._get, self._set = (
-                    CompiledSignature(self.compiled_model, model.structure, name, tensor_buffer_class)
+                    CompiledSignature(
+                        self.compiled_model, model.structure, name, tensor_buffer_class
+                    )
                     for name in contract.SIGNATURES
                 )
                 self._infer_batch = int(self._infer.inputs[0].get_tensor_details()["shape"][0])
@@ -181,7 +185,9 @@ class CompiledModelBackend(SignatureModelBackend):
     def __del__(self):
         # The compiled model, its buffers and its environment go now; their
         # C++ destructors print INFO lines, captured like at creation.
-        held = [n for n in ("_train", "_infer", "_get", "_set", "compiled_model") if n in vars(self)]
+        held = [
+            n for n in ("_train", "_infer", "_get", "_set", "compiled_model") if n in vars(self)
+        ]
         try:
             with capture_native_stderr(getattr(self, "_quiet", True)):
                 for name in held:

@@ -74,7 +74,8 @@ class MicroBackend(Backend):
         except ImportError as error:
             what = (
                 f"{model_path} is a TFLite Micro train step; running it here"
-                if model_path else "runtime 'micro'"
+                if model_path
+                else "runtime 'micro'"
             )
             raise RuntimeUnavailableError(
                 f"{what} needs the tflite-micro package (pip install tflite-micro): {error}"
@@ -92,11 +93,14 @@ class MicroBackend(Backend):
         arena = micro_arena_size(description)
         try:
             with capture_native_stderr(quiet):
-                self.interpreter = micro_runtime.Interpreter.from_bytes(model.data, arena_size=arena)
+                self.interpreter = micro_runtime.Interpreter.from_bytes(
+                    model.data, arena_size=arena
+                )
         except (RuntimeError, ValueError) as error:
             hint = (
-                "" if contract.MODEL_SHA256 in description else
-                f"; the description has no {contract.MODEL_SHA256} to tie it to this model: if "
+                ""
+                if contract.MODEL_SHA256 in description
+                else f"; the description has no {contract.MODEL_SHA256} to tie it to this model: if "
                 "it comes from an earlier export, re-export with export_tflite_micro"
             )
             raise ModelFileError(

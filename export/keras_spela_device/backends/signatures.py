@@ -92,7 +92,9 @@ class InterpreterBackend(SignatureModelBackend):
         try:
             with capture_native_stderr(quiet):
                 self._model_data = model.data  # the interpreter reads from these bytes
-                self.interpreter = interpreter_class(model_content=model.data, num_threads=num_threads)
+                self.interpreter = interpreter_class(
+                    model_content=model.data, num_threads=num_threads
+                )
                 self._train, self._infer, self._get, self._set = (
                     self.interpreter.get_signature_runner(name) for name in contract.SIGNATURES
                 )

@@ -103,8 +103,9 @@ class DeviceOptimizer:
             optimizer = keras.optimizers.get(optimizer)
         kinds = [k for k in KINDS if type(optimizer) is rule_class(k).keras_class]
         if not kinds:
-            names = ", ".join(f"keras.optimizers.{rule_class(k).keras_class.__name__}"
-                              for k in KINDS)
+            names = ", ".join(
+                f"keras.optimizers.{rule_class(k).keras_class.__name__}" for k in KINDS
+            )
             raise ValueError(
                 f"On-device training supports {names}, received {type(optimizer).__name__}."
             )
