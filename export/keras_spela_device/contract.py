@@ -52,6 +52,20 @@ ACCURACY_SUFFIX = "_accuracy"
 PADDING_LABEL = -1
 PADDING_OUTPUT = "examples"
 
+# ------------------------------------------------------- int8 features model
+# A micro train step exported with quantize_frozen=True takes as `x` the
+# features of its frozen front, computed by a full-int8 model written beside
+# it (`<stem>_features.tflite`, one example per run, output FEATURES_OUTPUT).
+# Its description names it under FEATURES: {"file", MODEL_SHA256,
+# "input_shape" (one raw example), "arena_bytes"}.
+FEATURES = "features"
+FEATURES_OUTPUT = "features"
+# Raw inputs beyond this magnitude are rejected before the int8 features
+# model quantises (clamps) them: on the host, the frozen front's float
+# activations would overflow the acceptance bound (keras_spela's
+# acceptance.MAX_ACTIVATION, the same number).
+MAX_ACTIVATION = 1e18
+
 # -------------------------------------------------------------- class mask
 # The device state of a model exported from SpelaModel(max_classes=...): 1
 # per active class (a get/set_weights name, or an input of a Micro step and
@@ -239,6 +253,31 @@ MICRO_DESCRIPTION_KEYS = {
 }
 # The SHA-256 of the model file: ties the description to its model.
 MODEL_SHA256 = "model_sha256"
+
+
+def features_problems(features, data):
+    """Problems of a description's FEATURES entry against the bytes of the
+    features model it names (empty: they belong together)."""
+    if not isinstance(features, dict):
+        return [f"its {FEATURES!r} must be a JSON object, found {features!r}"]
+    problems = []
+    if not isinstance(features.get("file"), str) or not features["file"]:
+        problems.append(f"its {FEATURES!r} has no file name")
+    shape = features.get("input_shape")
+    if not (isinstance(shape, list) and shape and all(_is_int(d, 1) for d in shape)):
+        problems.append(f"its {FEATURES!r} input_shape must be a list of positive integers")
+    arena = features.get("arena_bytes")
+    if not (arena is None or _is_int(arena, 1)):
+        problems.append(f"its {FEATURES!r} arena_bytes must be a positive integer or null")
+    digest = features.get(MODEL_SHA256)
+    if data is not None and (
+        not isinstance(digest, str) or digest.lower() != hashlib.sha256(data).hexdigest()
+    ):
+        problems.append(
+            f"the {MODEL_SHA256} of its features model is not the SHA-256 of "
+            f"{features.get('file')!r}: the two were written by different exports"
+        )
+    return problems
 
 
 def micro_description_problems(description, data, structure):

@@ -45,7 +45,7 @@ PADDING_LABEL = contract.PADDING_LABEL
 # bound the rule stays finite on every runtime: squares (variances, squared
 # distances) stay below FLT_MAX, reciprocals of row norms stay normal numbers
 # (TensorFlow flushes subnormal ones to zero).
-MAX_ACTIVATION = 1e18
+MAX_ACTIVATION = contract.MAX_ACTIVATION
 
 # Largest finite float32; |x| <= this is false for NaN and +-inf.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -4,6 +4,7 @@ to both exporters (`export_tflite`, `export_tflite_micro`)."""
 import collections
 import dataclasses
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -30,6 +31,7 @@ class ExportPlan:
             (every other weight becomes a constant).
         batch_size: the train step's static batch size.
         input_shape: the per-example input shape.
+        exit_offset: exits before the model's first (see `behind_front`).
     """
 
     model: object
@@ -37,6 +39,9 @@ class ExportPlan:
     train_layers: tuple
     batch_size: int
     input_shape: tuple
+    # Exits of the layers before `model`'s first (a step that starts at a
+    # frozen front's output keeps the full model's exit numbers).
+    exit_offset: int = 0
 
     @property
     def learning_layers(self):
@@ -66,7 +71,7 @@ class ExportPlan:
     def exit_key(self, layer_name):
         """The output key prefix of a SPELA layer: `exit_<k>`."""
         names = [layer.name for layer in self.model.exit_layers]
-        return contract.exit_name(names.index(layer_name))
+        return contract.exit_name(self.exit_offset + names.index(layer_name))
 
     def inference_outputs(self, x):
         """`scores` (the last exit) and `exit_<k>_scores` for every exit k."""
@@ -165,3 +170,29 @@ def _learning_layers(model, train_layers):
             f"is frozen (trainable=False): {frozen}."
         )
     return learning
+
+
+def behind_front(plan, front):
+    """The plan of the layers after a frozen front: a model of the rest of
+    `plan.model`'s layers (shared, with their weights) whose input is the
+    front's output, the same learning layers and exit numbers.
+
+    Args:
+        plan: an `ExportPlan`.
+        front: the first layers of `plan.model.stack`, none of them learning.
+    """
+    model = plan.model
+    shape = (None,) + plan.input_shape
+    for layer in front:
+        shape = tuple(layer.compute_output_shape(shape))
+    rest = model.stack[len(front) :]
+    behind = type(model)(
+        [keras.Input(shape[1:])] + rest,
+        num_classes=model._initial_classes,
+        max_classes=model.max_classes,
+        name=f"{model.name}_behind_front",
+    )
+    if model.class_mask is not None:
+        behind.class_mask.assign(model.class_mask.numpy())
+    offset = sum(1 for layer in front if layer in model.exit_layers)
+    return dataclasses.replace(plan, model=behind, input_shape=tuple(shape[1:]), exit_offset=offset)

@@ -7,6 +7,8 @@ import tempfile
 
 import numpy as np
 
+from keras_spela_device.tflite_file import read_model_structure
+
 
 def measure_micro_arena(data, arena_size=64 * 1024 * 1024, resolution=256):
     """The smallest arena, in bytes, in which a TFLite Micro model runs, or
@@ -22,9 +24,11 @@ def measure_micro_arena(data, arena_size=64 * 1024 * 1024, resolution=256):
     except ImportError:
         return None
 
+    inputs = len(read_model_structure(data)["subgraphs"][0]["inputs"])
+
     def run(size):
         interpreter = micro_runtime.Interpreter.from_bytes(data, arena_size=size)
-        for index in range(2):
+        for index in range(inputs):
             detail = interpreter.get_input_details(index)
             fill = -1 if np.issubdtype(detail["dtype"], np.integer) else 0
             interpreter.set_input(np.full(detail["shape"], fill, detail["dtype"]), index)

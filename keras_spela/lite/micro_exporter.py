@@ -14,6 +14,7 @@ from keras_spela.lite import converter as converter_lib
 from keras_spela.lite import export_plan
 from keras_spela.lite import flatbuffer_ops
 from keras_spela.lite import micro_arena
+from keras_spela.lite import micro_features
 from keras_spela.lite import schedule
 from keras_spela.lite.micro_program import MicroTrainingProgram
 from keras_spela_device import contract
@@ -29,6 +30,8 @@ MicroExport = collections.namedtuple(
         "inputs",
         "outputs",
         "arena_bytes",
+        "features_path",
+        "features_arena_bytes",
     ],
 )
 
@@ -43,6 +46,8 @@ def export_tflite_micro(
     inference_filepath=None,
     expose_weights=False,
     block_bytes=None,
+    quantize_frozen=False,
+    representative_data=None,
 ):
     """Exports the train step of a SpelaModel for TFLite Micro.
 
@@ -89,13 +94,42 @@ def export_tflite_micro(
         block_bytes: the largest kernel block in bytes; None chooses
             `default_block_bytes` (smaller blocks: fewer temporary bytes,
             more operators).
+        quantize_frozen: store the layers before the first learning layer
+            as int8 (`keras_spela.lite.micro_features`): they become a
+            full-int8 model `<filepath stem>_features.tflite` (int8 weights
+            and activations, one example per run), calibrated on
+            `representative_data`, and the train step takes their float
+            features as `x`. The description names the features model;
+            `DeviceTrainer` runs both.
+        representative_data: with `quantize_frozen`, training inputs to
+            calibrate the int8 ranges on (a few hundred are enough).
 
     Returns:
         A `MicroExport(path, inference_path, size_bytes, operators, inputs,
-        outputs, arena_bytes)`; `inputs` and `outputs` list the tensor names in the
-        interpreter's index order.
+        outputs, arena_bytes, features_path, features_arena_bytes)`;
+        `inputs` and `outputs` list the tensor names in the interpreter's
+        index order; the last two are None without `quantize_frozen`.
     """
     plan = export_plan.plan_export(model, batch_size, optimizer, learning_rate, train_layers)
+    features = None
+    if quantize_frozen:
+        if representative_data is None:
+            raise ValueError(
+                "quantize_frozen=True calibrates the int8 layers on examples: pass "
+                "representative_data= (a few hundred training inputs)."
+            )
+        front, _ = micro_features.split_at_learning(model, plan.train_layers)
+        features_path = os.path.splitext(filepath)[0] + "_features.tflite"
+        features_data, features_arena = micro_features.export_features_model(
+            model, front, features_path, representative_data
+        )
+        features = {
+            "file": os.path.basename(features_path),
+            contract.MODEL_SHA256: hashlib.sha256(features_data).hexdigest(),
+            "input_shape": list(plan.input_shape),
+            "arena_bytes": features_arena,
+        }
+        plan = export_plan.behind_front(plan, front)
     if block_bytes is None:
         block_bytes = default_block_bytes(plan)
     program = MicroTrainingProgram(plan, block_bytes)
@@ -116,13 +150,23 @@ def export_tflite_micro(
     inputs, outputs = _io_names(data, output_keys)
     arena_bytes = micro_arena.measure_micro_arena(data)
     description = _description(data, program, inputs, outputs, arena_bytes, block_bytes)
+    if features is not None:
+        description[contract.FEATURES] = features
     # What a device checks (keras_spela_device.contract), checked here first.
     problems = contract.micro_description_problems(description, data, read_model_structure(data))
     assert not problems, problems
     with open(os.path.splitext(filepath)[0] + ".json", "w") as f:
         json.dump(description, f, indent=2)
     return MicroExport(
-        filepath, inference_filepath, len(data), operators, inputs, outputs, arena_bytes
+        filepath,
+        inference_filepath,
+        len(data),
+        operators,
+        inputs,
+        outputs,
+        arena_bytes,
+        features_path if features else None,
+        features["arena_bytes"] if features else None,
     )
 
 
@@ -138,7 +182,7 @@ def _description(data, program, inputs, outputs, arena_bytes, block_bytes):
         # A max_classes model: the classes active at export (the step's
         # active_classes input, 1 per active class).
         contract.CLASS_MASK: model.active_classes if model.class_mask is not None else None,
-        "exits": [contract.exit_name(k) for k in range(len(model.exit_layers))],
+        "exits": [program.plan.exit_key(layer.name) for layer in model.exit_layers],
         "weight_names": list(program.weight_names),
         "arena_bytes": arena_bytes,
         "block_bytes": int(block_bytes),

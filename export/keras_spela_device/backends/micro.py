@@ -111,7 +111,14 @@ class MicroBackend(Backend):
         self.inputs = description["inputs"]
         self.outputs = description["outputs"]
         self.batch_size = int(description["batch_size"])
-        self.input_shape = tuple(description["input_shape"])
+        self.step_shape = tuple(description["input_shape"])
+        self.input_shape = self.step_shape
+        self.features = None
+        if contract.FEATURES in description:
+            self.features = _FeaturesModel(
+                micro_runtime, model, description, description_path, quiet
+            )
+            self.input_shape = self.features.input_shape
         self.num_classes = int(description["num_classes"])
         self.exits = list(description["exits"])
         self.accepts_padding = contract.PADDING_OUTPUT in self.outputs
@@ -122,6 +129,13 @@ class MicroBackend(Backend):
             self._class_mask[description.get(contract.CLASS_MASK) or []] = 1.0
 
     def train(self, x, y):
+        if self.features is not None:
+            learns = np.any(y != contract.PADDING_LABEL)
+            if learns and np.max(np.abs(x), initial=0.0) > contract.MAX_ACTIVATION:
+                # The int8 front would clamp what the host's float front
+                # turns into activations beyond the acceptance bound.
+                return {contract.ACCEPTED_OUTPUT: 0}
+            x = self.features(x)
         x_name, y_name = contract.TRAIN_INPUTS
         self.interpreter.set_input(x, self.inputs.index(x_name))
         self.interpreter.set_input(y, self.inputs.index(y_name))
@@ -170,3 +184,47 @@ class MicroBackend(Backend):
         if self._class_mask is None:
             super().set_class_mask(mask)
         self._class_mask = np.asarray(mask, np.float32).copy()
+
+
+class _FeaturesModel:
+    """The full-int8 features model of a step exported with
+    `quantize_frozen=True`: maps raw examples to the step's `x`, one example
+    per run (`contract.FEATURES`)."""
+
+    def __init__(self, micro_runtime, model, description, description_path, quiet):
+        features = description[contract.FEATURES]
+        where = f"{description_path} (the description of {model.path})"
+        problems = contract.features_problems(features, None)
+        if problems:
+            raise ModelFileError(f"{where}: {'; '.join(problems)}")
+        path = os.path.join(os.path.dirname(os.path.abspath(model.path)), features["file"])
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as error:
+            raise ModelFileError(
+                f"{path}: the int8 features model that {where} names cannot be read "
+                f"({error.strerror or error}); keep it beside the train step"
+            ) from None
+        problems = contract.features_problems(features, data)
+        if problems:
+            raise ModelFileError(f"{where}: {'; '.join(problems)}")
+        arena = micro_arena_size(features)
+        try:
+            with capture_native_stderr(quiet):
+                self.interpreter = micro_runtime.Interpreter.from_bytes(data, arena_size=arena)
+        except (RuntimeError, ValueError) as error:
+            raise ModelFileError(
+                f"{path}: TFLite Micro could not prepare the features model in an arena "
+                f"of {arena} bytes: {one_line(error)}"
+            ) from None
+        self.input_shape = tuple(features["input_shape"])
+        self.output_shape = tuple(description["input_shape"])
+
+    def __call__(self, x):
+        rows = []
+        for row in np.asarray(x, np.float32):
+            self.interpreter.set_input(row[None], 0)
+            self.interpreter.invoke()
+            rows.append(np.reshape(self.interpreter.get_output(0), self.output_shape))
+        return np.stack(rows) if rows else np.zeros((0,) + self.output_shape, np.float32)
