@@ -69,7 +69,9 @@ setup(
         "flower": FLOWER,
         "datasets": DATASETS,
         "examples": EXAMPLES,
-        "tests": EXAMPLES + ["pytest"],
+        # pytest-xdist: tools/run_tests.sh runs pytest on two processes; ruff (pinned:
+        # its formatting changes between versions) checks format and lint first.
+        "tests": EXAMPLES + ["pytest", "pytest-xdist", "ruff==0.17.6"],
     },
     license="Apache-2.0",
 )
