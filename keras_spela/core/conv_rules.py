@@ -1,9 +1,12 @@
 """The local rule of a convolutional SPELA layer, in closed form.
 
 A `SpelaConv2D` layer computes `z = conv(h, K) + b`, `a = act(z)`,
-`p = maxpool(a)` (its output) and compares the channel means
-`g = mean_{y,x} p` with fixed class vectors in `R^filters` with one of the
-dense losses (`rules.output_gradient`). Backwards, in closed form:
+`p = maxpool(a)` (its output) and scores `p` with its objective: `"readout"`
+(the default, `readout_objective`: grid-pooled features, a trainable linear
+read-out and its softmax cross-entropy), `"pooled"` (the channel means
+`g = mean_{y,x} p` against fixed class vectors in `R^filters` with one of the
+dense losses, `rules.output_gradient`) or `"projection"` (below). Backwards,
+in closed form (`dL/dp` as for `"pooled"`):
 
 - `dL/dp = dL/dg / (H' W')` at every position;
 - `dL/da`: `dL/dp` given to the first cell of each pooling window (row-major

@@ -272,8 +272,8 @@ def output_gradient(outputs, targets, class_vectors, rule, sample_weight=None):
             logits = scores / rule.temperature
             log_probabilities = tf.nn.log_softmax(logits)
             losses = -tf.reduce_sum(targets * log_probabilities, axis=-1)
-            # exp(log_softmax), not softmax: oneDNN's softmax kernel costs
-            # about 0.35 ms a call on small batches (most of a small step).
+            # exp(log_softmax), not softmax: oneDNN's softmax kernel is slow
+            # on small batches (benchmarks/small_speed.py times the step).
             error = tf.exp(log_probabilities) - targets
             error_dot_scores = tf.reduce_sum(error * scores, axis=-1, keepdims=True)
             direction = (

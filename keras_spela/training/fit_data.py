@@ -1,9 +1,9 @@
 """The input of `SpelaModel.fit`: arrays as ONE repeating `tf.data` pipeline.
 
 For arrays, Keras builds a data pipeline whose iterator it makes anew twice
-per epoch (about 18 ms each), and whose batches go through a parallel,
-autotuned map: at small sizes that is a third of an epoch's time (measured in
-`benchmarks/small_speed.py`). `fit_arguments` gives Keras the same batches as
+per epoch, and whose batches go through a parallel, autotuned map: at small
+sizes a large part of an epoch's time (`benchmarks/small_speed.py` measures
+fit's own time per step). `fit_arguments` gives Keras the same batches as
 one pipeline that repeats, with `steps_per_epoch`, so its iterator is made
 once per `fit`:
 

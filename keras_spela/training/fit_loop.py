@@ -82,9 +82,10 @@ class FitLoopMixin:
         strategy a leaner equivalent: ONE tf.function that reads the batch
         from the iterator and runs `step_function` (Keras nests a second
         tf.function and returns a `tf.experimental.Optional`, whose checks
-        are eager ops: together about 0.6 ms a step, most of a small
-        network's step). An exhausted iterator raises OutOfRangeError, which
-        Keras' epoch loop ends the epoch on."""
+        are eager ops: at small sizes much of a step, which
+        `benchmarks/small_speed.py` times as fit's own share). An exhausted
+        iterator raises OutOfRangeError, which Keras' epoch loop ends the
+        epoch on."""
         if not self.runs_one_step_per_call():
             return keras_function
 

@@ -49,8 +49,9 @@ class SpelaModel(
     repeating `tf.data` pipeline with the same batches (`keras_spela.training.fit_data`:
     Keras would make a new input pipeline twice per epoch), and each step is
     one `tf.function` call: at small sizes these and the model's two metric
-    variables (`keras_spela.training.exit_metrics`) make an epoch about half as long
-    as Keras' backprop fit of the same widths (`benchmarks/small_speed.py`).
+    variables (`keras_spela.training.exit_metrics`) shorten an epoch
+    (`benchmarks/small_speed.py` times it against Keras' backprop fit of the
+    same widths).
 
     Every SPELA layer is an exit: `evaluate` reports the accuracy at every
     exit, `predict(x, exit=k)` gives the class scores at exit k (the last by

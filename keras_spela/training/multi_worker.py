@@ -62,8 +62,8 @@ def fit_multi_worker(
     yet implemented for CPU devices when compiling with XLA") and would drop
     the batch checks. A batch rejected on one worker raises
     `BatchRejectedError` there before the all-reduce, and the other workers
-    stop with `tf.errors.UnavailableError` when that worker's process exits
-    (measured: about 12 s later); no worker changes a weight.
+    stop with `tf.errors.UnavailableError` once that worker's process has
+    exited; no worker changes a weight.
 
     Callbacks get the logs that `fit` gives (`loss`, `accuracy`,
     `<layer>_loss`, `<layer>_accuracy`), averaged over the replicas, hence

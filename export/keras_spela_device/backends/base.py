@@ -5,7 +5,7 @@ everything it is given (shapes, dtypes, labels, NaN, weight names) before a
 backend sees it, and reads what a backend can do from its capabilities,
 never from its class. To add a runtime, write a module with a `Backend`
 subclass in this package and add one line to `backends.REGISTRY` (see
-docs/on_device_integration.md, "Adding a runtime").
+docs/extending.md, "A new runtime backend").
 
 Capabilities (class attributes):
 
