@@ -136,9 +136,8 @@ def fine_tune(path, runtime, device_data, tests, seed, epochs):
 
 def measure(settings, model, device_data, tests, seed, workdir):
     """Arena bytes, operators, file bytes and both runtimes' accuracies."""
-    optimizer = keras_spela.DeviceOptimizer(
-        settings.kind, settings.learning_rate, momentum=settings.momentum
-    )
+    momentum = {"momentum": settings.momentum} if settings.kind == "sgd" else {}
+    optimizer = keras_spela.DeviceOptimizer(settings.kind, settings.learning_rate, **momentum)
     common_args = dict(
         batch_size=settings.batch_size,
         optimizer=optimizer,

@@ -40,7 +40,7 @@ The story of this example:
    and put back into a freshly loaded model with `set_weights`, as an app does
    when it restarts.
 
-The device side uses `export/device_trainer.py`, which imports no TensorFlow.
+The device side uses `keras_spela_device.DeviceTrainer`, which imports no TensorFlow.
 `--runtime litert` (default) runs it in this process; `--runtime micro` runs the
 TFLite Micro train step (Python interpreter of the `tflite-micro` package);
 `--runtime tflite_runtime` needs a separate Python environment, because

@@ -56,7 +56,7 @@ that ship with `keras_spela`:
    few-shot advantage of SPELA is not reproduced at the smallest fractions.
 5. **The head on the device.** A SPELA head trained on `--host_fraction` % of
    the training set is exported with `keras_spela.export_tflite` and
-   fine-tuned on a device runtime (`export/device_trainer.py`, no TensorFlow)
+   fine-tuned on a device runtime (`keras_spela_device`, no TensorFlow)
    on the training examples the host did not use, as a device that collects
    its own labelled examples would. We print the accuracy before and after.
 

@@ -79,7 +79,8 @@ def device_optimizer(name, learning_rate, momentum):
         return None
     kind = "adam" if name == "adam" else "sgd"
     rate = learning_rate if learning_rate is not None else (1e-3 if kind == "adam" else 0.1)
-    return keras_spela.DeviceOptimizer(kind, rate, momentum=momentum if name == "momentum" else 0.0)
+    settings = {"momentum": momentum} if name == "momentum" else {}
+    return keras_spela.DeviceOptimizer(kind, rate, **settings)
 
 
 def parse_train_layers(value):

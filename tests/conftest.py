@@ -161,7 +161,10 @@ def _script_env(tmp_path):
         if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_SPELA_EXAMPLE_MOCK_TFDS")
     }
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + env.get("PYTHONPATH", "").split(os.pathsep))
-    env["MPLCONFIGDIR"] = str(tmp_path)
+    # Its own folder: tests check that a script writes nothing into tmp_path.
+    mpl_config = tmp_path.parent / f"{tmp_path.name}_matplotlib"
+    mpl_config.mkdir(exist_ok=True)
+    env["MPLCONFIGDIR"] = str(mpl_config)
     return env
 
 

@@ -2,7 +2,9 @@
 
 A batch is learned from only when every count of `rejection_counts` is zero:
 
-- `"inputs"`: NaN or infinite input values;
+- `"inputs"`: NaN or infinite input values, or values beyond
+  `MAX_ACTIVATION` (exported steps first flush subnormal inputs to zero, as
+  the host's kernels treat them: `flush_subnormals`);
 - `"labels"`: labels outside `[0, num_classes)` (in exported train steps,
   `PADDING_LABEL` marks a padding row instead, and a batch of padding only
   is rejected);
@@ -51,10 +53,19 @@ MAX_ACTIVATION = contract.MAX_ACTIVATION
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def count_nonfinite(tensor):
-    """Number of NaN or infinite entries of `tensor` (float32 scalar)."""
-    finite = tf.cast(tf.less_equal(tf.abs(tensor), _FLOAT32_MAX), tf.float32)
+def count_nonfinite(tensor, bound=_FLOAT32_MAX):
+    """Number of NaN or infinite entries of `tensor`, or of entries beyond
+    `+-bound` (float32 scalar)."""
+    finite = tf.cast(tf.less_equal(tf.abs(tensor), bound), tf.float32)
     return tf.reduce_sum(1.0 - finite)
+
+
+def flush_subnormals(x):
+    """`x` with its subnormal values (below float32's smallest normal
+    number) set to zero, as TensorFlow's and LiteRT's CPU kernels treat them:
+    an exported step then computes as the host does on TFLite Micro too,
+    whose kernels keep them."""
+    return x * tf.cast(tf.greater_equal(tf.abs(x), rules.NORM_EPSILON), x.dtype)
 
 
 def count_bad_labels(labels, num_classes):
@@ -104,7 +115,7 @@ def input_rejections(x, y, num_classes, padding=False, class_mask=None):
         inactive = tf.cast(tf.less(class_mask, 0.5), tf.float32)
         counts["inactive"] = tf.reduce_sum(rules.one_hot(y, num_classes) * inactive)
     if x.dtype.is_floating:
-        counts["inputs"] = count_nonfinite(x)
+        counts["inputs"] = count_nonfinite(x, MAX_ACTIVATION)
     return counts
 
 
@@ -169,7 +180,7 @@ def _message(reason, num_classes):
     if reason == "rows":
         return "x and y must have the same number of rows"
     if reason == "inputs":
-        return "the inputs contain NaN or infinite values"
+        return f"the inputs contain NaN, infinite or values beyond {MAX_ACTIVATION:g}"
     if reason == "labels":
         return f"found a label outside [0, num_classes={num_classes})"
     if reason == "inactive":

@@ -7,7 +7,7 @@ Micro also has: every export traces it. A primitive may also have a
 `"fused"` lowering onto TensorFlow's fused gradient kernels (oneDNN or Eigen
 on a CPU, cuDNN on a GPU), which the host uses by default for speed. Both
 lowerings compute the same function, ties included
-(`tests/primitives_test.py` holds them equal on random and tie-laden inputs).
+(`tests/core/primitives_test.py` holds them equal on random and tie-laden inputs).
 
 Which lowering runs is chosen around the code that is traced, never by the
 layers: `SpelaModel.compile(lowering=...)` for the host steps, and the

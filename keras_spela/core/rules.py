@@ -174,14 +174,13 @@ def times_activation_derivative(grad_a, a, rule):
 
     Written with `a` only, so `z` need not be kept until the backward step;
     `grad_a` may be any shape that broadcasts against `a`. At exactly `z = 0`
-    (a flat image region with a zero bias) `leaky_relu` takes the slope 1,
-    as the gradient of `activate`'s `maximum(z, slope z)` does (`a >= 0`
-    exactly when `z >= 0`); `relu`, whose `a = 0` does not tell `z = 0` from
-    `z < 0`, takes 0 there."""
+    (a flat image region with a zero bias) `leaky_relu` takes its negative
+    slope and `relu` 0, as TensorFlow's LeakyReluGrad and ReluGrad do (`a > 0`
+    exactly when `z > 0`)."""
     if rule.activation == "leaky_relu":
         # max(1 or 0, slope): a MAXIMUM, not a MUL and an ADD. (A SELECT of
         # same-shaped tensors converts to SELECT, which TFLite Micro lacks.)
-        positive = tf.cast(tf.greater_equal(a, 0.0), a.dtype)
+        positive = tf.cast(tf.greater(a, 0.0), a.dtype)
         return grad_a * tf.maximum(positive, rule.negative_slope)
     if rule.activation == "relu":
         return grad_a * tf.cast(tf.greater(a, 0.0), a.dtype)

@@ -173,6 +173,7 @@ class MicroTrainingProgram(tf.Module):
             return self._step(x, y, active_classes, expose_weights)
 
     def _step(self, x, y, active_classes, expose_weights):
+        x = acceptance.flush_subnormals(x)
         names = [layer.name for layer in self.learning]
         sample_weight, examples = acceptance.padding_weights(y)
         mapping = list(self._frozen)

@@ -98,6 +98,7 @@ class SpelaTrainingModule(tf.Module):
             return self._learn(x, y)
 
     def _learn(self, x, y):
+        x = acceptance.flush_subnormals(x)
         weights, examples = acceptance.padding_weights(y)
         with self._frozen_scope():
             errors, _ = self.model.compute_local_errors(

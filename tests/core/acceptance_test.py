@@ -72,6 +72,7 @@ CASES = {
     "1e38 everywhere": (_everywhere(1e38), False),
     "-1e38 everywhere": (_everywhere(-1e38), False),
     "3e38 in one entry": (_with_entry(3e38), False),
+    "1e20 in one entry": (_with_entry(1e20), False),
     "subnormal 1e-40 everywhere": (_everywhere(1e-40), True),
     "subnormal 1e-45 in half": (
         lambda x, y: (np.where(x > 0.5, np.float32(1e-45), x).astype(np.float32), y),
@@ -144,6 +145,15 @@ def _make_model(kind):
     keras.utils.set_random_seed(0)
     if kind == "dense":
         layers = [keras.Input((64,)), SpelaDense(32), SpelaDense(16)]
+    elif kind == "dense, normalize_inputs":
+        layers = [keras.Input((64,)), SpelaDense(32, normalize_inputs=True), SpelaDense(16)]
+    elif kind == "conv, layer normalization":
+        layers = [
+            keras.Input((8, 8, 1)),
+            SpelaConv2D(4, 3, padding="same", normalization="layer"),
+            keras.layers.Flatten(),
+            SpelaDense(16),
+        ]
     else:
         layers = [
             keras.Input((8, 8, 1)),
@@ -158,7 +168,7 @@ def _make_model(kind):
 
 def _batches(kind):
     """{case: (x, y)}, plus "good" and "probe" batches."""
-    shape = (64,) if kind == "dense" else (8, 8, 1)
+    shape = (64,) if kind.startswith("dense") else (8, 8, 1)
     rng = np.random.default_rng(0)
     x = rng.random((BATCH,) + shape).astype(np.float32)
     y = (np.arange(BATCH) % NUM_CLASSES).astype(np.int32)
@@ -225,11 +235,14 @@ def _host_decisions(kind, batches):
     return decisions
 
 
-@pytest.fixture(scope="module", params=["dense", "conv"])
+@pytest.fixture(
+    scope="module",
+    params=["dense", "conv", "dense, normalize_inputs", "conv, layer normalization"],
+)
 def decisions(request, tmp_path_factory):
     """{"host": ..., runtime: report} for one model kind."""
     kind = request.param
-    out = tmp_path_factory.mktemp(f"acceptance_{kind}")
+    out = tmp_path_factory.mktemp("acceptance")
     model = _make_model(kind)
     batches = _batches(kind)
     batches_path = out / "batches.npz"

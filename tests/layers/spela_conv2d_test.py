@@ -316,7 +316,10 @@ def test_bad_input_shapes_raise_clear_errors():
         )
     with pytest.raises(ValueError, match="simplex"):
         SpelaModel(
-            [keras.Input((8, 8, 1)), SpelaConv2D(4, 3, class_vectors="simplex")],
+            [
+                keras.Input((8, 8, 1)),
+                SpelaConv2D(4, 3, objective="pooled", class_vectors="simplex"),
+            ],
             num_classes=NUM_CLASSES,
         )
     with pytest.raises(ValueError, match="more than the 10 classes"):

@@ -107,7 +107,7 @@ def test_gain_dense_trains_with_fit_and_saves(digits, tmp_path):
     (x, y), (x_test, y_test) = digits
     model = _model()
     model.compile()
-    history = model.fit(x, y, batch_size=50, epochs=5, verbose=0)
+    history = model.fit(x, y, batch_size=50, epochs=10, verbose=0)
     assert "gain_loss" in history.history
     result = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     assert result["gain_accuracy"] > 0.8, result

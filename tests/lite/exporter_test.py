@@ -75,7 +75,6 @@ def tensor_types(model_bytes):
     return types
 
 
-# ----------------------------------------------------------------- fixtures
 # ------------------------------------------------------------------ parity
 # Each model has two SPELA layers with different local losses, so every
 # optimizer is checked with all four losses in two cases.

@@ -29,7 +29,6 @@ def assert_weights_identical(before, after):
         assert np.all(np.isfinite(after[name])), name
 
 
-# ----------------------------------------------------------------- fixtures
 # ------------------------------------------------------------------ micro
 def test_micro_export_inputs_outputs_and_description(dense_exports):
     micro = dense_exports["exports"]["micro"]

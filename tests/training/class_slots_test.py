@@ -24,10 +24,10 @@ BATCH = 8
 def test_host_activation_training_and_scores(digits, tmp_path, spela_mlp):
     (x, y), (x_test, y_test) = digits
     model = spela_mlp((32, 16), names=("hidden", "last"), num_classes=8, max_classes=10)
-    model.compile(keras.optimizers.SGD(0.5))
-    # The library default, Adam 1e-2: new-class accuracy 0.72-0.85 over six shuffle
-    # seeds, where SGD(0.5) spans 0.08-0.86.
-    model.compile()
+    # Adam 1e-2, the library's optimizer, at a constant rate: the fit on 140 examples
+    # below is a fine-tune, which the default cosine would cool before the new classes
+    # are learned (20 epochs: 0.93-0.96 on seeds 0-2; 10 epochs: 0.39-0.94).
+    model.compile(anneal=False)
     assert model.num_classes == 10 and model.max_classes == 10
     assert model.active_classes == list(range(8))
     old = y < 8
@@ -53,9 +53,9 @@ def test_host_activation_training_and_scores(digits, tmp_path, spela_mlp):
     new = np.concatenate(
         [np.flatnonzero(y == 8)[:20], np.flatnonzero(y == 9)[:20], np.flatnonzero(y < 8)[:100]]
     )
-    model.fit(x[new], y[new], batch_size=BATCH, epochs=10, verbose=0)
+    model.fit(x[new], y[new], batch_size=BATCH, epochs=20, verbose=0)
     predicted = model.predict(x_test, verbose=0).argmax(1)
-    assert np.mean(predicted[y_test >= 8] == y_test[y_test >= 8]) >= 0.6
+    assert np.mean(predicted[y_test >= 8] == y_test[y_test >= 8]) >= 0.8
     path = str(tmp_path / "slots.keras")
     model.save(path)
     restored = keras.saving.load_model(path)

@@ -2,7 +2,7 @@
 MultiWorkerMirroredStrategy end at the weights of one process.
 
 The two-worker test starts this file twice as a worker (`python
-tests/multi_worker_test.py worker ...`, TF_CONFIG on free localhost ports);
+tests/training/multi_worker_test.py worker ...`, TF_CONFIG on free localhost ports);
 the workers save their final weights and History, and the test compares
 them with `SpelaModel.fit` run here on the same global batches. A
 MultiWorkerMirroredStrategy is never created in the pytest process (it
@@ -279,7 +279,7 @@ def test_rejected_batch_is_one_error_and_changes_nothing():
     x = x.copy()
     x[3, 5] = np.nan
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
-    with pytest.raises(BatchRejectedError, match="NaN or infinite"):
+    with pytest.raises(BatchRejectedError, match="NaN, infinite"):
         fit_multi_worker(model, dataset, verbose=0)
     for start, variable in zip(before, model.weights):
         np.testing.assert_array_equal(variable.numpy(), start)

@@ -2,7 +2,6 @@
 of each layer's closed-form gradient, no gradient crosses layers, the XLA step trains
 like the uncompiled one and keeps the batch checks."""
 
-import functools
 import sys
 
 import keras
@@ -17,13 +16,8 @@ from keras_spela.core import rules
 NUM_CLASSES = datasets.DIGITS_NUM_CLASSES
 
 
-@functools.lru_cache(maxsize=None)
-def _digits(flatten=True, normalize=True):
-    return datasets.load_digits(flatten=flatten, normalize=normalize)
-
-
-def _small_train(n=500):
-    (x, y), _ = _digits()
+def _small_train(digits, n=500):
+    (x, y), _ = digits
     return x[:n], y[:n]
 
 
@@ -43,8 +37,8 @@ def _layer_paths(layer, trainable_only=True):
 
 # ------------------------------------------------------- train_step / manual
 @pytest.mark.parametrize("local_loss", ["log_cosine", "softmax_cosine"])
-def test_train_step_equals_manual_sgd_update(local_loss, spela_mlp):
-    x, y = _small_train(40)
+def test_train_step_equals_manual_sgd_update(local_loss, spela_mlp, digits):
+    x, y = _small_train(digits, 40)
     model = spela_mlp(units=(24, 12), local_loss=local_loss, normalize_inputs=True)
     learning_rate = 0.7
     model.compile(optimizer=keras.optimizers.SGD(learning_rate))
@@ -90,8 +84,8 @@ def _local_gradients(model, x, y, train_layers=None):
     return gradients, variables, losses, scores
 
 
-def test_local_gradients_return_only_own_trainable_variables(spela_mlp):
-    x, y = _small_train(30)
+def test_local_gradients_return_only_own_trainable_variables(spela_mlp, digits):
+    x, y = _small_train(digits, 30)
     model = spela_mlp(units=(16, 12, 12))
     before = _snapshot(model)
     gradients, variables, losses, scores = _local_gradients(model, x, y)
@@ -113,8 +107,8 @@ def test_local_gradients_return_only_own_trainable_variables(spela_mlp):
     assert set(scores) == {"h1", "h2", "h3"}
 
 
-def test_changing_layer_two_leaves_layer_one_gradients_identical(spela_mlp):
-    x, y = _small_train(30)
+def test_changing_layer_two_leaves_layer_one_gradients_identical(spela_mlp, digits):
+    x, y = _small_train(digits, 30)
     model = spela_mlp(units=(16, 12))
     h1, h2 = model.exit_layers
     grads_before, _, losses_before, _ = _local_gradients(model, x, y)
@@ -132,8 +126,8 @@ def test_changing_layer_two_leaves_layer_one_gradients_identical(spela_mlp):
     assert not np.allclose(grads_before[n1].numpy(), grads_after[n1].numpy())
 
 
-def test_no_gradient_flows_from_layer_two_loss_into_layer_one(spela_mlp):
-    x, y = _small_train(30)
+def test_no_gradient_flows_from_layer_two_loss_into_layer_one(spela_mlp, digits):
+    x, y = _small_train(digits, 30)
     model = spela_mlp(units=(16, 12))
     h1, h2 = model.exit_layers
     with tf.GradientTape(persistent=True) as tape:
@@ -154,8 +148,8 @@ def test_no_gradient_flows_from_layer_two_loss_into_layer_one(spela_mlp):
 _ERRORS = (ValueError, TypeError, tf.errors.InvalidArgumentError)
 
 
-def _bad_batches():
-    x, y = _small_train(20)
+def _bad_batches(digits):
+    x, y = _small_train(digits, 20)
     x_nan = x.copy()
     x_nan[3, 5] = np.nan
     x_inf = x.copy()
@@ -164,7 +158,7 @@ def _bad_batches():
     y_big[4] = NUM_CLASSES
     y_negative = y.copy()
     y_negative[2] = -1
-    x_huge = np.full_like(x, 3e38)  # finite, but overflows inside the layer
+    x_huge = np.full_like(x, 3e38)  # finite, but beyond the acceptance bound
     return {
         "label_too_large": (x, y_big, "num_classes"),
         "negative_label": (x, y_negative, r"outside \[0, num_classes"),
@@ -173,7 +167,7 @@ def _bad_batches():
         "nan_input": (x_nan, y, "NaN"),
         "inf_input": (x_inf, y, "infinite"),
         "row_mismatch": (x, y[:-1], "same number of"),
-        "overflowing_input": (x_huge, y, "local loss of layer .* is not finite, or"),
+        "overflowing_input": (x_huge, y, r"values beyond 1e\+18"),
     }
 
 
@@ -185,19 +179,19 @@ def _assert_rejected_without_update(model, x, y, match):
 
 
 @pytest.mark.parametrize("case", ["nan_input", "label_too_large", "overflowing_input"])
-def test_jit_compile_true_keeps_the_batch_checks(case, spela_mlp):
+def test_jit_compile_true_keeps_the_batch_checks(case, spela_mlp, digits):
     # XLA drops tf.debugging assertions: with jit_compile=True only the local
     # rule and the update are XLA functions, and the checks still stop a bad
     # batch before any update.
     model = spela_mlp(units=(16, 12))
     model.compile(jit_compile=True)
     assert model.xla_local_steps and model.jit_compile is False
-    x, y, match = _bad_batches()[case]
+    x, y, match = _bad_batches(digits)[case]
     _assert_rejected_without_update(model, x, y, match)
 
 
-def test_jit_compile_true_trains_like_the_uncompiled_step(spela_mlp):
-    x, y = _small_train(64)
+def test_jit_compile_true_trains_like_the_uncompiled_step(spela_mlp, digits):
+    x, y = _small_train(digits, 64)
     weights = []
     for jit_compile in (False, True):
         model = spela_mlp(units=(16, 12), seed=3)
@@ -209,8 +203,8 @@ def test_jit_compile_true_trains_like_the_uncompiled_step(spela_mlp):
         np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
-def test_jit_compile_true_layerwise_retraces_for_each_layer(spela_mlp):
-    x, y = _small_train(64)
+def test_jit_compile_true_layerwise_retraces_for_each_layer(spela_mlp, digits):
+    x, y = _small_train(digits, 64)
     model = spela_mlp(units=(16, 12), seed=3)
     model.compile(jit_compile=True)
     first, second = model.exit_layers
@@ -225,10 +219,10 @@ def test_jit_compile_true_layerwise_retraces_for_each_layer(spela_mlp):
     assert not np.array_equal(second_before[0], second.kernel.numpy())
 
 
-def test_jit_compile_true_under_a_one_replica_strategy_fits(spela_mlp):
+def test_jit_compile_true_under_a_one_replica_strategy_fits(spela_mlp, digits):
     # The optimizer's cross-replica merge cannot be XLA-compiled: under any
     # tf.distribute strategy the step stays uncompiled.
-    x, y = _small_train(64)
+    x, y = _small_train(digits, 64)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         model = spela_mlp(units=(16, 12), seed=3)
@@ -238,10 +232,10 @@ def test_jit_compile_true_under_a_one_replica_strategy_fits(spela_mlp):
     assert not np.array_equal(before, model.exit_layers[0].kernel.numpy())
 
 
-def test_gradient_overflow_rejected_without_update(spela_mlp):
+def test_gradient_overflow_rejected_without_update(spela_mlp, digits):
     # Finite losses, but gradients whose squares overflow float32 (Adam's
     # second moment would become inf, then NaN on the next batch).
-    x, y = _small_train(16)
+    x, y = _small_train(digits, 16)
     model = spela_mlp(units=(16, 12), local_loss="euclidean")
     model.compile()
     _assert_rejected_without_update(
@@ -251,8 +245,8 @@ def test_gradient_overflow_rejected_without_update(spela_mlp):
     assert all(np.isfinite(v.numpy()).all() for v in model.variables)
 
 
-def test_sample_weight_column_equals_flat_sample_weight(spela_mlp):
-    x, y = _small_train(32)
+def test_sample_weight_column_equals_flat_sample_weight(spela_mlp, digits):
+    x, y = _small_train(digits, 32)
     weights = np.linspace(0.5, 1.5, 32).astype(np.float32)
     results = []
     for sample_weight in (weights, weights[:, None]):
@@ -270,8 +264,8 @@ def test_jit_compile_other_values_rejected(spela_mlp):
         spela_mlp(units=(16, 12)).compile(jit_compile="yes")
 
 
-def test_all_zero_input_row_with_normalize_inputs_trains_without_nan(spela_mlp):
-    x, y = _small_train(100)
+def test_all_zero_input_row_with_normalize_inputs_trains_without_nan(spela_mlp, digits):
+    x, y = _small_train(digits, 100)
     x = x.copy()
     x[::7] = 0.0
     model = spela_mlp(units=(16, 34), normalize_inputs=True)
@@ -286,10 +280,10 @@ def test_all_zero_input_row_with_normalize_inputs_trains_without_nan(spela_mlp):
         assert np.all(np.isfinite(layer_scores))
 
 
-def test_ordered_steps_train_to_the_same_weights(tmp_path, spela_mlp):
+def test_ordered_steps_train_to_the_same_weights(tmp_path, spela_mlp, digits):
     """compile(ordered_steps=True) only orders the ops (memory): the same
     weights as the default step, and it survives a .keras round trip."""
-    x, y = _small_train(200)
+    x, y = _small_train(digits, 200)
     weights = []
     for ordered in (False, True):
         model = spela_mlp(units=(32, 16, 34))

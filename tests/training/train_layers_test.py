@@ -1,23 +1,15 @@
 """train_layers: only the named layers learn; set in a callback it takes effect in fit;
 unknown names are refused."""
 
-import functools
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-from keras_spela import datasets
 
-
-@functools.lru_cache(maxsize=None)
-def _digits(flatten=True, normalize=True):
-    return datasets.load_digits(flatten=flatten, normalize=normalize)
-
-
-def _small_train(n=500):
-    (x, y), _ = _digits()
+def _small_train(digits, n=500):
+    (x, y), _ = digits
     return x[:n], y[:n]
 
 
@@ -36,8 +28,8 @@ def _layer_paths(layer, trainable_only=True):
 
 
 @pytest.mark.parametrize("name", ["h1", "h2"])
-def test_train_layers_only_updates_named_layer(name, spela_mlp):
-    x, y = _small_train(200)
+def test_train_layers_only_updates_named_layer(name, spela_mlp, digits):
+    x, y = _small_train(digits, 200)
     model = spela_mlp(units=(32, 34), train_layers=[name])
     model.compile()
     before = _snapshot(model)
@@ -47,8 +39,8 @@ def test_train_layers_only_updates_named_layer(name, spela_mlp):
     assert history.history[f"{name}_loss"][0] > 0
 
 
-def test_setting_train_layers_in_a_callback_takes_effect_in_fit(spela_mlp):
-    x, y = _small_train(64)
+def test_setting_train_layers_in_a_callback_takes_effect_in_fit(spela_mlp, digits):
+    x, y = _small_train(digits, 64)
     model = spela_mlp(units=(16, 12), seed=3)
     model.compile()
     first, second = model.exit_layers
