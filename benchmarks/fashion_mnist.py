@@ -30,9 +30,11 @@ process. Configurations:
                                   every layer at the library's defaults
                                   (objective, loss, pooling, optimizer: whatever
                                   they are in the checkout that runs)
-  spela cnn 32-64-128-256-34      the same with SpelaConv2D(128, 3, "same") third
+  spela cnn 32-64-128-256-34      the same with SpelaConv2D(128, 3, "same",
+                                  pool_size=1) third: it keeps the 7x7 map (pooled
+                                  once more to 3x3 it measured below the 2-block stack)
   backprop cnn 32-64-256-34+head  Conv2D(w, 3, same) + LeakyReLU(0.01) +
-  backprop cnn 32-64-128-...      MaxPooling2D(2) per block, Flatten, Dense(256),
+  backprop cnn 32-64-128-...      MaxPooling2D as the SPELA stack's, Flatten, Dense(256),
                                   Dense(34) (leaky ReLU 0.01), Dense(10) softmax
                                   head; Adam(1e-3)
 
@@ -88,6 +90,8 @@ TEST_IMAGES = 10000
 MLP_WIDTHS = (1000, 34)
 HEAD_WIDTHS = (256, 34)
 CNN_STACKS = {2: (32, 64), 3: (32, 64, 128)}
+# Each block's max-pooling window (1: none).
+CNN_POOLS = {2: (2, 2), 3: (2, 2, 1)}
 GOAL_SEEDS = 3
 GOAL_MLP_EPOCHS = 50
 GOAL_CNN_EPOCHS = 30
@@ -188,8 +192,8 @@ def spela_cnn(blocks):
         model = SpelaModel(
             [keras.Input((28, 28, 1))]
             + [
-                SpelaConv2D(w, 3, padding="same", name=f"conv{i + 1}")
-                for i, w in enumerate(CNN_STACKS[blocks])
+                SpelaConv2D(w, 3, padding="same", pool_size=pool, name=f"conv{i + 1}")
+                for i, (w, pool) in enumerate(zip(CNN_STACKS[blocks], CNN_POOLS[blocks]))
             ]
             + [keras.layers.Flatten()]
             + [SpelaDense(w, name=f"d{i + 1}") for i, w in enumerate(HEAD_WIDTHS)],
@@ -207,12 +211,10 @@ def backprop_cnn(blocks):
             return keras.layers.LeakyReLU(negative_slope=common.BACKPROP_NEGATIVE_SLOPE)
 
         layers = [keras.Input((28, 28, 1))]
-        for w in CNN_STACKS[blocks]:
-            layers += [
-                keras.layers.Conv2D(w, 3, padding="same"),
-                leaky(),
-                keras.layers.MaxPooling2D(2),
-            ]
+        for w, pool in zip(CNN_STACKS[blocks], CNN_POOLS[blocks]):
+            layers += [keras.layers.Conv2D(w, 3, padding="same"), leaky()]
+            if pool > 1:
+                layers.append(keras.layers.MaxPooling2D(pool))
         layers.append(keras.layers.Flatten())
         for w in HEAD_WIDTHS:
             layers += [keras.layers.Dense(w), leaky()]

@@ -31,7 +31,7 @@ def test_cnn_example_default_dataset_one_epoch(tmp_path, scripts):
     out = result.stdout
     assert "digits_canvas: images (20, 20, 1) in [0, 1], 10 classes" in out, output
     assert "test x (360, 20, 20, 1), train x (1437, 20, 20, 1)" in out, output
-    assert "conv 32-64 (5x5-3x3, pooled), dense 256-34" in out, output
+    assert "conv 32-64 (5x5-3x3, readout), dense 256-34" in out, output
     assert "conv1 (10, 10, 32) -> conv2 (5, 5, 64) -> flatten (1600,) -> d1 (256,)" in out, output
     assert re.search(EPOCH_LINE + exit_pattern(names) + "$", out, re.MULTILINE), output
     for k, name in enumerate(names):
@@ -90,7 +90,7 @@ def test_cnn_example_on_fashion_mnist(tmp_path, scripts):
     out = result.stdout
     assert "fashion_mnist: images (28, 28, 1) in [0, 1], 10 classes" in out, output
     assert "test x (100, 28, 28, 1), train x (100, 28, 28, 1)" in out, output
-    assert "conv 32-64 (5x5-5x5, pooled), dense 256-34" in out, output
+    assert "conv 32-64 (3x3-3x3, readout), dense 256-34" in out, output
     assert "conv1 (14, 14, 32) -> conv2 (7, 7, 64) -> flatten (3136,) -> d1 (256,)" in out, output
     assert "Adam 0.01, 1 epochs, batch 50, seed 0" in out, output
     names = ["conv1", "conv2", "d1", "d2"]
