@@ -68,11 +68,22 @@ RUNTIMES = ("litert", "micro")
 NEAREST_CLASS_MEAN = "nearest class mean"
 MIN_NEW_ACCURACY = 85.0  # %
 MAX_OLD_DROP = 3.0  # points
+MICRO_BUDGET_KIB = 128
+FEATURE_BATCH = 1000  # images per call when computing the frozen features
+# {seed: (train step arena, int8 features model arena or None)} in bytes.
+MICRO_ARENAS = {}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="seed 0 only")
+    parser.add_argument(
+        "--dataset",
+        default="digits",
+        choices=["digits", "fashion_mnist"],
+        help="the example's --dataset (default digits); fashion_mnist: the example's "
+        "Fashion-MNIST CNN and device settings, TFLite Micro with the int8 features model",
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated; default 0,1,2,3,4")
     parser.add_argument("--no_save", action="store_true", help="do not write the results file")
     args = parser.parse_args()
@@ -91,12 +102,15 @@ def frozen_features(model, x, learning_layers):
     """The input of the first SPELA layer that learns on the device: what
     the device head sees (the hidden layer's output with `train_layers=1`)."""
     first = next(layer for layer in model.exit_layers if layer.name in learning_layers)
-    features = keras.ops.convert_to_tensor(x)
-    for layer in model.stack:
-        if layer is first:
-            break
-        features = layer(features)
-    return keras.ops.convert_to_numpy(features)
+    chunks = []
+    for start in range(0, len(x), FEATURE_BATCH):
+        features = keras.ops.convert_to_tensor(x[start : start + FEATURE_BATCH])
+        for layer in model.stack:
+            if layer is first:
+                break
+            features = layer(features)
+        chunks.append(keras.ops.convert_to_numpy(features))
+    return np.concatenate(chunks)
 
 
 def nearest_class_mean(model, learning_layers, host_data, device_data, tests, new_classes):
@@ -144,10 +158,13 @@ def summary(results, tests):
     )
 
 
-def run_seed(seed, workdir):
+def run_seed(seed, workdir, dataset):
     """{method: (new %, drop, all %, old after %)} for one seed."""
-    scenario.FLAGS(["new_classes", f"--seed={seed}", f"--output_dir={workdir}"])
-    train_layers = scenario.train_layers_flag(scenario.FLAGS.train_layers)
+    scenario.FLAGS.unparse_flags()
+    scenario.FLAGS(
+        ["new_classes", f"--seed={seed}", f"--output_dir={workdir}", f"--dataset={dataset}"]
+    )
+    train_layers = scenario.check_flags()  # and the dataset's defaults
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     host_data, device_data, tests, new_classes = scenario.make_splits(seed)
@@ -157,11 +174,19 @@ def run_seed(seed, workdir):
     )
     rows = {}
     for runtime in RUNTIMES:
-        export = scenario.export(model, train_layers, runtime, os.path.join(workdir, runtime))
+        export = scenario.export(
+            model,
+            train_layers,
+            runtime,
+            os.path.join(workdir, runtime),
+            host_data[0][: scenario.REPRESENTATIVE],
+        )
         results = scenario.add_classes_on_device(
             export.path, runtime, device_data, tests, new_classes, seed
         )
         rows[runtime] = summary(results, tests)
+        if runtime == "micro":
+            MICRO_ARENAS[seed] = (export.arena_bytes, export.features_arena_bytes)
     rows[NEAREST_CLASS_MEAN] = summary(
         nearest_class_mean(model, learning, host_data, device_data, tests, new_classes), tests
     )
@@ -177,7 +202,7 @@ def issue_line(name, new, drop):
     )
 
 
-def report(per_seed, seeds):
+def report(per_seed, seeds, dataset):
     methods = list(RUNTIMES) + [NEAREST_CLASS_MEAN]
     values = {m: np.array([per_seed[s][m] for s in seeds]) for m in methods}
     print()
@@ -189,7 +214,7 @@ def report(per_seed, seeds):
         common.format_table(
             ["method", "new-class %", "old-class % after", "old drop (points)", "all 10 classes %"],
             rows,
-            title=f"Last exit, test digits, mean ± std over seeds {seeds}",
+            title=f"Last exit, {dataset} test set, mean ± std over seeds {seeds}",
         )
     )
     gap = max(
@@ -216,24 +241,41 @@ def report(per_seed, seeds):
         )
 
 
+def micro_arena_line():
+    """The TFLite Micro arena of the fine-tune (the same for every seed), against
+    the budget."""
+    step, features = MICRO_ARENAS[min(MICRO_ARENAS)]
+    total = (step + (features or 0)) / 1024
+    parts = f"train step {step / 1024:.1f} KiB" + (
+        f" + int8 features model {features / 1024:.1f} KiB" if features else ""
+    )
+    verdict = "PASS" if total <= MICRO_BUDGET_KIB else "FAIL"
+    return (
+        f"{verdict} TFLite Micro arena: {parts} = {total:.1f} KiB (budget {MICRO_BUDGET_KIB} KiB)"
+    )
+
+
 def main():
     args = parse_args()
     scenario.logging.set_verbosity(scenario.logging.WARNING)  # TensorFlow's INFO logs
-    path = None if args.no_save else common.results_path("new_classes.txt", args.quick)
+    name = "new_classes.txt" if args.dataset == "digits" else f"new_classes_{args.dataset}.txt"
+    path = None if args.no_save else common.results_path(name, args.quick)
     with common.Tee(path):
         print(__doc__.split("\n\n")[0])
         print(common.environment_line())
-        print(f"seeds {args.seeds}; load average {common.load_average()}")
+        print(f"{args.dataset}; seeds {args.seeds}; load average {common.load_average()}")
         per_seed = {}
         with tempfile.TemporaryDirectory() as workdir:
             for seed in args.seeds:
                 start = time.perf_counter()
-                per_seed[seed] = run_seed(seed, workdir)
+                per_seed[seed] = run_seed(seed, workdir, args.dataset)
                 cells = "; ".join(
                     f"{m} new {v[0]:.1f}% old drop {v[1]:.1f}" for m, v in per_seed[seed].items()
                 )
                 print(f"  seed {seed} ({time.perf_counter() - start:.0f} s): {cells}", flush=True)
-        report(per_seed, args.seeds)
+        report(per_seed, args.seeds, args.dataset)
+        if args.dataset != "digits":
+            print(micro_arena_line())
     if path:
         print(f"results: {path}")
 

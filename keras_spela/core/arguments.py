@@ -30,3 +30,20 @@ def pair(value, name):
             f"{name} must be a positive integer or a pair of them, received {name}={value!r}."
         )
     return int(value[0]), int(value[1])
+
+
+def group_range(groups):
+    """`groups` as `(low, high)` with `2 <= low <= high` (an integer `g` is
+    `(g, g)`); ValueError otherwise."""
+    pair = (groups, groups) if is_integer(groups) else groups
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(is_integer(g) for g in pair)
+        or not 2 <= pair[0] <= pair[1]
+    ):
+        raise ValueError(
+            "groups must be an integer >= 2 or a range (low, high) with "
+            f"2 <= low <= high, received groups={groups!r}."
+        )
+    return (int(pair[0]), int(pair[1]))

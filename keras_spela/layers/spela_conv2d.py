@@ -168,20 +168,7 @@ class SpelaConv2D(KernelSpelaLayer):
         self.objective = objective
         self.readout_grid = arguments.pair(readout_grid, "readout_grid")
         self.projection_dim = arguments.integer(projection_dim, "projection_dim", minimum=2)
-        if groups is not None:
-            groups = (groups, groups) if arguments.is_integer(groups) else groups
-            if (
-                not isinstance(groups, (tuple, list))
-                or len(groups) != 2
-                or not all(arguments.is_integer(g) for g in groups)
-                or not 2 <= groups[0] <= groups[1]
-            ):
-                raise ValueError(
-                    "groups must be an integer >= 2 or a range (low, high) with "
-                    f"2 <= low <= high, received groups={groups!r}."
-                )
-            groups = (int(groups[0]), int(groups[1]))
-        self.groups = groups
+        self.groups = None if groups is None else arguments.group_range(groups)
         self.rule = conv_rules.ConvRule(
             kernel_size=arguments.pair(kernel_size, "kernel_size"),
             strides=arguments.pair(strides, "strides"),

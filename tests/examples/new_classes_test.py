@@ -100,11 +100,45 @@ def test_example_learns_the_new_classes(tmp_path, runtime):
     assert not noisy, f"TensorFlow log lines or a traceback on stderr: {noisy[:5]}\n{output}"
 
 
+def test_fashion_mnist_cnn_learns_new_classes_on_tflite_micro_in_128_kib(tmp_path):
+    """--dataset fashion_mnist: a SPELA CNN, its frozen front as the int8 features
+    model, the last layer learning on TFLite Micro (first 2,000 images, 1 host epoch)."""
+    result, output = run_example(
+        "--dataset=fashion_mnist",
+        "--max_examples=2000",
+        "--host_epochs=1",
+        "--runtime=micro",
+        "--output_dir",
+        tmp_path,
+        cwd=tmp_path,
+    )
+    out = result.stdout
+    assert "new classes: 8 bag, 9 ankle boot" in out, output
+    assert "host model: conv1 16 (3x3) -> conv2 32 (3x3) -> flatten -> hidden 128 -> last 34" in (
+        out
+    ), output
+    arena = re.search(
+        r"TFLite Micro arena ([0-9.]+) KiB \(train step\) \+ ([0-9.]+) KiB \(int8 features model\)",
+        out,
+    )
+    assert arena and float(arena.group(1)) + float(arena.group(2)) <= 128, output
+    assert (tmp_path / "spela_new_classes_micro_features.tflite").exists(), output
+    tuned = re.search(
+        r"^after fine-tuning: +new-class accuracy " + PERCENT + ", old-class accuracy " + PERCENT,
+        out,
+        re.MULTILINE,
+    )
+    assert tuned and float(tuned.group(1)) > 50.0 and float(tuned.group(2)) > 50.0, output
+    noisy = [line for line in result.stderr.splitlines() if TF_LOG_LINE.search(line)]
+    assert not noisy, f"TensorFlow log lines or a traceback on stderr: {noisy[:5]}\n{output}"
+
+
 @pytest.mark.parametrize(
     "flag, message",
     [
         (("--train_layers", "3"), "error: --train_layers must be 'all', 1 or 2"),
         (("--shots", "500"), "error: --shots 500 is more than the"),
+        (("--new_classes", "3,3"), "error: --new_classes must be 1 to 8 different"),
     ],
 )
 def test_example_bad_flag_is_one_error_line(tmp_path, flag, message):
