@@ -64,6 +64,8 @@ import numpy as np  # noqa: E402
 
 import keras  # noqa: E402
 
+from keras_spela.training import train_layers as train_layers_lib  # noqa: E402
+
 RUNTIMES = ("litert", "micro")
 NEAREST_CLASS_MEAN = "nearest class mean"
 MIN_NEW_ACCURACY = 85.0  # %
@@ -169,7 +171,7 @@ def run_seed(seed, workdir, dataset):
     keras.utils.set_random_seed(seed)
     host_data, device_data, tests, new_classes = scenario.make_splits(seed)
     model = scenario.pretrain(*host_data)
-    learning = scenario.keras_spela.train_layers.resolve_train_layers(
+    learning = train_layers_lib.resolve_train_layers(
         [layer.name for layer in model.exit_layers], train_layers
     )
     rows = {}
