@@ -95,11 +95,15 @@ flags.DEFINE_string(
     + ", ".join(keras_spela.datasets.SUPPORTED_TFDS_DATASETS)
     + ".",
 )
-flags.DEFINE_string("data_dir", None, "TFDS data directory (TFDS datasets only).")
+flags.DEFINE_string(
+    "data_dir",
+    None,
+    "TFDS data directory, or for fashion_mnist a directory with its four .gz files.",
+)
 flags.DEFINE_integer(
     "max_examples",
     0,
-    "TFDS datasets: use the first N training and test examples; 0 = all.",
+    "Other than digits: use the first N training and test examples; 0 = all.",
     lower_bound=0,
 )
 flags.DEFINE_enum(
@@ -182,13 +186,24 @@ def load_images():
         (x, y), (x_test, y_test) = keras_spela.datasets.load_digits(flatten=False)
         return (x, y), (x_test, y_test), keras_spela.datasets.DIGITS_NUM_CLASSES
     spec = keras_spela.datasets.dataset_spec(FLAGS.dataset)
+    try:
+        if FLAGS.dataset == "fashion_mnist":  # the IDX files, offline where they are installed
+            train, test = keras_spela.datasets.load_fashion_mnist(
+                data_dir=FLAGS.data_dir, normalize=True, channel_axis=True
+            )
+            if FLAGS.max_examples > 0:
+                n = FLAGS.max_examples
+                train, test = (train[0][:n], train[1][:n]), (test[0][:n], test[1][:n])
+            return train, test, spec.num_classes
 
-    def split(name):
-        return f"{name}[:{FLAGS.max_examples}]" if FLAGS.max_examples > 0 else name
+        def split(name):
+            return f"{name}[:{FLAGS.max_examples}]" if FLAGS.max_examples > 0 else name
 
-    kwargs = dict(data_dir=FLAGS.data_dir, flatten=False)
-    train = keras_spela.datasets.load_tfds_numpy(FLAGS.dataset, split("train"), **kwargs)
-    test = keras_spela.datasets.load_tfds_numpy(FLAGS.dataset, split("test"), **kwargs)
+        kwargs = dict(data_dir=FLAGS.data_dir, flatten=False)
+        train = keras_spela.datasets.load_tfds_numpy(FLAGS.dataset, split("train"), **kwargs)
+        test = keras_spela.datasets.load_tfds_numpy(FLAGS.dataset, split("test"), **kwargs)
+    except keras_spela.datasets.DatasetError as error:
+        raise SystemExit(f"error: {error}") from None
     return train, test, spec.num_classes
 
 

@@ -62,6 +62,29 @@ def test_on_device_finetune_micro_budget_128_kib(tmp_path, scripts):
     scripts.assert_quiet(result, output, example=True)
 
 
+def test_on_device_finetune_on_fashion_mnist_offline(tmp_path, scripts):
+    """--dataset fashion_mnist reads the installed IDX files (no TFDS download) and
+    personalises to rotated clothes on LiteRT."""
+    result, output = scripts.run(
+        FINETUNE_EXAMPLE,
+        "--dataset=fashion_mnist",
+        "--max_examples=3000",
+        "--device_examples=500",
+        "--replay=200",
+        "--host_epochs=2",
+        "--device_epochs=3",
+        "--output_dir",
+        tmp_path,
+        cwd=tmp_path,
+    )
+    out = result.stdout
+    assert "fashion_mnist, shift rotate90: host pre-trains on" in out, output
+    before = finetune_row(out, "device before (litert)")
+    after = finetune_row(out, "device after (litert)")
+    assert after[1] > before[1] + 30, output  # the rotated clothes
+    scripts.assert_quiet(result, output, example=True)
+
+
 def test_on_device_finetune_bad_micro_budget_one_line(tmp_path, scripts):
     result, _ = scripts.run(
         FINETUNE_EXAMPLE, "--micro_budget_kib", "0", cwd=tmp_path, expect_code=None
