@@ -212,18 +212,17 @@ def test_two_phase_schedule_trains_the_conv_stack_then_the_head(canvas_digits):
 
 @pytest.mark.parametrize(
     "optimizer, variant",
+    # Every objective, every normalisation and every optimizer on the conv
+    # weights (kernels, read-out, projection), each optimizer with two
+    # objectives: the optimizers' updates do not depend on the objective (the
+    # dense parity tests cross them with every local loss).
     [
-        ("sgd", "readout"),
-        ("momentum", "readout"),
         ("adam", "readout"),
-        ("sgd", "pooled"),
         ("momentum", "pooled"),
-        ("adam", "pooled"),
         ("sgd", "projection"),
-        ("momentum", "projection"),
         ("adam", "layer"),
         ("momentum", "instance"),
-        ("momentum", "readout layer"),
+        ("sgd", "readout layer"),
     ],
 )
 def test_conv_device_training_equals_host_fit(canvas_digits, tmp_path, optimizer, variant):
