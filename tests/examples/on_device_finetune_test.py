@@ -64,10 +64,12 @@ def test_on_device_finetune_micro_budget_128_kib(tmp_path, scripts):
 
 def test_on_device_finetune_on_fashion_mnist_offline(tmp_path, scripts):
     """--dataset fashion_mnist reads the installed IDX files (no TFDS download) and
-    personalises to rotated clothes on LiteRT."""
+    personalises to rotated clothes on LiteRT (a 64-unit hidden layer: a quicker export,
+    the rotated clothes still learned from ~1 % to ~68 %)."""
     result, output = scripts.run(
         FINETUNE_EXAMPLE,
         "--dataset=fashion_mnist",
+        "--hidden=64",
         "--max_examples=3000",
         "--device_examples=500",
         "--replay=200",
