@@ -38,6 +38,22 @@ def _read_only(tree):
     return tree
 
 
+# Fixtures that export models: the converter takes seconds per model, so a test that uses
+# one (directly or through another fixture) is `slow`. A test module names its own in
+# `EXPORTING_FIXTURES`.
+EXPORTING_FIXTURES = ("dense_exports",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Marks `slow` every test that uses an exporting fixture (before `-m` selects)."""
+    for item in items:
+        module = getattr(item, "module", None)
+        exporting = set(EXPORTING_FIXTURES) | set(getattr(module, "EXPORTING_FIXTURES", ()))
+        if exporting & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def repo():
     """The checkout's root directory (a `pathlib.Path`)."""

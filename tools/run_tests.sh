@@ -8,7 +8,8 @@
 #   3. Bazel: the py_test targets tagged "ci" in BUILD (quick files of each kind), so that
 #      the targets, their deps and runfiles are exercised; tests/repo/build_test.py checks
 #      that every test file has its target. Every test has already run in step 2.
-# `pytest -m "not slow"` is the quick run while working (a few minutes, no process started).
+# `pytest -m "not slow"` is the quick run while working (about 3 minutes): no process started
+# and one export (the dense LiteRT / TFLite Micro parity case); every other export runs here.
 # Uses <repo root>/.venv, or the virtualenv named by KERAS_SPELA_VENV (an activated
 # virtualenv does not matter). pytest's settings are in pytest.ini (tests/ only, no cache).
 # PYTEST_WORKERS sets the number of pytest processes (default 2, the CI machine's cores);

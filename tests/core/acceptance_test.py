@@ -89,7 +89,8 @@ CASES = {
 }
 RUNTIMES = ["litert", "litert_compiled", "tflite_runtime", "micro"]
 
-# Runs in a child process: the device decisions of every case on one runtime.
+# Runs in a child process: the device decisions of every case, for every model kind, on
+# one runtime.
 DEVICE_SCRIPT = textwrap.dedent(
     """
     import json
@@ -101,42 +102,50 @@ DEVICE_SCRIPT = textwrap.dedent(
 
     job = json.loads(sys.argv[1])
     runtime = job["runtime"]
-    with np.load(job["batches"]) as data:
-        batches = {k: data[k] for k in data.files}
-    good = batches["x|good"], batches["y|good"]
-    probe = batches["x|probe"], batches["y|probe"]
 
-    def trainer():
-        t = DeviceTrainer(job["model"], runtime=runtime)
-        t.train_batch(*good)  # optimizer state that is not the initial one
-        return t
 
     def same(a, b):
         return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
-    # What the good batch and the probe give without a case in between.
-    reference = trainer()
-    reference.train_batch(*probe)
-    reference = reference.get_weights()
-    report = {}
-    for case in job["cases"]:
-        x, y = batches[f"x|{case}"], batches[f"y|{case}"]
-        t = trainer()
-        before = t.get_weights()  # weights and (but on TFLite Micro) optimizer state
-        accepted = int(t._backend.train(x, y)["accepted"])
-        unchanged = same(before, t.get_weights())
-        # Optimizer state (hidden on TFLite Micro): the probe batch then
-        # trains exactly as if the case had never been given.
-        t.train_batch(*probe)
-        state_kept = same(reference, t.get_weights())
-        try:
-            DeviceTrainer(job["model"], runtime=runtime).train_batch(x, y)
-            trainer_accepts = True
-        except DeviceTrainingError:
-            trainer_accepts = False
-        report[case] = dict(accepted=accepted, unchanged=unchanged, state_kept=state_kept,
-                            trainer_accepts=trainer_accepts)
-    print("REPORT " + json.dumps(report))
+
+    def decide(model, batches_path):
+        with np.load(batches_path) as data:
+            batches = {k: data[k] for k in data.files}
+        good = batches["x|good"], batches["y|good"]
+        probe = batches["x|probe"], batches["y|probe"]
+
+        def trainer():
+            t = DeviceTrainer(model, runtime=runtime)
+            t.train_batch(*good)  # optimizer state that is not the initial one
+            return t
+
+        # What the good batch and the probe give without a case in between.
+        reference = trainer()
+        reference.train_batch(*probe)
+        reference = reference.get_weights()
+        report = {}
+        for case in job["cases"]:
+            x, y = batches[f"x|{case}"], batches[f"y|{case}"]
+            t = trainer()
+            before = t.get_weights()  # weights and (but on TFLite Micro) optimizer state
+            accepted = int(t._backend.train(x, y)["accepted"])
+            unchanged = same(before, t.get_weights())
+            # Optimizer state (hidden on TFLite Micro): the probe batch then
+            # trains exactly as if the case had never been given.
+            t.train_batch(*probe)
+            state_kept = same(reference, t.get_weights())
+            try:
+                DeviceTrainer(model, runtime=runtime).train_batch(x, y)
+                trainer_accepts = True
+            except DeviceTrainingError:
+                trainer_accepts = False
+            report[case] = dict(accepted=accepted, unchanged=unchanged, state_kept=state_kept,
+                                trainer_accepts=trainer_accepts)
+        return report
+
+
+    reports = {kind: decide(model, batches) for kind, model, batches in job["models"]}
+    print("REPORT " + json.dumps(reports))
     """
 )
 
@@ -189,18 +198,15 @@ def _device_env(runtime):
     return env
 
 
-def _run_device(runtime, model_path, batches_path):
+def _run_device(runtime, models):
+    """{kind: {case: decisions}} of one runtime (one process) for `models`, a list of
+    `(kind, model path, batches path)`; `{"skip": why}` without tflite-runtime."""
     python = sys.executable
     if runtime == "tflite_runtime":
         python = TFLITE_PYTHON
         if not os.path.exists(python):
             return {"skip": f"no tflite-runtime virtualenv at {python}"}
-    job = {
-        "model": model_path,
-        "runtime": runtime,
-        "batches": str(batches_path),
-        "cases": list(CASES),
-    }
+    job = {"runtime": runtime, "models": models, "cases": list(CASES)}
     result = subprocess.run(
         [python, "-c", DEVICE_SCRIPT, json.dumps(job)],
         capture_output=True,
@@ -235,40 +241,50 @@ def _host_decisions(kind, batches):
     return decisions
 
 
-@pytest.fixture(
-    scope="module",
-    params=["dense", "conv", "dense, normalize_inputs", "conv, layer normalization"],
-)
-def decisions(request, tmp_path_factory):
-    """{"host": ..., runtime: report} for one model kind."""
-    kind = request.param
-    out = tmp_path_factory.mktemp("acceptance")
-    model = _make_model(kind)
-    batches = _batches(kind)
-    batches_path = out / "batches.npz"
-    np.savez(
-        batches_path,
-        **{f"{k}|{name}": v for name, (x, y) in batches.items() for k, v in (("x", x), ("y", y))},
-    )
-    lite = keras_spela.export_tflite(model, str(out / "m.tflite"), batch_size=BATCH)
-    micro = keras_spela.export_tflite_micro(
-        model,
-        str(out / "micro.tflite"),
-        batch_size=BATCH,
-        optimizer="adam",
-        learning_rate=1e-2,
-        expose_weights=True,
-    )
-    result = {"kind": kind, "host": _host_decisions(kind, batches)}
+KINDS = ["dense", "conv", "dense, normalize_inputs", "conv, layer normalization"]
+
+
+@pytest.fixture(scope="module")
+def decisions(tmp_path_factory):
+    """{kind: {"host": ..., runtime: report}}: every model kind exported, each runtime
+    deciding on all of them in one process."""
+    paths = {}  # {kind: (LiteRT path, TFLite Micro path, batches path)}
+    result = {}
+    for index, kind in enumerate(KINDS):
+        out = tmp_path_factory.mktemp(f"acceptance{index}")
+        model = _make_model(kind)
+        batches = _batches(kind)
+        np.savez(
+            out / "batches.npz",
+            **{f"{k}|{n}": v for n, (x, y) in batches.items() for k, v in (("x", x), ("y", y))},
+        )
+        lite = keras_spela.export_tflite(model, str(out / "m.tflite"), batch_size=BATCH)
+        micro = keras_spela.export_tflite_micro(
+            model,
+            str(out / "micro.tflite"),
+            batch_size=BATCH,
+            optimizer="adam",
+            learning_rate=1e-2,
+            expose_weights=True,
+        )
+        paths[kind] = (lite.path, micro.path, str(out / "batches.npz"))
+        result[kind] = {"kind": kind, "host": _host_decisions(kind, batches)}
     for runtime in RUNTIMES:
-        path = micro.path if runtime == "micro" else lite.path
-        result[runtime] = _run_device(runtime, path, batches_path)
+        models = [
+            (kind, micro if runtime == "micro" else lite, batches)
+            for kind, (lite, micro, batches) in paths.items()
+        ]
+        reports = _run_device(runtime, models)
+        for kind in KINDS:
+            result[kind][runtime] = reports if "skip" in reports else reports[kind]
     return result
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_runtime_decides_alike(decisions, case):
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_runtime_decides_alike(decisions, kind, case):
+    decisions = decisions[kind]
     expected = CASES[case][1]
     host_accepted, host_unchanged = decisions["host"][case]
     assert host_accepted == expected, f"host: {case}"
@@ -290,8 +306,8 @@ def test_every_runtime_decides_alike(decisions, case):
 
 @pytest.mark.slow
 def test_tflite_runtime_was_run(decisions):
-    if "skip" in decisions["tflite_runtime"]:
-        pytest.skip(decisions["tflite_runtime"]["skip"])
+    if "skip" in decisions[KINDS[0]]["tflite_runtime"]:
+        pytest.skip(decisions[KINDS[0]]["tflite_runtime"]["skip"])
 
 
 def test_host_checks_labels_before_narrowing_them():

@@ -181,6 +181,7 @@ def test_default_lowering_is_fused_and_bad_names_are_one_error():
         model.compile(lowering="fast")
 
 
+@pytest.mark.slow
 def test_exports_trace_the_builtins_lowering_whatever_the_model_compiled(tmp_path):
     model = _cnn()
     model.compile(lowering="fused")

@@ -27,6 +27,9 @@ from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 from keras_spela_device import cli as device_cli_module
 
+# Fixtures that export models: the tests that use them are `slow` (tests/conftest.py).
+EXPORTING_FIXTURES = ("files",)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXPORT_CLI = REPO / "export" / "export_tflite.py"
 DEVICE_CLI = REPO / "export" / "device_trainer.py"

@@ -32,6 +32,9 @@ from keras_spela_device import contract
 from keras_spela_device.tflite_file import io_names
 from keras_spela_device.tflite_file import read_model_structure
 
+# Fixtures that export models: the tests that use them are `slow` (tests/conftest.py).
+EXPORTING_FIXTURES = ("exports",)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "export" / "keras_spela_device"
 BATCH = 16

@@ -28,6 +28,9 @@ from keras_spela_device.flower_client import split_weights
 from keras_spela_device.flower_client import to_array_record
 from keras_spela_device.flower_client import train_round
 
+# Fixtures that export models: the tests that use them are `slow` (tests/conftest.py).
+EXPORTING_FIXTURES = ("models",)
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BATCH = 16
 LEARNED = ["hidden_bias", "hidden_kernel", "last_bias", "last_kernel"]

@@ -12,6 +12,9 @@ import keras_spela
 from keras_spela_device import DeviceTrainer
 from keras_spela_device import DeviceTrainingError
 
+# Fixtures that export models: the tests that use them are `slow` (tests/conftest.py).
+EXPORTING_FIXTURES = ("exports",)
+
 BATCH = 8
 HOST_CLASSES = 8
 MAX_CLASSES = 10

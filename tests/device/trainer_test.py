@@ -27,6 +27,9 @@ from keras_spela_device import DeviceTrainer
 from keras_spela_device import DeviceTrainingError
 from keras_spela_device.backends.base import Backend
 
+# Fixtures that export models: the tests that use them are `slow` (tests/conftest.py).
+EXPORTING_FIXTURES = ("fresh", "micro_exports", "score_models")
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # The device command as the README documents it (a thin entry point).
 DEVICE_TRAINER = REPO / "export" / "device_trainer.py"
@@ -67,6 +70,7 @@ def test_fit_fresh_model_reaches_high_accuracy(trained):
     assert set(history) == {"loss", "exit_0_loss", "exit_1_loss"}
 
 
+@pytest.mark.slow
 def test_fit_improves_host_pretrained_model(tmp_path, digits, spela_mlp):
     (x_train, y_train), (x_test, y_test) = digits
     model = spela_mlp((64, 16), seed=5, names=None)
@@ -664,6 +668,7 @@ def test_fit_accepts_fewer_examples_than_batch_size(fresh, digits):
 COMPILED_STEPS = 20  # full batches of the parity tests (and a padded 21st)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_compiled_model_training_equals_host_fit(digits, tmp_path, optimizer, spela_mlp):
     (x, y), _ = digits

@@ -168,6 +168,7 @@ def _canvas_model(seed=0, filters=(16, 32), **conv_options):
     )
 
 
+@pytest.mark.slow
 def test_canvas_digits_train_with_fit(canvas_digits, tmp_path):
     (x, y), (x_test, y_test) = canvas_digits
     model = _canvas_model(filters=(32, 64))
@@ -210,6 +211,7 @@ def test_two_phase_schedule_trains_the_conv_stack_then_the_head(canvas_digits):
         model.fit_layerwise(x[:50], y[:50], stages=[["conv1"], ["nope"]], verbose=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "optimizer, variant",
     # Every objective, every normalisation and every optimizer on the conv
@@ -267,6 +269,7 @@ def test_conv_device_training_equals_host_fit(canvas_digits, tmp_path, optimizer
     )
 
 
+@pytest.mark.slow
 def test_conv_bad_batch_rejected_on_the_device_without_change(canvas_digits, tmp_path):
     (x, y), _ = canvas_digits
     model = _canvas_model(seed=2, filters=(4, 8))

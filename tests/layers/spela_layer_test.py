@@ -119,6 +119,7 @@ def test_gain_dense_trains_with_fit_and_saves(digits, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_gain_dense_device_training_equals_host_fit(digits, tmp_path, optimizer):
     (x, y), _ = digits

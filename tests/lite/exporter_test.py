@@ -87,7 +87,10 @@ PARITY_CASES = [
 
 
 @pytest.mark.parametrize(
-    "optimizer_name, local_loss", PARITY_CASES, ids=[f"{o}-{a}-{b}" for o, (a, b) in PARITY_CASES]
+    "optimizer_name, local_loss",
+    # The first case is the quick run's (`-m "not slow"`).
+    [PARITY_CASES[0], *(pytest.param(*case, marks=pytest.mark.slow) for case in PARITY_CASES[1:])],
+    ids=[f"{o}-{a}-{b}" for o, (a, b) in PARITY_CASES],
 )
 def test_device_training_equals_host_fit(tmp_path, digits, optimizer_name, local_loss, spela_mlp):
     """SpelaModel.fit, LiteRT and TFLite Micro from the same initial weights on
@@ -218,6 +221,7 @@ def test_restored_trainer_continues_like_original(dense_exports, digits, tmp_pat
 
 
 # ---------------------------------------------------------- train_layers
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["last_by_count", "first_by_name"])
 def test_train_layers_frozen_layer_unchanged_and_trainable_layer_learns(
     tmp_path, digits, which, spela_mlp
@@ -388,6 +392,7 @@ def test_train_signature_rejects_bad_batch_without_change(dense_exports, digits,
     assert any(not np.array_equal(after[k], before[k]) for k in before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
 def test_padding_rows_make_a_short_batch_learn_like_fit(
     tmp_path, digits, optimizer_name, spela_mlp
@@ -435,6 +440,7 @@ def test_padding_rows_make_a_short_batch_learn_like_fit(
         assert_weights_identical(before, read())
 
 
+@pytest.mark.slow
 def test_optimizer_state_does_not_store_the_weights_twice(tmp_path, spela_mlp):
     """Adam's moments start as copies of their weights (read as zero by the
     first step), so the file holds the kernel values once, not as extra
@@ -626,6 +632,7 @@ def test_export_rejects_bad_batch_size(tmp_path, batch_size, spela_mlp):
         keras_spela.export_tflite(model, str(tmp_path / "m.tflite"), batch_size=batch_size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["litert", "micro"])
 def test_gradient_overflow_rejected_on_the_device(tmp_path, digits, runtime, spela_mlp):
     """Finite inputs and losses whose gradients' squares would overflow

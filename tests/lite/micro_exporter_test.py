@@ -108,6 +108,7 @@ def test_micro_inference_model_runs_on_tflite_micro(dense_exports, digits):
     assert matched == set(expected)
 
 
+@pytest.mark.slow
 def test_micro_rejects_bad_labels_without_change(tmp_path, digits, spela_mlp):
     (x_train, y_train), _ = digits
     model = spela_mlp((32, 16), seed=4, names=None)
@@ -142,6 +143,7 @@ def test_micro_rejects_bad_labels_without_change(tmp_path, digits, spela_mlp):
         trainer.set_weights(before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer, budget", [("sgd", 1.25), ("adam", 1.25)])
 def test_micro_arena_close_to_weights_state_and_activations(tmp_path, optimizer, budget):
     """The train step's arena stays within `budget` x (learned weights +

@@ -21,6 +21,9 @@ from keras_spela_device import DeviceTrainer
 from keras_spela_device import DeviceTrainingError
 from keras_spela_device import ModelFileError
 
+# Fixtures that export models: the tests that use them are `slow` (tests/conftest.py).
+EXPORTING_FIXTURES = ("exported",)
+
 BATCH = 8
 
 

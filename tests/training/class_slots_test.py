@@ -104,6 +104,7 @@ def test_max_classes_errors():
         model.activate_class(3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["litert", "micro"])
 def test_device_new_class_training_equals_fit(digits, tmp_path, runtime, spela_mlp):
     (x, y), _ = digits
@@ -157,6 +158,7 @@ def test_device_new_class_training_equals_fit(digits, tmp_path, runtime, spela_m
         assert fresh.active_classes == list(range(10))
 
 
+@pytest.mark.slow
 def test_device_trainer_without_max_classes_has_no_slots(digits, tmp_path):
     model = SpelaModel([keras.Input((64,)), SpelaDense(16)], num_classes=10)
     path = keras_spela.export_tflite(model, str(tmp_path / "m.tflite"), batch_size=BATCH).path

@@ -50,6 +50,7 @@ def test_mixed_float16_trains_like_float32(float32_accuracy, spela_mlp, digits):
     assert accuracy >= float32_accuracy - 0.05, (accuracy, float32_accuracy)
 
 
+@pytest.mark.slow
 def test_mixed_float16_export_refused_clearly_and_float32_copy_exports(tmp_path, spela_mlp):
     previous = keras.config.dtype_policy()
     keras.mixed_precision.set_global_policy("mixed_float16")

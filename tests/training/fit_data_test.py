@@ -144,6 +144,7 @@ def test_fit_with_validation_split_reports_the_last_rows():
     assert other["loss"] != pytest.approx(evaluated["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_multi_step_executions_and_empty_arrays_keep_keras_behaviour():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(40, 3)).astype(np.float32)

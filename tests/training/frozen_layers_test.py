@@ -11,6 +11,7 @@ import keras_spela
 
 
 # ------------------------------------------------------- frozen layers
+@pytest.mark.slow
 def test_layer_trainable_false_freezes_it_like_train_layers(spela_mlp, digits):
     (x, y), _ = digits
     reference = spela_mlp(units=(32, 16))
@@ -34,6 +35,7 @@ def test_layer_trainable_false_freezes_it_like_train_layers(spela_mlp, digits):
     assert not np.array_equal(model.get_layer("h1").kernel.numpy(), before)
 
 
+@pytest.mark.slow
 def test_export_leaves_frozen_layers_frozen(tmp_path, spela_mlp):
     model = spela_mlp(units=(16, 12))
     model.get_layer("h1").trainable = False

@@ -89,6 +89,7 @@ def test_monitor_callbacks_in_auto_mode(tmp_path, monitor, spela_mlp, digits):
 
 
 # ------------------------------------------------------ model variants
+@pytest.mark.slow
 def test_truncated_model_is_built_and_exports(tmp_path, spela_mlp):
     model = spela_mlp(units=(16, 12))
     cheap = model.truncated(0)
@@ -108,6 +109,7 @@ def test_saved_model_export_after_fit_and_predict(tmp_path, spela_mlp, digits):
     np.testing.assert_allclose(restored.serve(x[:8]).numpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_numpy_numbers_accepted_where_python_numbers_are(tmp_path, digits):
     keras.utils.set_random_seed(0)
     model = SpelaModel(

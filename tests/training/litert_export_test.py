@@ -10,6 +10,7 @@ from keras_spela import SpelaDense
 from keras_spela import SpelaModel
 
 
+@pytest.mark.slow
 def test_keras_export_verb_writes_the_trainable_litert_model(tmp_path):
     keras.utils.set_random_seed(0)
     model = SpelaModel([keras.Input((64,)), SpelaDense(32), SpelaDense(16)], num_classes=10)

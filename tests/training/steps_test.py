@@ -190,6 +190,7 @@ def test_jit_compile_true_keeps_the_batch_checks(case, spela_mlp, digits):
     _assert_rejected_without_update(model, x, y, match)
 
 
+@pytest.mark.slow
 def test_jit_compile_true_trains_like_the_uncompiled_step(spela_mlp, digits):
     x, y = _small_train(digits, 64)
     weights = []
@@ -203,6 +204,7 @@ def test_jit_compile_true_trains_like_the_uncompiled_step(spela_mlp, digits):
         np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_jit_compile_true_layerwise_retraces_for_each_layer(spela_mlp, digits):
     x, y = _small_train(digits, 64)
     model = spela_mlp(units=(16, 12), seed=3)
