@@ -72,15 +72,6 @@ import os
 import sys
 import time
 
-from quiet_common import common  # first: TensorFlow, quietly
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from keras_spela import SpelaDense, SpelaModel  # noqa: E402
-from keras_spela.core import rules  # noqa: E402
-
 
 NUM_CLASSES = 10
 METHODS = ("SPELA", "backprop")
@@ -137,6 +128,19 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # a bad argument ends here, before TensorFlow is imported
+
+from quiet_common import common  # TensorFlow, quietly
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_spela import SpelaDense, SpelaModel  # noqa: E402
+from keras_spela.core import rules  # noqa: E402
 
 
 # ------------------------------------------------------------- one configuration

@@ -166,7 +166,7 @@ def run_seed(seed, workdir, dataset):
     scenario.FLAGS(
         ["new_classes", f"--seed={seed}", f"--output_dir={workdir}", f"--dataset={dataset}"]
     )
-    train_layers = scenario.check_flags()  # and the dataset's defaults
+    train_layers = scenario.flag_settings()  # and the dataset's defaults
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     host_data, device_data, tests, new_classes = scenario.make_splits(seed)

@@ -35,13 +35,6 @@ Output: benchmarks/results/small_speed[_quick].txt
 import argparse
 import time
 
-from quiet_common import common  # first: TensorFlow, quietly
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from keras_spela import SpelaDense, SpelaModel  # noqa: E402
 
 EPOCH_GOAL = 0.8
 BATCH1_GOAL = 1.25
@@ -68,6 +61,18 @@ def parse_args():
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, received {getattr(args, name)}")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # a bad argument ends here, before TensorFlow is imported
+
+from quiet_common import common  # TensorFlow, quietly
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_spela import SpelaDense, SpelaModel  # noqa: E402
 
 
 def build(method, input_dim):

@@ -45,13 +45,6 @@ Output: benchmarks/results/train_speed[_quick].txt
 
 import argparse
 
-from quiet_common import common  # first: TensorFlow, quietly
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from keras_spela import SpelaDense, SpelaModel  # noqa: E402
 
 NUM_CLASSES = 10
 # Keras' Adam update is memory-bound and the same for both methods (the estimate
@@ -123,6 +116,18 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # a bad argument ends here, before TensorFlow is imported
+
+from quiet_common import common  # TensorFlow, quietly
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_spela import SpelaDense, SpelaModel  # noqa: E402
 
 
 def build_spela(widths, jit_compile, optimizer=None):

@@ -101,19 +101,14 @@ blocks).
 import contextlib
 import os
 
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import parse_flags
-from example_setup import require_positive
-
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaConv2D
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
+from example_flags import require_positive
 
 TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped")
 DATASETS = ("digits_canvas", "fashion_mnist") + TFDS_DATASETS
@@ -208,6 +203,49 @@ flags.DEFINE_bool(
     "Show TensorFlow's own log lines (captured by default).",
 )
 
+
+def widths(text, name):
+    """Comma-separated positive integers of flag `name`; one error line if not."""
+    try:
+        values = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise SystemExit(
+            f"error: --{name} must be comma-separated positive integers, received {text!r}"
+        )
+    return values
+
+
+def network_widths():
+    """The conv blocks' filters and kernel sizes and the dense units, from the
+    flags or the dataset's defaults; one error line if they do not fit together."""
+    filters = widths(
+        FLAGS.filters or DEFAULT_FILTERS.get(FLAGS.dataset, DEFAULT_FILTERS_TFDS), "filters"
+    )
+    dense = widths(FLAGS.dense or DEFAULT_DENSE.get(FLAGS.dataset, DEFAULT_DENSE_OTHER), "dense")
+    kernel_sizes = widths(
+        FLAGS.kernel_sizes or DEFAULT_KERNELS.get(FLAGS.dataset, DEFAULT_KERNELS_TFDS),
+        "kernel_sizes",
+    )
+    if len(kernel_sizes) != len(filters):
+        raise SystemExit(
+            f"error: --kernel_sizes has {len(kernel_sizes)} values for {len(filters)} conv "
+            f"blocks (--filters {','.join(map(str, filters))}): give one per block."
+        )
+    return filters, kernel_sizes, dense
+
+
+check_flags(__name__, network_widths)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import keras  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import keras_spela
+
+from keras_spela import SpelaConv2D
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
+
+
 """
 ## Data
 
@@ -291,19 +329,6 @@ def load_data():
         x_train, y_train = x_train[: FLAGS.max_examples], y_train[: FLAGS.max_examples]
         x_test, y_test = x_test[: FLAGS.max_examples], y_test[: FLAGS.max_examples]
     return (x_train, y_train), (x_test, y_test), x_train.shape[1:], 10
-
-
-def widths(text, name):
-    """Comma-separated positive integers of flag `name`; one error line if not."""
-    try:
-        values = [int(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise SystemExit(
-            f"error: --{name} must be comma-separated positive integers, received {text!r}"
-        )
-    return values
 
 
 """
@@ -436,19 +461,7 @@ def main(argv):
 def train_and_report():
     keras.utils.set_random_seed(FLAGS.seed)
     train, test, image_shape, num_classes = load_data()
-    filters = widths(
-        FLAGS.filters or DEFAULT_FILTERS.get(FLAGS.dataset, DEFAULT_FILTERS_TFDS), "filters"
-    )
-    dense = widths(FLAGS.dense or DEFAULT_DENSE.get(FLAGS.dataset, DEFAULT_DENSE_OTHER), "dense")
-    kernel_sizes = widths(
-        FLAGS.kernel_sizes or DEFAULT_KERNELS.get(FLAGS.dataset, DEFAULT_KERNELS_TFDS),
-        "kernel_sizes",
-    )
-    if len(kernel_sizes) != len(filters):
-        raise SystemExit(
-            f"error: --kernel_sizes has {len(kernel_sizes)} values for {len(filters)} conv "
-            f"blocks (--filters {','.join(map(str, filters))}): give one per block."
-        )
+    filters, kernel_sizes, dense = network_widths()
     model = make_model(image_shape, num_classes, filters, kernel_sizes, dense)
     exit_names = [layer.name for layer in model.exit_layers]
     architecture = (

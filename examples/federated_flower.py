@@ -81,11 +81,8 @@ import sys
 import tempfile
 import time
 
-from example_setup import REPO  # first: imports TensorFlow quietly
-from example_setup import capture_native_stderr
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import parse_flags
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
 from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
@@ -93,8 +90,6 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("clients", 3, "Number of Flower clients (SuperNodes).", lower_bound=1)
@@ -140,6 +135,17 @@ flags.DEFINE_bool(
     "Show TensorFlow's and the converter's own log lines (captured by default); "
     "Flower's logs are in <output_dir>/logs either way.",
 )
+
+
+check_flags(__name__)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import REPO  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import capture_native_stderr
+from example_setup import keras
+from example_setup import keras_spela
+
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
 
 """
 ## Data: non-IID shards

@@ -74,17 +74,14 @@ downloaded first. `--dataset digits` uses the small 8x8 digits that ship with
 """
 
 
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import parse_flags
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
 
 # The paper's layer widths and last-exit test accuracy (SPELA(O), recipe
 # "paper"). The embedded digits are not in the paper: the MNIST widths, no
@@ -154,6 +151,15 @@ flags.DEFINE_integer(
     "Use only the first N training and N test examples (smoke runs); 0 = all.",
     lower_bound=0,
 )
+
+
+check_flags(__name__)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import keras  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import keras_spela
+
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
 
 """
 ## Data

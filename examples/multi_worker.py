@@ -46,18 +46,14 @@ import subprocess
 import sys
 import tempfile
 
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import tf
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
 
 from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
-from keras_spela.training.multi_worker import fit_multi_worker
 
 PROG = os.path.basename(__file__)
 
@@ -85,21 +81,23 @@ flags.DEFINE_string(
 flags.DEFINE_bool("verbose", False, "Show TensorFlow's log lines.")
 
 
+check_flags(__name__)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import keras  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import keras_spela
+from example_setup import tf
+
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
+from keras_spela.training.multi_worker import fit_multi_worker
+
+
 class UsageError(Exception):
     """A mistake of the user: reported as one line, exit code 1."""
 
 
 def _one_line(error):
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def _parse_flags(argv):
-    """absl's flag parsing, with one error line instead of two (exit 2)."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        sys.stderr.write(f"{PROG}: error: {_one_line(error)} (see --helpfull)\n")
-        sys.exit(2)
 
 
 """
@@ -344,4 +342,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=parse_flags)

@@ -95,10 +95,8 @@ import os
 import tempfile
 import time
 
-from example_setup import capture_native_stderr  # first: imports TensorFlow quietly
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import parse_flags
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
 from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
@@ -106,9 +104,6 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaConv2D
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum(
@@ -177,10 +172,11 @@ flags.DEFINE_bool(
     "Show TensorFlow's, the converter's and the runtimes' own log lines.",
 )
 
+
 # Host images that calibrate the int8 features model of a CNN on TFLite Micro.
 REPRESENTATIVE = 500
 # Every class the model has room for (the embedded digits and Fashion-MNIST have 10).
-MAX_CLASSES = keras_spela.datasets.DIGITS_NUM_CLASSES
+MAX_CLASSES = 10
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "trouser",
@@ -228,7 +224,7 @@ def apply_dataset_defaults():
             setattr(FLAGS, name, value)
 
 
-def check_flags():
+def flag_settings():
     """Applies the dataset's defaults and ends a user mistake in the flags with
     one error line.
 
@@ -316,6 +312,17 @@ def train_layers_flag(text, spela_layers=2):
             f"{spela_layers} SPELA layers), received {text!r}"
         )
     return int(text)
+
+
+check_flags(__name__, flag_settings)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import capture_native_stderr  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import keras
+from example_setup import keras_spela
+
+from keras_spela import SpelaConv2D
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
 
 
 def load_dataset():
@@ -542,7 +549,7 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO logs are noise here
-    train_layers = check_flags()
+    train_layers = flag_settings()
     start = time.perf_counter()
     keras.utils.set_random_seed(FLAGS.seed)
     host_data, device_data, tests, new_classes = make_splits(FLAGS.seed)

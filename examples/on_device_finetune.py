@@ -71,12 +71,9 @@ import subprocess
 import tempfile
 import time
 
-from example_setup import REPO  # first: imports TensorFlow quietly
-from example_setup import capture_native_stderr
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import parse_flags
-from example_setup import require_positive
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
+from example_flags import require_positive
 from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
@@ -84,16 +81,13 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "dataset",
     "digits",
-    "'digits' (embedded, no download) or a TFDS name: "
-    + ", ".join(keras_spela.datasets.SUPPORTED_TFDS_DATASETS)
-    + ".",
+    "'digits' (embedded, no download) or a name of "
+    "keras_spela.datasets.SUPPORTED_TFDS_DATASETS (mnist, fashion_mnist, cifar10, ...).",
 )
 flags.DEFINE_string(
     "data_dir",
@@ -147,6 +141,7 @@ flags.DEFINE_float(
     "--device_learning_rate and --device_epochs still win when given. Prints the "
     "measured arena next to the budget and stops with an error line when it is over.",
 )
+require_positive("micro_budget_kib")
 flags.DEFINE_string(
     "device_python",
     None,
@@ -165,6 +160,17 @@ flags.DEFINE_bool(
     "Show TensorFlow's, the converter's and the runtimes' own log lines "
     "(captured by default, shown only when a step fails).",
 )
+
+
+check_flags(__name__)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import REPO  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import capture_native_stderr
+from example_setup import keras
+from example_setup import keras_spela
+
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
 
 """
 ## Data: what the host sees, and what only the device sees
@@ -306,11 +312,6 @@ def apply_micro_budget():
     give when `--micro_budget_kib` is set; returns the export's `train_layers`."""
     if FLAGS.micro_budget_kib is None:
         return "all"
-    if not FLAGS.micro_budget_kib > 0:
-        raise SystemExit(
-            f"error: --micro_budget_kib must be a positive number of KiB, received "
-            f"{FLAGS.micro_budget_kib:g}"
-        )
     for name, value in MICRO_BUDGET_SETTINGS.items():
         if not FLAGS[name].present:
             setattr(FLAGS, name, value)

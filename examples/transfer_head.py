@@ -97,12 +97,9 @@ import os
 import tempfile
 import time
 
-from example_setup import capture_native_stderr
-from example_setup import keras
-from example_setup import keras_spela
-from example_setup import parse_flags
-from example_setup import require_positive
-from example_setup import tf
+from example_flags import check_flags  # absl only: the flags are checked first
+from example_flags import parse_flags
+from example_flags import require_positive
 from keras_spela_device import DeviceTrainer  # noqa: E402  (numpy only)
 
 from absl import app
@@ -110,11 +107,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from keras_spela import SpelaDense
-from keras_spela import SpelaModel
 
 APPLICATIONS = ("MobileNetV2", "ResNet50", "EfficientNetB0", "DenseNet121")
-DATASETS = ("digits",) + keras_spela.datasets.SUPPORTED_TFDS_DATASETS
+# The embedded digits and keras_spela.datasets.SUPPORTED_TFDS_DATASETS.
+DATASETS = ("digits", "mnist", "kmnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped")
 # For tests only: when this environment variable holds a positive integer N,
 # TensorFlow Datasets is replaced by `tfds.testing.mock_data(num_examples=N)`
 # (random images of the right shapes, nothing is downloaded).
@@ -240,6 +236,31 @@ def percentage_list(text, name):
             f"error: --{name} must be comma-separated percentages in (0, 100], received {text!r}"
         )
     return sorted(set(values))
+
+
+def list_flags():
+    """The head's widths, the sweep's percentages and seeds, from the flags; a bad
+    value ends the program with one line."""
+    widths = integer_list(FLAGS.head, "head", minimum=1)
+    percents = percentage_list(FLAGS.fractions, "fractions")
+    seeds = integer_list(FLAGS.sweep_seeds, "sweep_seeds", minimum=0)
+    if not 0 < FLAGS.host_fraction < 100:
+        raise SystemExit(
+            f"error: --host_fraction must be a percentage in (0, 100), received "
+            f"{FLAGS.host_fraction:g}"
+        )
+    return widths, percents, seeds
+
+
+check_flags(__name__, list_flags)  # a bad flag ends here, before TensorFlow is imported
+
+from example_setup import capture_native_stderr  # TensorFlow, Keras and keras_spela, quietly
+from example_setup import keras
+from example_setup import keras_spela
+from example_setup import tf
+
+from keras_spela import SpelaDense
+from keras_spela import SpelaModel
 
 
 """
@@ -778,14 +799,7 @@ def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO logs are noise here
-    widths = integer_list(FLAGS.head, "head", minimum=1)
-    percents = percentage_list(FLAGS.fractions, "fractions")
-    seeds = integer_list(FLAGS.sweep_seeds, "sweep_seeds", minimum=0)
-    if not 0 < FLAGS.host_fraction < 100:
-        raise SystemExit(
-            f"error: --host_fraction must be a percentage in (0, 100), received "
-            f"{FLAGS.host_fraction:g}"
-        )
+    widths, percents, seeds = list_flags()
     with tfds_mock():  # only under the tests' environment variable
         run(widths, percents, seeds)
 

@@ -10,6 +10,10 @@ def convert(converter, quantize_frozen):
     converter failure becomes a ValueError that says so."""
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.experimental_enable_resource_variables = True
+    # No conversion-metadata entry (converter version, options): writing it
+    # unpacks and repacks the whole flatbuffer in Python, and no runtime
+    # reads it.
+    converter.exclude_conversion_metadata = True
     if quantize_frozen:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         # Per-tensor int8 dense weights: per-channel ones need FULLY_CONNECTED

@@ -1,5 +1,6 @@
-"""Every example ends a bad numeric flag with one error line, and nothing is downloaded: a
-TFDS set that is not on the machine, with its servers made unreachable, is one error line."""
+"""Every example ends a bad numeric flag with one error line before it imports TensorFlow, and
+nothing is downloaded: a TFDS set that is not on the machine, with its servers made
+unreachable, is one error line."""
 
 import os
 import pathlib
@@ -22,6 +23,16 @@ OFFLINE_SITECUSTOMIZE = """import errno, socket
 def _unreachable(address, *args, **kwargs):
     raise OSError(errno.ENETUNREACH, "Network is unreachable")
 socket.create_connection = _unreachable
+"""
+
+# Makes TensorFlow impossible to import in the example's process: a flag checked before the
+# import still gets its one error line.
+NO_TENSORFLOW_SITECUSTOMIZE = """import sys
+class _NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("tensorflow is blocked in this test")
+sys.meta_path.insert(0, _NoTensorFlow())
 """
 
 
@@ -77,9 +88,17 @@ def test_tfds_set_missing_offline_is_one_error_line(tmp_path, script, scripts):
     ],
 )
 def test_bad_numeric_flag_is_one_error_line(tmp_path, script, flag, message, scripts):
-    """One process per script (each imports TensorFlow before it parses its flags)."""
+    """The flags are checked before TensorFlow is imported (it cannot be, here)."""
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / "sitecustomize.py").write_text(NO_TENSORFLOW_SITECUSTOMIZE)
+    env = scripts.env(tmp_path)
     result, output = scripts.run(
-        EXAMPLES / script, *flag, cwd=tmp_path, expect_code=None, tail=None
+        EXAMPLES / script,
+        *flag,
+        cwd=tmp_path,
+        env_update={"PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), env["PYTHONPATH"]])},
+        expect_code=None,
+        tail=None,
     )
     assert result.returncode == 2, output
     assert result.stderr.strip().splitlines() == [f"{script}: error: {message} (see --helpfull)"], (

@@ -91,9 +91,10 @@ def test_on_device_finetune_bad_micro_budget_one_line(tmp_path, scripts):
     result, _ = scripts.run(
         FINETUNE_EXAMPLE, "--micro_budget_kib", "0", cwd=tmp_path, expect_code=None
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: --micro_budget_kib must be a positive number of KiB, received 0"
+        "on_device_finetune.py: error: flag --micro_budget_kib=0.0: must be a positive number "
+        "(see --helpfull)"
     ], result.stderr
     assert not result.stdout, result.stdout
 
