@@ -41,22 +41,6 @@ import sys
 import tempfile
 import time
 
-# First: TensorFlow, quietly, and this checkout's keras_spela on the path
-# (before the example's import of it, which would otherwise find whatever
-# `keras_spela` directory comes first, e.g. a Bazel runfiles tree).
-from quiet_common import common  # noqa: E402
-
-# The main job's own functions.
-sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-)
-import on_device_finetune as main_job  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-import keras  # noqa: E402
-import keras_spela  # noqa: E402
-
 Settings = collections.namedtuple(
     "Settings",
     ["name", "train_layers", "kind", "learning_rate", "momentum", "batch_size", "epochs"],
@@ -107,6 +91,26 @@ def parse_args():
         parser.error(f"--budget_kib must be > 0, received {args.budget_kib:g}")
     args.settings = [SETTINGS[r] for r in sorted(set(rows) | {0})]
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # a bad argument ends here, before TensorFlow is imported
+
+# TensorFlow, quietly, and this checkout's keras_spela on the path
+# (before the example's import of it, which would otherwise find whatever
+# `keras_spela` directory comes first, e.g. a Bazel runfiles tree).
+from quiet_common import common  # noqa: E402
+
+# The main job's own functions.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+)
+import on_device_finetune as main_job  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import keras  # noqa: E402
+import keras_spela  # noqa: E402
 
 
 def main_job_scenario(seed, output_dir):
