@@ -94,7 +94,9 @@ class MicroTrainingProgram(tf.Module):
     def __init__(self, plan, block_bytes):
         super().__init__(name="spela_micro_training")
         self.plan = plan
-        self.model = model = plan.model
+        # The Keras model is read through the plan: an attribute would put it in
+        # the saved object graph, which the converter's SavedModel then carries.
+        model = plan.model
         self.device_optimizer = optimizer = plan.optimizer
         self.batch_size = plan.batch_size
         self.input_shape = plan.input_shape
@@ -131,6 +133,11 @@ class MicroTrainingProgram(tf.Module):
             self.input_specs.append(
                 tf.TensorSpec((model.num_classes,), tf.float32, name=contract.CLASS_MASK)
             )
+
+    @property
+    def model(self):
+        """The exported `SpelaModel` (the plan's)."""
+        return self.plan.model
 
     def _add_blocks(self, layer_name, kernel, optimizer, block_bytes):
         rows = block_rows(kernel.shape[0], kernel.shape[1], block_bytes)

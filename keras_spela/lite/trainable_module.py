@@ -17,13 +17,6 @@ from keras_spela.core import primitives
 from keras_spela_device import contract
 
 
-class _Untracked:
-    """Holds the export plan out of `tf.Module`'s dependency tracking."""
-
-    def __init__(self, plan):
-        self.plan = plan
-
-
 class SpelaTrainingModule(tf.Module):
     """The on-device training program of a `SpelaModel`.
 
@@ -36,11 +29,11 @@ class SpelaTrainingModule(tf.Module):
 
     def __init__(self, plan):
         super().__init__(name="spela_training")
-        # Read while the signatures are traced, but not saved: the object graph
-        # holds only what the signatures use (the variables below), which keeps
-        # the SavedModel that the converter reads small.
-        self._untracked = _Untracked(plan)
-        model, optimizer = plan.model, plan.optimizer
+        self.plan = plan
+        # The Keras model is read through the plan: an attribute would put it in
+        # the saved object graph, which the converter's SavedModel then carries.
+        model = plan.model
+        self.device_optimizer = optimizer = plan.optimizer
         self.train_layer_names = list(plan.train_layers)
         self.batch_size = plan.batch_size
         learned_variables = plan.learned_variables()
@@ -86,19 +79,9 @@ class SpelaTrainingModule(tf.Module):
         self.set_weights = tf.function(self._set_weights, input_signature=named_specs)
 
     @property
-    def plan(self):
-        """The export's `ExportPlan`."""
-        return self._untracked.plan
-
-    @property
     def model(self):
-        """The exported `SpelaModel`."""
-        return self._untracked.plan.model
-
-    @property
-    def device_optimizer(self):
-        """The export's `DeviceOptimizer`."""
-        return self._untracked.plan.optimizer
+        """The exported `SpelaModel` (the plan's)."""
+        return self.plan.model
 
     @property
     def all_names(self):
