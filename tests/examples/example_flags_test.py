@@ -2,6 +2,7 @@
 nothing is downloaded: a TFDS set that is not on the machine, with its servers made
 unreachable, is one error line."""
 
+import ast
 import os
 import pathlib
 import re
@@ -105,6 +106,26 @@ def test_bad_numeric_flag_is_one_error_line(tmp_path, script, flag, message, scr
         output
     )
     assert not result.stdout, output
+
+
+def _module_constant(script, name):
+    """The value of a constant assigned at the top level of an example (read, not run)."""
+    tree = ast.parse((EXAMPLES / script).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{script} assigns no {name}")
+
+
+def test_constants_written_before_the_import_match_keras_spela():
+    """What an example writes out, to check its flags without TensorFlow, is the library's."""
+    import keras_spela
+
+    supported = keras_spela.datasets.SUPPORTED_TFDS_DATASETS
+    assert _module_constant("transfer_head.py", "DATASETS") == ("digits",) + supported
+    assert _module_constant("new_classes.py", "MAX_CLASSES") == (
+        keras_spela.datasets.DIGITS_NUM_CLASSES
+    )
 
 
 if __name__ == "__main__":
