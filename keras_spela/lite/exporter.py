@@ -110,8 +110,12 @@ def export_tflite(
         contract.GET_WEIGHTS: module.get_weights.get_concrete_function(),
         contract.SET_WEIGHTS: module.set_weights.get_concrete_function(),
     }
+    # The SavedModel holds the signatures and the variables they read, not the
+    # module: saving the module would trace its four tf.functions again.
+    saved_object = tf.Module()
+    saved_object.device_variables = list(module.all_variables)
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        tf.saved_model.save(module, saved_model_dir, signatures=signatures)
+        tf.saved_model.save(saved_object, saved_model_dir, signatures=signatures)
         converter = tf.lite.TFLiteConverter.from_saved_model(
             saved_model_dir, signature_keys=list(signatures)
         )

@@ -48,6 +48,29 @@ def read_operators(model_bytes):
     return counts
 
 
+def count_resource_variables(model_bytes):
+    """The number of distinct resource variables (VAR_HANDLE shared names) of
+    a TFLite model: what TFLite Micro's `MicroResourceVariables::Create`
+    needs. Reads the operators only, not the buffers."""
+    schema = _schema()
+    model = schema.Model.GetRootAsModel(bytearray(model_bytes), 0)
+    var_handle = [
+        max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.VAR_HANDLE
+        for code in (model.OperatorCodes(i) for i in range(model.OperatorCodesLength()))
+    ]
+    shared_names = set()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for o in range(subgraph.OperatorsLength()):
+            operator = subgraph.Operators(o)
+            if var_handle[operator.OpcodeIndex()]:
+                options = schema.VarHandleOptions()
+                table = operator.BuiltinOptions()
+                options.Init(table.Bytes, table.Pos)
+                shared_names.add(options.SharedName())
+    return len(shared_names)
+
+
 def non_builtin_operators(model_bytes):
     """Names of the custom (including Flex) operators a model uses."""
     return sorted(name for name in read_operators(model_bytes) if name.startswith("CUSTOM:"))

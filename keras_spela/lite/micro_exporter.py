@@ -188,7 +188,7 @@ def _description(data, program, inputs, outputs, arena_bytes, block_bytes):
         "block_bytes": int(block_bytes),
         # For MicroResourceVariables::Create / MicroInterpreter's
         # resource_variables argument on the device.
-        "resource_variables": _count_resource_variables(data),
+        "resource_variables": flatbuffer_ops.count_resource_variables(data),
         "optimizer": program.device_optimizer.get_config(),
         # Lets a device check that this description belongs to the model.
         contract.MODEL_SHA256: hashlib.sha256(data).hexdigest(),
@@ -241,13 +241,3 @@ def _io_names(data, output_keys):
     ]
     outputs = [output_keys[int(d["name"].split(":")[-1])] for d in interpreter.get_output_details()]
     return inputs, outputs
-
-
-def _count_resource_variables(data):
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return int(
-        flatbuffer_utils.count_resource_variables(
-            flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
-        )
-    )

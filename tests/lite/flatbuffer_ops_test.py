@@ -28,6 +28,21 @@ def test_exported_flatbuffer_has_builtin_operators_only(dense_exports, name):
         assert dense_exports["exports"][name].operators == operators
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "quantized", "micro_train"])
+def test_resource_variables_counted_like_tensorflow(dense_exports, name):
+    """The count read from the operators equals TensorFlow's, which unpacks the
+    whole file."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    with open(dense_exports["paths"][name], "rb") as f:
+        data = f.read()
+    expected = flatbuffer_utils.count_resource_variables(
+        flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    )
+    assert expected > 0
+    assert flatbuffer_ops.count_resource_variables(data) == expected
+
+
 def test_read_operators_detects_flex_op_of_backprop_train_model():
     """The standard recipe (GradientTape + SELECT_TF_OPS) gives Flex ops, and
     the check names them. (The only SELECT_TF_OPS converter of the tests.)"""
