@@ -74,16 +74,6 @@ import subprocess
 import sys
 import time
 
-from quiet_common import common  # first: TensorFlow, quietly
-
-import keras  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-
-import keras_spela  # noqa: E402
-from keras_spela import SpelaConv2D, SpelaDense, SpelaModel  # noqa: E402
-
 NUM_CLASSES = 10
 TRAIN_IMAGES = 60000
 TEST_IMAGES = 10000
@@ -142,108 +132,6 @@ PAIRS = {
     SPELA_MLP_RECIPE: BACKPROP_MLP,
     **{SPELA_CNN[b]: BACKPROP_CNN[b] for b in CNN_STACKS},
 }
-
-
-def spela_mlp():
-    model = SpelaModel(
-        [keras.Input((784,))] + [SpelaDense(w, name=f"d{i + 1}") for i, w in enumerate(MLP_WIDTHS)],
-        num_classes=NUM_CLASSES,
-    )
-    model.compile()
-    return model
-
-
-def recipe_rate(steps_per_epoch, epochs):
-    """SGD's rate of the paper's recipe: 2.5, minus 0.1 every 10 epochs."""
-    changes = max(0, (epochs - 1) // RECIPE_RATE_EVERY)
-    return (
-        keras.optimizers.schedules.PiecewiseConstantDecay(
-            # The rate is values[i] while the step index is <= boundaries[i].
-            [RECIPE_RATE_EVERY * steps_per_epoch * (k + 1) - 1 for k in range(changes)],
-            [RECIPE_RATE - RECIPE_RATE_STEP * k for k in range(changes + 1)],
-        )
-        if changes
-        else RECIPE_RATE
-    )
-
-
-def spela_mlp_recipe(steps_per_epoch, epochs):
-    def build():
-        model = SpelaModel(
-            [keras.Input((784,))]
-            + [
-                SpelaDense(w, local_loss="log_cosine", negative_slope=0.001, name=f"d{i + 1}")
-                for i, w in enumerate(MLP_WIDTHS)
-            ],
-            num_classes=NUM_CLASSES,
-        )
-        model.compile(keras.optimizers.SGD(recipe_rate(steps_per_epoch, epochs)))
-        return model
-
-    return build
-
-
-def backprop_mlp():
-    return common.backprop_mlp(784, MLP_WIDTHS, NUM_CLASSES)
-
-
-def spela_cnn(blocks):
-    def build():
-        model = SpelaModel(
-            [keras.Input((28, 28, 1))]
-            + [
-                SpelaConv2D(w, 3, padding="same", pool_size=pool, name=f"conv{i + 1}")
-                for i, (w, pool) in enumerate(zip(CNN_STACKS[blocks], CNN_POOLS[blocks]))
-            ]
-            + [keras.layers.Flatten()]
-            + [SpelaDense(w, name=f"d{i + 1}") for i, w in enumerate(HEAD_WIDTHS)],
-            num_classes=NUM_CLASSES,
-        )
-        model.compile()
-        return model
-
-    return build
-
-
-def backprop_cnn(blocks):
-    def build():
-        def leaky():
-            return keras.layers.LeakyReLU(negative_slope=common.BACKPROP_NEGATIVE_SLOPE)
-
-        layers = [keras.Input((28, 28, 1))]
-        for w, pool in zip(CNN_STACKS[blocks], CNN_POOLS[blocks]):
-            layers += [keras.layers.Conv2D(w, 3, padding="same"), leaky()]
-            if pool > 1:
-                layers.append(keras.layers.MaxPooling2D(pool))
-        layers.append(keras.layers.Flatten())
-        for w in HEAD_WIDTHS:
-            layers += [keras.layers.Dense(w), leaky()]
-        layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax"))
-        model = keras.Sequential(layers)
-        model.compile(
-            optimizer=keras.optimizers.Adam(1e-3),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        return model
-
-    return build
-
-
-def configurations(part, args):
-    """`{name: build}` of one part, in the order they run."""
-    if part == "mlp":
-        steps = -(-args.train_examples // args.batch_size)
-        return {
-            SPELA_MLP: spela_mlp,
-            SPELA_MLP_RECIPE: spela_mlp_recipe(steps, args.mlp_epochs),
-            BACKPROP_MLP: backprop_mlp,
-        }
-    configs = {}
-    for blocks in CNN_STACKS:
-        configs[SPELA_CNN[blocks]] = spela_cnn(blocks)
-        configs[BACKPROP_CNN[blocks]] = backprop_cnn(blocks)
-    return configs
 
 
 def part_settings(part, args):
@@ -367,6 +255,123 @@ def read_records(args):
             )
         )
     return list(records.values())
+
+
+if __name__ == "__main__":
+    parse_args()  # a bad argument ends here, before TensorFlow is imported
+
+
+from quiet_common import common  # first: TensorFlow, quietly
+
+import keras  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_spela  # noqa: E402
+from keras_spela import SpelaConv2D, SpelaDense, SpelaModel  # noqa: E402
+
+
+def spela_mlp():
+    model = SpelaModel(
+        [keras.Input((784,))] + [SpelaDense(w, name=f"d{i + 1}") for i, w in enumerate(MLP_WIDTHS)],
+        num_classes=NUM_CLASSES,
+    )
+    model.compile()
+    return model
+
+
+def recipe_rate(steps_per_epoch, epochs):
+    """SGD's rate of the paper's recipe: 2.5, minus 0.1 every 10 epochs."""
+    changes = max(0, (epochs - 1) // RECIPE_RATE_EVERY)
+    return (
+        keras.optimizers.schedules.PiecewiseConstantDecay(
+            # The rate is values[i] while the step index is <= boundaries[i].
+            [RECIPE_RATE_EVERY * steps_per_epoch * (k + 1) - 1 for k in range(changes)],
+            [RECIPE_RATE - RECIPE_RATE_STEP * k for k in range(changes + 1)],
+        )
+        if changes
+        else RECIPE_RATE
+    )
+
+
+def spela_mlp_recipe(steps_per_epoch, epochs):
+    def build():
+        model = SpelaModel(
+            [keras.Input((784,))]
+            + [
+                SpelaDense(w, local_loss="log_cosine", negative_slope=0.001, name=f"d{i + 1}")
+                for i, w in enumerate(MLP_WIDTHS)
+            ],
+            num_classes=NUM_CLASSES,
+        )
+        model.compile(keras.optimizers.SGD(recipe_rate(steps_per_epoch, epochs)))
+        return model
+
+    return build
+
+
+def backprop_mlp():
+    return common.backprop_mlp(784, MLP_WIDTHS, NUM_CLASSES)
+
+
+def spela_cnn(blocks):
+    def build():
+        model = SpelaModel(
+            [keras.Input((28, 28, 1))]
+            + [
+                SpelaConv2D(w, 3, padding="same", pool_size=pool, name=f"conv{i + 1}")
+                for i, (w, pool) in enumerate(zip(CNN_STACKS[blocks], CNN_POOLS[blocks]))
+            ]
+            + [keras.layers.Flatten()]
+            + [SpelaDense(w, name=f"d{i + 1}") for i, w in enumerate(HEAD_WIDTHS)],
+            num_classes=NUM_CLASSES,
+        )
+        model.compile()
+        return model
+
+    return build
+
+
+def backprop_cnn(blocks):
+    def build():
+        def leaky():
+            return keras.layers.LeakyReLU(negative_slope=common.BACKPROP_NEGATIVE_SLOPE)
+
+        layers = [keras.Input((28, 28, 1))]
+        for w, pool in zip(CNN_STACKS[blocks], CNN_POOLS[blocks]):
+            layers += [keras.layers.Conv2D(w, 3, padding="same"), leaky()]
+            if pool > 1:
+                layers.append(keras.layers.MaxPooling2D(pool))
+        layers.append(keras.layers.Flatten())
+        for w in HEAD_WIDTHS:
+            layers += [keras.layers.Dense(w), leaky()]
+        layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax"))
+        model = keras.Sequential(layers)
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-3),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    return build
+
+
+def configurations(part, args):
+    """`{name: build}` of one part, in the order they run."""
+    if part == "mlp":
+        steps = -(-args.train_examples // args.batch_size)
+        return {
+            SPELA_MLP: spela_mlp,
+            SPELA_MLP_RECIPE: spela_mlp_recipe(steps, args.mlp_epochs),
+            BACKPROP_MLP: backprop_mlp,
+        }
+    configs = {}
+    for blocks in CNN_STACKS:
+        configs[SPELA_CNN[blocks]] = spela_cnn(blocks)
+        configs[BACKPROP_CNN[blocks]] = backprop_cnn(blocks)
+    return configs
 
 
 def load_data(train_examples, test_examples):

@@ -136,6 +136,7 @@ def export_tflite_micro(
     step = tf.function(
         lambda *inputs: program.step(*inputs, expose_weights=expose_weights),
         input_signature=program.input_specs,
+        autograph=False,
     )
     concrete = step.get_concrete_function()
     output_keys = sorted(concrete.structured_outputs)  # flattening order
@@ -221,7 +222,7 @@ def _export_inference_model(plan, filepath):
     spec = tf.TensorSpec(
         (plan.batch_size,) + plan.input_shape, tf.float32, name=contract.INFER_INPUT
     )
-    concrete = tf.function(infer, input_signature=[spec]).get_concrete_function()
+    concrete = tf.function(infer, input_signature=[spec], autograph=False).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
     data = converter_lib.convert(converter, quantize_frozen=False)
     flatbuffer_ops.check_builtin_only(data, "TFLite Micro inference model")

@@ -86,7 +86,9 @@ def export_features_model(model, front, filepath, representative_data):
         return {contract.FEATURES_OUTPUT: tf.reshape(h, [1, -1])}
 
     spec = tf.TensorSpec((1,) + tuple(model.example_input_shape), tf.float32, name="x")
-    concrete = tf.function(features, input_signature=[spec]).get_concrete_function()
+    concrete = tf.function(
+        features, input_signature=[spec], autograph=False
+    ).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module())
 
     def calibration():

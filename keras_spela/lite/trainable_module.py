@@ -67,16 +67,20 @@ class SpelaTrainingModule(tf.Module):
         self.input_shape = input_shape = plan.input_shape
         x_train, y_train = plan.train_specs()
         x_infer = tf.TensorSpec((None,) + input_shape, tf.float32, name=contract.INFER_INPUT)
-        self.train = tf.function(self._train, input_signature=[x_train, y_train])
-        self.infer = tf.function(self._infer, input_signature=[x_infer])
+        self.train = tf.function(self._train, input_signature=[x_train, y_train], autograph=False)
+        self.infer = tf.function(self._infer, input_signature=[x_infer], autograph=False)
         # Java/Kotlin's runSignature refuses a signature without inputs.
         request = tf.TensorSpec((), tf.int32, name=contract.GET_WEIGHTS_INPUT)
-        self.get_weights = tf.function(self._get_weights, input_signature=[request])
+        self.get_weights = tf.function(
+            self._get_weights, input_signature=[request], autograph=False
+        )
         named_specs = [
             tf.TensorSpec(v.shape, tf.float32, name=n)
             for n, v in zip(self.all_names, self.all_variables)
         ]
-        self.set_weights = tf.function(self._set_weights, input_signature=named_specs)
+        self.set_weights = tf.function(
+            self._set_weights, input_signature=named_specs, autograph=False
+        )
 
     @property
     def model(self):

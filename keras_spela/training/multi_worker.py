@@ -233,7 +233,7 @@ def _make_train_function(model, strategy):
         names[:] = list(logs)
         return tf.stack([tf.cast(logs[name], tf.float32) for name in names])
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def train_function(batch):
         values = strategy.run(replica_step, args=(batch,))
         mean = strategy.reduce("MEAN", values, axis=None)

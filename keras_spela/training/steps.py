@@ -103,7 +103,7 @@ class LocalStepsMixin:
         if self.xla_local_steps and self.learning_layers and not tf.distribute.has_strategy():
             if "step" not in self._xla_functions:
                 self._xla_functions["step"] = tf.function(
-                    self._gated_local_update, jit_compile=True
+                    self._gated_local_update, jit_compile=True, autograph=False
                 )
             # The XLA function skips the update of a rejected batch; the
             # assertions (which XLA would drop) then raise. XLA compiles the
