@@ -583,5 +583,21 @@ def test_no_build_file_below_the_root():
     check(problems)
 
 
+def test_bazel_ci_files_are_the_ci_targets_and_a_few():
+    """tools/run_tests.sh runs these files under Bazel and every other one with pytest:
+    the list must be the "ci" targets' files, and a few quick ones (each needs its own
+    process under Bazel)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bazel_ci_tests
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    listed = bazel_ci_tests.ci_test_files(ROOT / "BUILD")
+    expected = [f for t in targets_of("py_test") if "ci" in t.get("tags") for f in t.get("srcs")]
+    assert listed == expected
+    assert 1 <= len(listed) <= 10, listed
+    assert all((ROOT / f).is_file() and f.endswith("_test.py") for f in listed), listed
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
