@@ -2,8 +2,8 @@
 # Run this project's Python tests with Bazel, fully offline:
 #     bash tools/bazel_test.sh [extra bazel test flags...]
 # Runs `bazel test //...` (override the targets with BAZEL_TEST_TARGETS="//:digits_test");
-# tools/run_tests.sh passes --test_tag_filters=ci: the targets tagged "ci" in BUILD (pytest
-# has run every test before). Each py_test runs one test file with pytest.
+# tools/run_tests.sh passes --test_tag_filters=ci: the targets tagged "ci" in BUILD (its
+# pytest run leaves their files out). Each py_test runs one test file with pytest.
 # Needs bazel (tools/install_bazel.sh) and a Python with the project's dependencies, chosen in
 # this order: $KERAS_SPELA_VENV when set (even if another virtualenv is active), else the
 # active virtualenv ($VIRTUAL_ENV) if it has them, else <repo root>/.venv, else python3 on PATH.
